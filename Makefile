@@ -1,0 +1,62 @@
+# teg.istio: every entry point. `make demo` and `make test` do all set-up on a fresh machine that has
+# Python 3.11, Go and git (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+MATRIX ?= current
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+LOCALCP := $(BIN)/python tests/localcp/localcp.py
+COLLECTION_LINK := .ansible/collections/ansible_collections/teg/istio
+SITE_VARS := tests/localcp/site-vars.yml
+# The local cluster's kubeconfig, and the built kubectl/helm first on PATH.
+CLUSTER_ENV = eval "$$($(LOCALCP) env)"
+
+.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit integration lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(BIN)/ansible-playbook: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+venv: $(BIN)/ansible-playbook $(COLLECTION_LINK)  ## the project virtualenv (.venv) and the collection link
+
+cluster-up: venv  ## start the local control plane (MATRIX=current|legacy), idempotent
+	$(LOCALCP) up --matrix $(MATRIX)
+
+cluster-down: venv  ## stop every process of the local control plane and remove its state
+	$(LOCALCP) down
+
+cluster-env: venv  ## print export lines for the local cluster (eval "$(make -s cluster-env)")
+	@$(LOCALCP) env
+
+site: venv  ## run playbooks/site.yml against the local cluster
+	@$(CLUSTER_ENV) && $(BIN)/ansible-playbook playbooks/site.yml -e @$(SITE_VARS) $(ARGS)
+
+teardown: venv  ## run playbooks/teardown.yml against the local cluster
+	@$(CLUSTER_ENV) && $(BIN)/ansible-playbook playbooks/teardown.yml -e @$(SITE_VARS) $(ARGS)
+
+demo: venv  ## cluster-up, site.yml, a summary of what changed; KEEP=1 leaves the cluster running
+	$(BIN)/python tests/localcp/demo.py --matrix $(MATRIX) $(if $(KEEP),--keep)
+
+unit: venv  ## unit tests (pure logic)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: venv  ## integration tests against a fresh local control plane, one flavour (MATRIX)
+	MATRIX=$(MATRIX) $(BIN)/python -m pytest -q tests/integration
+
+test: venv  ## everything CI runs: unit tests, then integration tests on both flavours
+	$(BIN)/python -m pytest -q tests/unit
+	MATRIX=current $(BIN)/python -m pytest -q tests/integration
+	MATRIX=legacy $(BIN)/python -m pytest -q tests/integration
+
+clean: cluster-down  ## remove the virtualenv and local state (build cache stays: see docs)
+	rm -rf $(VENV) .ansible tests/output

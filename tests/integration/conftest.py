@@ -1,0 +1,189 @@
+"""Integration-test harness: one real local control plane per test session (flavour from $MATRIX).
+
+Fixtures:
+    cluster   the running cluster (state dir, kubeconfig, flavour); started fresh for the session
+              in its own LOCALCP_DIR, stopped at the end
+    k8s       a kubernetes DynamicClient on the admin kubeconfig
+    play      run a playbook of this repository: play("site.yml", extra_vars={...}, check=True)
+    reset     put the cluster back to the TEG fixture (as after cluster-up) between scenarios
+
+A PlaybookRun carries rc, the output, and `mutations`: the mutating requests the API server's audit
+log recorded while the playbook ran (dry-run requests kept apart), which is the witness for
+"a second run writes nothing" and "check mode writes nothing".
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LOCALCP = REPO / "tests" / "localcp" / "localcp.py"
+MATRIX = os.environ.get("MATRIX", "current")
+SITE_VARS = REPO / "tests" / "localcp" / "site-vars.yml"
+ADMIN_USER = "admin"
+MUTATING_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+# Namespaces the TEG fixture does not own: dropped by `reset`.
+FIXTURE_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease", "envoy-gateway-system"}
+
+
+@dataclass
+class Cluster:
+    state_dir: Path
+    matrix: str
+    env: dict = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self):
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def audit_log(self):
+        return self.state_dir / "audit.log"
+
+    def localcp(self, *args):
+        return subprocess.run([sys.executable, str(LOCALCP), *args], env=self.env, check=True,
+                              capture_output=True, text=True)
+
+    def kubectl(self, *args, check=True, stdin=None):
+        return subprocess.run(["kubectl", *args], env=self.env, check=check, capture_output=True,
+                              text=True, input=stdin)
+
+    def audit_position(self):
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def mutations_since(self, position, user=ADMIN_USER):
+        """Mutating audit events by `user` after byte `position` of the audit log."""
+        events = []
+        with open(self.audit_log, "rb") as fh:
+            fh.seek(position)
+            for line in fh:
+                event = json.loads(line)
+                if event.get("verb") not in MUTATING_VERBS or event["user"].get("username") != user:
+                    continue
+                events.append(event)
+        return events
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    stdout: str
+    stderr: str
+    events: list
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    @property
+    def writes(self):
+        """Mutating requests that were not dry runs."""
+        return [e for e in self.events if "dryRun=All" not in e.get("requestURI", "")]
+
+    @property
+    def dry_runs(self):
+        return [e for e in self.events if "dryRun=All" in e.get("requestURI", "")]
+
+    def describe_writes(self):
+        return [f"{e['verb']} {e['requestURI']}" for e in self.writes]
+
+    def recap(self):
+        """The PLAY RECAP counters of localhost, e.g. {'ok': 12, 'changed': 0, 'failed': 0}."""
+        for line in self.stdout.splitlines():
+            if line.startswith("localhost") and "ok=" in line:
+                return {k: int(v) for k, v in (part.split("=") for part in line.split()[2:])}
+        raise AssertionError("no PLAY RECAP in the output:\n" + self.output[-3000:])
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp(f"localcp-{MATRIX}")
+    env = dict(os.environ, LOCALCP_DIR=str(state_dir))
+    c = Cluster(state_dir=state_dir, matrix=MATRIX, env=env)
+    try:
+        c.localcp("up", "--matrix", MATRIX)
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"cluster-up failed:\n{exc.stderr}", pytrace=False)
+    for line in c.localcp("env").stdout.splitlines():
+        key, value = line.removeprefix("export ").split("=", 1)
+        c.env[key] = value.replace("$PATH", os.environ["PATH"])
+    c.env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    c.env["K8S_AUTH_KUBECONFIG"] = str(c.kubeconfig)
+    yield c
+    c.localcp("down")
+
+
+@pytest.fixture(scope="session")
+def k8s(cluster):
+    from kubernetes import config, dynamic
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    return dynamic.DynamicClient(api)
+
+
+def _run_playbook(cluster, playbook, extra_vars=None, check=False, diff=False, args=(), use_site_vars=True,
+                  env=None):
+    path = Path(playbook)
+    if not path.is_absolute():
+        path = REPO / "playbooks" / playbook
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(path)]
+    if use_site_vars:
+        cmd += ["-e", f"@{SITE_VARS}"]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    cmd += list(args)
+    position = cluster.audit_position()
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(cluster.env, **(env or {})), capture_output=True, text=True)
+    time.sleep(0.2)  # the audit backend is blocking, this only lets the file system settle
+    return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, cluster.mutations_since(position))
+
+
+@pytest.fixture(scope="session")
+def play(cluster):
+    def run(playbook, **kwargs):
+        return _run_playbook(cluster, playbook, **kwargs)
+    return run
+
+
+def reset_cluster(cluster):
+    """Back to the state cluster-up left: our namespaces gone, Helm releases gone, fixture re-applied."""
+    names = cluster.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    extra = [n for n in names if n not in FIXTURE_NAMESPACES]
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        cluster.kubectl("delete", kind, "-l", "app.kubernetes.io/managed-by=Helm", "--ignore-not-found", check=False)
+    cluster.kubectl("delete", "clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/managed-by=Helm",
+                    "--ignore-not-found", check=False)
+    crds = cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    istio = [c for c in crds if c.endswith(".istio.io")]
+    if istio:
+        cluster.kubectl("delete", "crd", *istio, "--wait=true")
+    if extra:
+        cluster.kubectl("delete", "namespace", *extra, "--wait=true", "--timeout=120s")
+    # The fixture's own objects go back to exactly what TEG installed (our labels, annotations and
+    # references removed): delete what we may have added there, then re-create the fixture.
+    cluster.kubectl("delete", "namespace", "envoy-gateway-system", "--wait=true", "--timeout=120s")
+    cluster.kubectl("delete", "gatewayclass", "--all", "--wait=true")
+    fixture = REPO / "tests" / "fixtures" / "teg" / f"{cluster.matrix}.yaml"
+    cluster.kubectl("apply", "--server-side", "-f", str(fixture))
+    cluster.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
+                    "deployment", "--all")
+
+
+@pytest.fixture
+def reset(cluster):
+    return lambda: reset_cluster(cluster)
+
+
+def load_yaml(path):
+    with open(path) as fh:
+        return yaml.safe_load(fh)

@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""A real Kubernetes control plane on 127.0.0.1, for the collection's tests and demo.
+
+    localcp.py up [--matrix current|legacy]   start (idempotent), install CRDs and the TEG fixture
+    localcp.py down                           stop every process it started (by PID), remove state
+    localcp.py env                            print `export` lines (KUBECONFIG, PATH)
+    localcp.py status                         one line per process
+    localcp.py stop-apiserver | start-apiserver   fault injection for the recovery tests
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
+Node, so Pods run and Deployments become Available) are binaries that build.sh made from their Go
+modules. The API server enforces the real upstream CRD schemas of the flavour and writes an audit
+log of every mutating request (the witness for the idempotence and check-mode tests).
+
+A hand-written launcher rather than kwokctl: the tests stop and restart the API server in the
+middle of a run and read its audit log, which needs the process handles and flags in our hands.
+State lives in $LOCALCP_DIR (default: <repo>/.localcp).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+STATE_DIR = Path(os.environ.get("LOCALCP_DIR", REPO / ".localcp"))
+STATE_FILE = STATE_DIR / "state.json"
+KUBECONFIG = STATE_DIR / "kubeconfig"
+
+# The flavours: which upstream CRD folders (of ../shared/crds, see its README) a cluster gets.
+MATRIX = {
+    "current": {"envoy_gateway": "envoy-gateway-v1.9.0", "istio": "istio-1.29.6"},
+    "legacy": {"envoy_gateway": "envoy-gateway-v0.5.0", "istio": "istio-1.19.10"},
+}
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+NODE_NAME = "kwok-node-0"
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+class LocalcpError(Exception):
+    """A failure with a one-line message for the user."""
+
+
+def log(msg):
+    print(f"[localcp] {msg}", file=sys.stderr, flush=True)
+
+
+def versions():
+    out = {}
+    for line in (HERE / "versions.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def bin_dirs():
+    """The cache directories build.sh fills; built when missing."""
+    proc = subprocess.run([str(HERE / "build.sh"), "--print"], capture_output=True, text=True, check=True)
+    dirs = [Path(p) for p in proc.stdout.split()]
+    wanted = {"kube-apiserver": dirs[0], "etcd": dirs[1], "kwok": dirs[2], "helm": dirs[3]}
+    if not all((d / name).exists() for name, d in wanted.items()):
+        log("building the control plane binaries (first time for these versions; see docs/local-control-plane.md)")
+        build = subprocess.run([str(HERE / "build.sh")], stdout=subprocess.DEVNULL)
+        if build.returncode != 0:
+            raise LocalcpError("building the binaries failed; see the output of tests/localcp/build.sh above")
+    return dirs
+
+
+def crds_dir():
+    """TEG_ISTIO_CRDS_DIR, default ../shared/crds beside the checkout; where that folder is absent, the
+    same pinned upstream files are downloaded (checksums in crds.lock) into the build cache."""
+    configured = os.environ.get("TEG_ISTIO_CRDS_DIR")
+    path = Path(configured) if configured else REPO.parent / "shared" / "crds"
+    if path.is_dir():
+        return path
+    cache = Path(os.environ.get("TEG_ISTIO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teg-istio"))
+    target = cache / "crds"
+    log(f"{path} does not exist: downloading the pinned upstream CRDs into {target}")
+    import fetch_crds
+    try:
+        fetch_crds.fetch(target, os.environ.get("TEG_ISTIO_CRDS_BASE_URL"))
+    except SystemExit as exc:
+        raise LocalcpError(f"{exc} (CRD folder {path} is absent; TEG_ISTIO_CRDS_DIR names it)") from exc
+    return target
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(cmd, **kwargs):
+    kwargs.setdefault("check", True)
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(cmd, **kwargs)
+
+
+# --- PKI -------------------------------------------------------------------------------------
+
+def _openssl_key(path):
+    run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(path)])
+
+
+def _openssl_cert(pki, name, subject, ext):
+    key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.crt"
+    _openssl_key(key)
+    run(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)])
+    extfile = pki / f"{name}.ext"
+    extfile.write_text(ext)
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+         "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", str(extfile), "-out", str(crt)])
+
+
+def make_pki(pki):
+    pki.mkdir(parents=True)
+    _openssl_key(pki / "ca.key")
+    run(["openssl", "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-subj", "/CN=teg-istio-localcp-ca",
+         "-days", "3650", "-sha256", "-out", str(pki / "ca.crt"),
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    sans = ["IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local"]
+    _openssl_cert(pki, "apiserver", "/CN=kube-apiserver",
+                  f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth\n"
+                  "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    clients = {
+        "admin": "/O=system:masters/CN=admin",
+        "controller-manager": "/CN=system:kube-controller-manager",
+        "scheduler": "/CN=system:kube-scheduler",
+        "kwok": "/O=system:masters/CN=kwok-controller",
+    }
+    for name, subject in clients.items():
+        _openssl_cert(pki, name, subject, "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n")
+    _openssl_key(pki / "sa.key")
+    run(["openssl", "ec", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
+
+
+def write_kubeconfig(path, server, pki, user):
+    doc = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "localcp", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"),
+                                          "client-key": str(pki / f"{user}.key")}}],
+        "contexts": [{"name": "localcp", "context": {"cluster": "localcp", "user": user}}],
+        "current-context": "localcp",
+    }
+    path.write_text(yaml.safe_dump(doc))
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def component_args(name, state):
+    d = Path(state["dir"])
+    pki = d / "pki"
+    ports = state["ports"]
+    bins = state["bins"]
+    if name == "etcd":
+        return [f"{bins['etcd']}/etcd", "--name=node0", f"--data-dir={d / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
+                f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
+                f"--listen-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
+                f"--initial-cluster=node0=http://127.0.0.1:{ports['etcd_peer']}",
+                "--unsafe-no-fsync=true", "--log-level=warn"]
+    if name == "kube-apiserver":
+        return [f"{bins['kubernetes']}/kube-apiserver",
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
+                # No default route offline: advertise loopback and do not reconcile the
+                # `kubernetes` Endpoints (which would reject a loopback address).
+                "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+                f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+                f"--audit-policy-file={d / 'audit-policy.yaml'}", f"--audit-log-path={d / 'audit.log'}",
+                "--audit-log-format=json", "--audit-log-mode=blocking"]
+    if name == "kube-controller-manager":
+        kc = d / "controller-manager.kubeconfig"
+        return [f"{bins['kubernetes']}/kube-controller-manager", f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
+                "--leader-elect=false", "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # kwok's Nodes send leases; evict nothing if the controller is slow on 2 cores.
+                "--node-monitor-grace-period=120s"]
+    if name == "kube-scheduler":
+        kc = d / "scheduler.kubeconfig"
+        return [f"{bins['kubernetes']}/kube-scheduler", f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}", "--leader-elect=false"]
+    if name == "kwok":
+        return [f"{bins['kwok']}/kwok", f"--kubeconfig={d / 'kwok.kubeconfig'}",
+                "--manage-all-nodes=true", "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+                f"--server-address=127.0.0.1:{ports['kwok']}", "--node-lease-duration-seconds=40"]
+    raise ValueError(name)
+
+
+def start_component(name, state):
+    d = Path(state["dir"])
+    logf = open(d / "logs" / f"{name}.log", "ab")
+    proc = subprocess.Popen(component_args(name, state), stdout=logf, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=d)
+    state["pids"][name] = proc.pid
+    save_state(state)
+
+
+def _is_ours(pid, name):
+    """True when the PID is alive and still runs the binary we started (PIDs get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return False
+    return os.path.basename(cmdline) == name
+
+
+def stop_component(name, state, timeout=20):
+    pid = state["pids"].pop(name, None)
+    save_state(state)
+    if not pid or not _is_ours(pid, name):
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _is_ours(pid, name):
+        time.sleep(0.2)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    if _is_ours(pid, name):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def save_state(state):
+    tmp = STATE_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(STATE_FILE)
+
+
+def load_state():
+    if not STATE_FILE.exists():
+        return None
+    return json.loads(STATE_FILE.read_text())
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+def wait_for(what, check, timeout=120, interval=0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 -- any failure means "not yet"; the last one is reported
+            last = exc
+        time.sleep(interval)
+    raise LocalcpError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+def _apiserver_ok(state, path="/readyz"):
+    pki = Path(state["dir"]) / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    url = f"https://127.0.0.1:{state['ports']['apiserver']}{path}"
+    with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+        return resp.status == 200
+
+
+def _etcd_ok(state):
+    with urllib.request.urlopen(f"http://127.0.0.1:{state['ports']['etcd']}/health", timeout=5) as resp:
+        return json.loads(resp.read()).get("health") == "true"
+
+
+def kubectl(state, *args, stdin=None, check=True):
+    return run([f"{state['bins']['kubernetes']}/kubectl", f"--kubeconfig={KUBECONFIG}", *args],
+               input=stdin, check=check)
+
+
+def _crd_documents(path):
+    """Only the CustomResourceDefinitions of a bundle (EG v0.5's Gateway API bundle also carries an
+    admission webhook Deployment whose ValidatingWebhookConfiguration would block every write)."""
+    with open(path) as fh:
+        return [doc for doc in yaml.safe_load_all(fh) if doc and doc.get("kind") == "CustomResourceDefinition"]
+
+
+def install_crds(state, folder):
+    docs = []
+    for path in sorted(folder.glob("*.yaml")):
+        docs.extend(_crd_documents(path))
+    stream = yaml.safe_dump_all(docs)
+    kubectl(state, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=stream)
+    names = [f"crd/{doc['metadata']['name']}" for doc in docs]
+    kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    return len(docs)
+
+
+def fixture_path(matrix):
+    return REPO / "tests" / "fixtures" / "teg" / f"{matrix}.yaml"
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_up(args):
+    matrix = args.matrix
+    state = load_state()
+    if state:
+        if state["matrix"] != matrix:
+            raise LocalcpError(f"a {state['matrix']} cluster is running in {STATE_DIR}; "
+                               f"run `make cluster-down` before starting a {matrix} one")
+        if all(_is_ours(state["pids"].get(c, 0), c) for c in COMPONENTS) and _apiserver_ok(state):
+            log(f"already up ({matrix}); KUBECONFIG={KUBECONFIG}")
+            return
+        log("found a partly running cluster: stopping it and starting afresh")
+        cmd_down(args)
+
+    started = time.monotonic()
+    dirs = bin_dirs()
+    crds = crds_dir()
+    flavour = MATRIX[matrix]
+    for key in flavour.values():
+        if not (crds / key).is_dir():
+            raise LocalcpError(f"{crds / key} is missing; TEG_ISTIO_CRDS_DIR must hold the folders {sorted(flavour.values())}")
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    (STATE_DIR / "logs").mkdir(exist_ok=True)
+    state = {
+        "dir": str(STATE_DIR), "matrix": matrix, "crds": str(crds), "pids": {},
+        "bins": {"kubernetes": str(dirs[0]), "etcd": str(dirs[1]), "kwok": str(dirs[2]), "helm": str(dirs[3])},
+        "ports": {name: free_port() for name in
+                  ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")},
+        "versions": versions(),
+    }
+    save_state(state)
+    pki = STATE_DIR / "pki"
+    make_pki(pki)
+    server = f"https://127.0.0.1:{state['ports']['apiserver']}"
+    write_kubeconfig(KUBECONFIG, server, pki, "admin")
+    for user in ("controller-manager", "scheduler", "kwok"):
+        write_kubeconfig(STATE_DIR / f"{user}.kubeconfig", server, pki, user)
+    (STATE_DIR / "audit-policy.yaml").write_text(AUDIT_POLICY)
+
+    try:
+        start_component("etcd", state)
+        wait_for("etcd", lambda: _etcd_ok(state), timeout=60)
+        start_component("kube-apiserver", state)
+        wait_for("kube-apiserver /readyz", lambda: _apiserver_ok(state), timeout=180)
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            start_component(name, state)
+        kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump(fake_node()))
+        kubectl(state, "wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout=120s")
+        wait_for("ServiceAccount default/default (controller-manager running)",
+                 lambda: kubectl(state, "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0)
+        count = install_crds(state, crds / flavour["envoy_gateway"])
+        kubectl(state, "apply", "--server-side", "-f", str(fixture_path(matrix)))
+        kubectl(state, "wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
+                "deployment", "--all")
+    except (LocalcpError, subprocess.CalledProcessError) as exc:
+        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        log(f"cluster-up failed: {detail}; logs in {STATE_DIR / 'logs'}")
+        raise LocalcpError(f"cluster-up failed: {detail.splitlines()[-1] if detail else exc}") from exc
+    state["up_seconds"] = round(time.monotonic() - started, 1)
+    save_state(state)
+    log(f"up ({matrix}) in {state['up_seconds']}s: Kubernetes {state['versions']['KUBERNETES_VERSION']}, "
+        f"{count} Envoy Gateway CRDs from {crds / flavour['envoy_gateway']}, TEG fixture; KUBECONFIG={KUBECONFIG}")
+
+
+def fake_node():
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "250"}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "type": "kwok"},
+                     "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def cmd_down(args):
+    state = load_state()
+    if not state:
+        log("no cluster state; nothing to stop")
+        return
+    for name in reversed(COMPONENTS):
+        stop_component(name, state)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    log("down")
+
+
+def cmd_env(args):
+    state = load_state()
+    if not state:
+        raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    print(f"export KUBECONFIG={KUBECONFIG}")
+    print(f"export PATH={state['bins']['kubernetes']}:{state['bins']['helm']}:$PATH")
+    print(f"export LOCALCP_MATRIX={state['matrix']}")
+
+
+def cmd_status(args):
+    state = load_state()
+    if not state:
+        print("down")
+        return
+    for name in COMPONENTS:
+        pid = state["pids"].get(name)
+        print(f"{name}: {'running pid ' + str(pid) if pid and _is_ours(pid, name) else 'stopped'}")
+
+
+def cmd_stop_apiserver(args):
+    state = load_state() or {}
+    if not state:
+        raise LocalcpError("no local cluster is running")
+    stop_component("kube-apiserver", state)
+
+
+def cmd_start_apiserver(args):
+    state = load_state()
+    if not state:
+        raise LocalcpError("no local cluster is running")
+    if not _is_ours(state["pids"].get("kube-apiserver", 0), "kube-apiserver"):
+        start_component("kube-apiserver", state)
+    wait_for("kube-apiserver /readyz", lambda: _apiserver_ok(state), timeout=180)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--matrix", choices=sorted(MATRIX), default=os.environ.get("MATRIX", "current"))
+    for name in ("down", "env", "status", "stop-apiserver", "start-apiserver"):
+        sub.add_parser(name)
+    args = parser.parse_args(argv)
+    handler = globals()["cmd_" + args.command.replace("-", "_")]
+    try:
+        handler(args)
+    except LocalcpError as exc:
+        print(f"localcp: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
