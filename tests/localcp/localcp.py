@@ -368,6 +368,7 @@ def cmd_up(args):
     for user in ("controller-manager", "scheduler", "kwok"):
         write_kubeconfig(STATE_DIR / f"{user}.kubeconfig", server, pki, user)
     (STATE_DIR / "audit-policy.yaml").write_text(AUDIT_POLICY)
+    link_clients(state)
 
     try:
         start_component("etcd", state)
@@ -392,6 +393,16 @@ def cmd_up(args):
     save_state(state)
     log(f"up ({matrix}) in {state['up_seconds']}s: Kubernetes {state['versions']['KUBERNETES_VERSION']}, "
         f"{count} Envoy Gateway CRDs from {crds / flavour['envoy_gateway']}, TEG fixture; KUBECONFIG={KUBECONFIG}")
+
+
+def link_clients(state):
+    """A stable place for the built clients: PATH=$LOCALCP_DIR/bin:$PATH is all a caller needs."""
+    bin_dir = STATE_DIR / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool, where in (("kubectl", "kubernetes"), ("helm", "helm")):
+        link = bin_dir / tool
+        if not link.is_symlink():
+            link.symlink_to(Path(state["bins"][where]) / tool)
 
 
 def fake_node():
@@ -419,8 +430,9 @@ def cmd_env(args):
     state = load_state()
     if not state:
         raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    link_clients(state)
     print(f"export KUBECONFIG={KUBECONFIG}")
-    print(f"export PATH={state['bins']['kubernetes']}:{state['bins']['helm']}:$PATH")
+    print(f"export PATH={STATE_DIR / 'bin'}:$PATH")
     print(f"export LOCALCP_MATRIX={state['matrix']}")
 
 
