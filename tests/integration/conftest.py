@@ -29,8 +29,6 @@ MATRIX = os.environ.get("MATRIX", "current")
 SITE_VARS = REPO / "tests" / "localcp" / "site-vars.yml"
 ADMIN_USER = "admin"
 MUTATING_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-# Namespaces the TEG fixture does not own: dropped by `reset`.
-FIXTURE_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease", "envoy-gateway-system"}
 
 
 @dataclass
@@ -155,33 +153,9 @@ def play(cluster):
     return run
 
 
-def reset_cluster(cluster):
-    """Back to the state cluster-up left: our namespaces gone, Helm releases gone, fixture re-applied."""
-    names = cluster.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
-    extra = [n for n in names if n not in FIXTURE_NAMESPACES]
-    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
-        cluster.kubectl("delete", kind, "-l", "app.kubernetes.io/managed-by=Helm", "--ignore-not-found", check=False)
-    cluster.kubectl("delete", "clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/managed-by=Helm",
-                    "--ignore-not-found", check=False)
-    crds = cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
-    istio = [c for c in crds if c.endswith(".istio.io")]
-    if istio:
-        cluster.kubectl("delete", "crd", *istio, "--wait=true")
-    if extra:
-        cluster.kubectl("delete", "namespace", *extra, "--wait=true", "--timeout=120s")
-    # The fixture's own objects go back to exactly what TEG installed (our labels, annotations and
-    # references removed): delete what we may have added there, then re-create the fixture.
-    cluster.kubectl("delete", "namespace", "envoy-gateway-system", "--wait=true", "--timeout=120s")
-    cluster.kubectl("delete", "gatewayclass", "--all", "--wait=true")
-    fixture = REPO / "tests" / "fixtures" / "teg" / f"{cluster.matrix}.yaml"
-    cluster.kubectl("apply", "--server-side", "-f", str(fixture))
-    cluster.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
-                    "deployment", "--all")
-
-
 @pytest.fixture
 def reset(cluster):
-    return lambda: reset_cluster(cluster)
+    return lambda: cluster.localcp("reset")
 
 
 def load_yaml(path):

@@ -114,3 +114,18 @@ def test_commands_without_a_cluster_say_how_to_start_one(tmp_path, command):
                           env={"LOCALCP_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
     assert "no local cluster is running" in proc.stderr
+
+
+def test_reset_returns_to_the_fixture(cluster, reset):
+    cluster.kubectl("create", "namespace", "leftover")
+    cluster.kubectl("label", "namespace", "envoy-gateway-system", "istio-injection=enabled")
+    cluster.kubectl("patch", "service", "envoy-gateway", "-n", "envoy-gateway-system", "--type=strategic",
+                    "-p", '{"spec":{"ports":[{"port":18000,"appProtocol":"tls"}]}}')
+    reset()
+    namespaces = cluster.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert "leftover" not in namespaces
+    labels = json.loads(cluster.kubectl("get", "namespace", "envoy-gateway-system", "-o", "json").stdout)
+    assert "istio-injection" not in labels["metadata"].get("labels", {})
+    svc = json.loads(cluster.kubectl("get", "service", "envoy-gateway", "-n", "envoy-gateway-system",
+                                     "-o", "json").stdout)
+    assert all("appProtocol" not in p for p in svc["spec"]["ports"])

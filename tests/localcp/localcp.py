@@ -5,6 +5,7 @@
     localcp.py down                           stop every process it started (by PID), remove state
     localcp.py env                            print `export` lines (KUBECONFIG, PATH)
     localcp.py status                         one line per process
+    localcp.py reset                          back to what `up` left (between test scenarios)
     localcp.py stop-apiserver | start-apiserver   fault injection for the recovery tests
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
@@ -446,6 +447,34 @@ def cmd_status(args):
         print(f"{name}: {'running pid ' + str(pid) if pid and _is_ours(pid, name) else 'stopped'}")
 
 
+# Namespaces cluster-up creates or Kubernetes owns; `reset` removes every other one.
+BASE_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease", "envoy-gateway-system"}
+
+
+def cmd_reset(args):
+    """Back to what cluster-up left: every namespace, Helm release, webhook, cluster role and Istio CRD
+    added since removed, and the TEG fixture re-created from scratch (our labels, annotations and
+    references on its objects gone)."""
+    state = load_state()
+    if not state:
+        raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    names = kubectl(state, "get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations", "clusterroles",
+                 "clusterrolebindings"):
+        kubectl(state, "delete", kind, "-l", "app.kubernetes.io/managed-by in (Helm,teg.istio)",
+                "--ignore-not-found")
+    crds = kubectl(state, "get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    istio = [c for c in crds if c.endswith(".istio.io")]
+    if istio:
+        kubectl(state, "delete", "crd", *istio, "--wait=true")
+    doomed = [n for n in names if n not in BASE_NAMESPACES] + ["envoy-gateway-system"]
+    kubectl(state, "delete", "namespace", *doomed, "--wait=true", "--timeout=180s")
+    kubectl(state, "delete", "gatewayclass", "--all", "--wait=true")
+    kubectl(state, "apply", "--server-side", "-f", str(fixture_path(state["matrix"])))
+    kubectl(state, "wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
+            "deployment", "--all")
+
+
 def cmd_stop_apiserver(args):
     state = load_state() or {}
     if not state:
@@ -467,7 +496,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("--matrix", choices=sorted(MATRIX), default=os.environ.get("MATRIX", "current"))
-    for name in ("down", "env", "status", "stop-apiserver", "start-apiserver"):
+    for name in ("down", "env", "status", "reset", "stop-apiserver", "start-apiserver"):
         sub.add_parser(name)
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.command.replace("-", "_")]
