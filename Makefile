@@ -53,10 +53,16 @@ unit: venv  ## unit tests (pure logic)
 integration: venv  ## integration tests against a fresh local control plane, one flavour (MATRIX)
 	MATRIX=$(MATRIX) $(BIN)/python -m pytest -q tests/integration
 
-test: venv  ## everything CI runs: unit tests, then integration tests on both flavours
+lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, ansible-test sanity
+	tests/lint/lint.sh
+
+test: venv lint  ## everything CI runs: lint, unit tests, then integration tests on both flavours
 	$(BIN)/python -m pytest -q tests/unit
 	MATRIX=current $(BIN)/python -m pytest -q tests/integration
 	MATRIX=legacy $(BIN)/python -m pytest -q tests/integration
+
+bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
+	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)
 
 clean: cluster-down  ## remove the virtualenv and local state (build cache stays: see docs)
 	rm -rf $(VENV) .ansible tests/output

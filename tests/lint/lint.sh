@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make lint`: every static check, each named as it runs; the first failure stops it.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+bin=.venv/bin
+step() { printf '\n== lint: %s\n' "$*"; }
+
+step yamllint
+"$bin/yamllint" -s .
+step "ansible-lint (production profile)"
+ANSIBLE_COLLECTIONS_PATH="$repo/.ansible/collections" "$bin/ansible-lint" --offline --profile production -q
+step "antsibull-changelog lint"
+"$bin/antsibull-changelog" lint
+step "role argument specs in sync with defaults"
+"$bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_argument_specs.py
+step "ansible-test sanity (offline)"
+tests/lint/sanity.sh
+echo "lint: all checks passed"
