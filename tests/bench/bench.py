@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""`make bench`: how long the collection takes, against the manual procedure, on the local cluster.
+
+    bench.py [--matrix current|legacy] [--runs 3]
+
+(a) the TEG how-to as plain kubectl/helm commands (manual.sh), on a fresh cluster state
+(b) playbooks/site.yml on a fresh cluster state
+(c) site.yml again, with nothing to do
+(d) the expose_app role alone with 1, 10 and 100 apps (each run under its own Gateway, so runs do
+    not prune each other)
+
+Medians of --runs runs each; the results and the machine's description go to docs/bench-results.md;
+the last line is `bench: b/a=<x> c/a=<y> d100/d1=<z>`. Nothing here is asserted: timings are facts to
+read, not tests.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCALCP = [sys.executable, str(REPO / "tests" / "localcp" / "localcp.py")]
+PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+SITE_VARS = "@" + str(REPO / "tests" / "localcp" / "site-vars.yml")
+APP_COUNTS = (1, 10, 100)
+
+
+def cluster_env(state_dir):
+    env = dict(os.environ, LOCALCP_DIR=str(state_dir), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    out = subprocess.run([*LOCALCP, "env"], env=env, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        key, value = line.removeprefix("export ").split("=", 1)
+        env[key] = value.replace("$PATH", os.environ["PATH"])
+    env["K8S_AUTH_KUBECONFIG"] = env["KUBECONFIG"]
+    return env
+
+
+def timed(cmd, env, label):
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"bench: {label} failed (rc {proc.returncode})")
+    return elapsed
+
+
+def apps_playbook(tmp, count, run):
+    gateway = f"bench-{count}-{run}"
+    apps = [{"name": f"{gateway}-app-{i}", "namespace": "httpbin", "service": "httpbin", "port": 8000,
+             "hostnames": [f"app-{i}.{gateway}.example.com"], "path_prefix": "/httpbin"} for i in range(count)]
+    path = Path(tmp) / f"{gateway}.json"
+    path.write_text(json.dumps({"expose_app_apps": apps, "expose_app_gateway_name": gateway,
+                                "expose_app_sample": False}))
+    return "@" + str(path)
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--matrix", default=os.environ.get("MATRIX", "current"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    state_dir = Path(tempfile.mkdtemp(prefix="teg-istio-bench-"))
+    env = dict(os.environ, LOCALCP_DIR=str(state_dir))
+    subprocess.run([*LOCALCP, "up", "--matrix", args.matrix], env=env, check=True)
+    times = {"a": [], "b": [], "c": [], **{f"d{n}": [] for n in APP_COUNTS}}
+    try:
+        env = cluster_env(state_dir)
+        env["MATRIX"] = args.matrix
+        site = [PLAYBOOK, "playbooks/site.yml", "-e", SITE_VARS]
+        with tempfile.TemporaryDirectory() as tmp:
+            for run in range(args.runs):
+                subprocess.run([*LOCALCP, "reset"], env=env, check=True, capture_output=True)
+                times["a"].append(timed(["bash", "tests/bench/manual.sh"], env, "manual.sh"))
+                subprocess.run([*LOCALCP, "reset"], env=env, check=True, capture_output=True)
+                times["b"].append(timed(site, env, "site.yml (fresh)"))
+                times["c"].append(timed(site, env, "site.yml (nothing to do)"))
+                for count in APP_COUNTS:
+                    cmd = [PLAYBOOK, "tests/integration/playbooks/expose_app.yml", "-e", SITE_VARS,
+                           "-e", apps_playbook(tmp, count, run)]
+                    times[f"d{count}"].append(timed(cmd, env, f"expose_app with {count} apps"))
+                print(f"run {run + 1}: " + ", ".join(f"{k}={v[-1]:.1f}s" for k, v in times.items()), flush=True)
+    finally:
+        subprocess.run([*LOCALCP, "down"], env=dict(os.environ, LOCALCP_DIR=str(state_dir)), check=False)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {"b/a": med["b"] / med["a"], "c/a": med["c"] / med["a"], "d100/d1": med["d100"] / med["d1"]}
+    write_results(args, med, ratios, times)
+    print(f"bench: b/a={ratios['b/a']:.2f} c/a={ratios['c/a']:.2f} d100/d1={ratios['d100/d1']:.2f}")
+
+
+def write_results(args, med, ratios, times):
+    labels = {"a": "manual procedure (kubectl + helm, manual.sh)", "b": "site.yml on a fresh cluster",
+              "c": "site.yml again, nothing to do", "d1": "expose_app, 1 app", "d10": "expose_app, 10 apps",
+              "d100": "expose_app, 100 apps"}
+    rows = "\n".join(f"| {k} | {labels[k]} | {med[k]:.1f} | {' / '.join(f'{t:.1f}' for t in times[k])} |" for k in labels)
+    text = f"""# Benchmark results
+
+Written by `make bench` (tests/bench/bench.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, flavour
+`{args.matrix}`, {args.runs} runs each, on the local control plane. Machine: {machine()}.
+
+| | what | median (s) | runs (s) |
+|---|---|---|---|
+{rows}
+
+Ratios: b/a = {ratios['b/a']:.2f} (target ≤ 2.0), c/a = {ratios['c/a']:.2f} (target ≤ 1.0),
+d100/d1 = {ratios['d100/d1']:.2f} (target ≤ 3.0).
+
+`bench: b/a={ratios['b/a']:.2f} c/a={ratios['c/a']:.2f} d100/d1={ratios['d100/d1']:.2f}`
+"""
+    (REPO / "docs" / "bench-results.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
