@@ -146,3 +146,15 @@ def without_managed_fields(obj):
     if "managedFields" in (copied.get("metadata") or {}):
         copied["metadata"] = {k: v for k, v in copied["metadata"].items() if k != "managedFields"}
     return copied
+
+
+def image_version(image):
+    """The tag of a container image reference without a leading "v" (docker.io/istio/pilot:1.29.6 ->
+    "1.29.6"); None when it has no tag (only a digest, or none at all)."""
+    if not image:
+        return None
+    name, colon, tag = image.split("@", 1)[0].rpartition(":")
+    # A colon before the last "/" belongs to a registry port (registry:5000/istio/pilot), not a tag.
+    if not colon or not name or "/" in tag:
+        return None
+    return tag[1:] if tag[:1] == "v" and tag[1:2].isdigit() else tag

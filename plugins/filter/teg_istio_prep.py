@@ -1,0 +1,101 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure rendering for the teg_istio_prep step: from objects as read and what is wanted, the smallest
+definition that kubernetes.core.k8s (JSON merge patch) must send, or {} when nothing is to change.
+Returning {} is what lets the role skip the API call entirely, so that a run with nothing to do
+writes nothing (kubernetes.core.k8s sends a PATCH for every existing object it is given)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+
+INJECTION_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "teg.istio"
+
+
+def _wanted_injection_labels(revision):
+    # Istio: when both labels are on a namespace, istio-injection wins and the revision is ignored,
+    # so the style not chosen is removed (null in a merge patch) rather than left to override or
+    # confuse (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/).
+    if revision:
+        return {REVISION_LABEL: revision, INJECTION_LABEL: None}
+    return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
+
+
+def injection_labels_patch(namespace, revision=""):
+    """Merge-patch definition that labels `namespace` (a Namespace as read) for sidecar injection:
+    istio-injection=enabled, or istio.io/rev=<revision> when a revision is given."""
+    if not namespace or not (namespace.get("metadata") or {}).get("name"):
+        raise AnsibleFilterError("injection_labels_patch needs a Namespace object as read from the API server")
+    labels = namespace["metadata"].get("labels") or {}
+    changes = {}
+    for key, value in _wanted_injection_labels(revision).items():
+        if value is None and key in labels:
+            changes[key] = None
+        elif value is not None and labels.get(key) != value:
+            changes[key] = value
+    if not changes:
+        return {}
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace["metadata"]["name"], "labels": changes}}
+
+
+def _check_annotations(annotations):
+    if not isinstance(annotations, dict) or not annotations:
+        raise AnsibleFilterError("pod annotations must be a non-empty mapping of names to strings")
+    for key, value in annotations.items():
+        if not isinstance(value, str):
+            # null in a merge patch would delete the annotation; "" is the value that disables
+            # inbound capture (traffic.sidecar.istio.io/includeInboundPorts).
+            raise AnsibleFilterError('pod annotation %s must be a string (write "" for an empty value), got %r'
+                                     % (key, value))
+
+
+def _workload_key(kubernetes):
+    # EG v1.5+ can run Envoy as a DaemonSet; its pods take annotations from envoyDaemonSet, and the
+    # CRD refuses envoyDeployment next to it.
+    return "envoyDaemonSet" if (kubernetes or {}).get("envoyDaemonSet") is not None else "envoyDeployment"
+
+
+def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace):
+    """Definition that gives the Envoy pods of an EnvoyProxy the pod `annotations`.
+
+    `envoyproxy` is the object as read, or None/{} when it does not exist: then the whole new
+    EnvoyProxy (labelled managed-by teg.istio) is returned. For an existing one, only the missing or
+    different annotations are returned as a merge patch, so every other setting and annotation stays."""
+    _check_annotations(annotations)
+    if not envoyproxy:
+        return {
+            "apiVersion": api_version, "kind": "EnvoyProxy",
+            "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "spec": {"provider": {"type": "Kubernetes",
+                                  "kubernetes": {"envoyDeployment": {"pod": {"annotations": dict(annotations)}}}}},
+        }
+    provider = (envoyproxy.get("spec") or {}).get("provider") or {}
+    if provider and provider.get("type") != "Kubernetes":
+        raise AnsibleFilterError("EnvoyProxy %s/%s has provider type %s; pod annotations need type Kubernetes"
+                                 % (namespace, name, provider.get("type")))
+    kubernetes = provider.get("kubernetes") or {}
+    workload = _workload_key(kubernetes)
+    current = ((kubernetes.get(workload) or {}).get("pod") or {}).get("annotations") or {}
+    missing = {key: value for key, value in annotations.items() if current.get(key) != value}
+    if not missing:
+        return {}
+    return {
+        "apiVersion": api_version, "kind": "EnvoyProxy",
+        "metadata": {"name": name, "namespace": namespace},
+        # type is required by the schema once provider exists; it is already Kubernetes or absent.
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": missing}}}}},
+    }
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "injection_labels_patch": injection_labels_patch,
+            "envoyproxy_pod_annotations_patch": envoyproxy_pod_annotations_patch,
+        }

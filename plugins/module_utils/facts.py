@@ -1,0 +1,136 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a cluster serves for lifting TEG into Istio, read in one pass: shared by the modules
+cluster_facts (which returns it) and mesh_verify (which checks against it)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+from ansible_collections.teg.istio.plugins.module_utils.cluster import (
+    api_errors,
+    describe,
+    envoyproxy_group_version,
+    get_or_none,
+    image_version,
+    pick_version,
+)
+
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# Field paths in the EnvoyProxy CRD schema that decide what the roles may write.
+POD_ANNOTATIONS_PATH = ("spec", "provider", "kubernetes", "envoyDeployment", "pod", "annotations")
+ROUTING_TYPE_PATH = ("spec", "routingType")
+
+
+def _schema_has(schema, path):
+    """True when the openAPIV3Schema `schema` declares the object field path `path`."""
+    node = schema or {}
+    for key in path:
+        node = (node.get("properties") or {}).get(key)
+        if node is None:
+            return False
+    return True
+
+
+def _served_schema(crd, version):
+    """The openAPIV3Schema of `version` in a CustomResourceDefinition, {} when absent."""
+    for entry in (crd or {}).get("spec", {}).get("versions", []):
+        if entry.get("name") == version and entry.get("served", True):
+            return (entry.get("schema") or {}).get("openAPIV3Schema") or {}
+    return {}
+
+
+def _pick_istiod(deployments):
+    """The istiod Deployment to report among those labelled app=istiod: the default revision first."""
+    if not deployments:
+        return None
+
+    def revision(dep):
+        return ((dep.get("metadata") or {}).get("labels") or {}).get("istio.io/rev") or "default"
+
+    chosen = sorted(deployments, key=lambda d: (revision(d) != "default", d["metadata"].get("namespace", ""),
+                                                 d["metadata"]["name"]))[0]
+    containers = ((chosen.get("spec") or {}).get("template", {}).get("spec", {}) or {}).get("containers") or []
+    return {
+        "namespace": chosen["metadata"].get("namespace"),
+        "name": chosen["metadata"]["name"],
+        "version": image_version(containers[0].get("image")) if containers else None,
+        "revision": revision(chosen),
+    }
+
+
+def _parameters_ref(gatewayclass):
+    ref = (gatewayclass.get("spec") or {}).get("parametersRef")
+    if not ref:
+        return None
+    return {key: ref.get(key) for key in ("group", "kind", "name", "namespace")}
+
+
+def _get_json(client, path, **params):
+    # Unserialized: the client's ResourceInstance needs a "kind", which /version does not have.
+    response = client.client.request("GET", path, serialize=False, **params)
+    return json.loads(response.data)
+
+
+def _envoyproxy_facts(client):
+    with api_errors("discover", "the EnvoyProxy API"):
+        group, version = envoyproxy_group_version(client)
+    if not group:
+        return None
+    crd_name = "envoyproxies.%s" % group
+    with api_errors("read", describe("CustomResourceDefinition", crd_name)):
+        crd = _get_json(client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s" % crd_name)
+    schema = _served_schema(crd, version)
+    return {
+        "api_version": "%s/%s" % (group, version),
+        "group": group,
+        "pod_annotations": _schema_has(schema, POD_ANNOTATIONS_PATH),
+        "routing_type": _schema_has(schema, ROUTING_TYPE_PATH),
+    }
+
+
+def _api_version(client, group, plural, candidates):
+    with api_errors("discover", "the %s API" % plural):
+        version = pick_version(client, group, plural, candidates)
+    return "%s/%s" % (group, version) if version else None
+
+
+def _istiod(client):
+    with api_errors("list", "Deployments labelled app=istiod in all namespaces"):
+        doc = _get_json(client, "/apis/apps/v1/deployments", label_selector="app=istiod")
+    return _pick_istiod(doc.get("items") or [])
+
+
+def gather(client, gatewayclass=None, namespace=None):
+    with api_errors("read", "the API server version"):
+        version = _get_json(client, "/version").get("gitVersion")
+    gateway_api = _api_version(client, GATEWAY_API_GROUP, "gatewayclasses", ("v1", "v1beta1"))
+    facts = {
+        "kubernetes_version": version,
+        "envoyproxy": _envoyproxy_facts(client),
+        "gateway_api": {"api_version": gateway_api} if gateway_api else None,
+        "istio": {
+            "virtualservice_api_version": _api_version(client, "networking.istio.io", "virtualservices",
+                                                       ("v1", "v1beta1")),
+            "peerauthentication_api_version": _api_version(client, "security.istio.io", "peerauthentications",
+                                                           ("v1", "v1beta1")),
+            "istiod": _istiod(client),
+        },
+    }
+    if gatewayclass is not None:
+        facts["gatewayclass"] = None
+        if gateway_api:
+            with api_errors("read", describe("GatewayClass", gatewayclass)):
+                obj = get_or_none(client, gateway_api, "GatewayClass", gatewayclass)
+            if obj:
+                facts["gatewayclass"] = {
+                    "name": obj["metadata"]["name"],
+                    "controller_name": (obj.get("spec") or {}).get("controllerName"),
+                    "parameters_ref": _parameters_ref(obj),
+                }
+    if namespace is not None:
+        with api_errors("read", describe("Namespace", namespace)):
+            facts["namespace_exists"] = get_or_none(client, "v1", "Namespace", namespace) is not None
+    return facts

@@ -1,0 +1,188 @@
+#!/usr/bin/python
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: cluster_facts
+short_description: Read once what a cluster serves for lifting TEG into Istio
+version_added: 0.1.0
+description:
+  - Reads, without changing anything, what the roles of this collection need to know about a cluster
+    before they write. The Kubernetes version; which API group and version serve C(EnvoyProxy)
+    (C(gateway.envoyproxy.io) from Envoy Gateway v0.6, C(config.gateway.envoyproxy.io) up to v0.5) and
+    which fields its schema has; the Gateway API version to use; the Istio API versions and the
+    running istiod.
+  - Discovery uses raw requests to the API server rather than the client's discovery cache, so CRDs
+    installed by an earlier task of the same play are seen.
+  - Schema features come from the C(openAPIV3Schema) of the served version of the CRD
+    C(envoyproxies.<group>), so reading that CustomResourceDefinition needs C(get) on
+    C(customresourcedefinitions).
+  - istiod is found as the Deployment labelled C(app=istiod) (what Istio's C(istiod) chart creates),
+    in any namespace. When several revisions run, the C(default) revision is reported, else the first
+    by namespace and name.
+author:
+  - teg.istio maintainers
+options:
+  gatewayclass:
+    description:
+      - Name of a GatewayClass to describe. When given, the result has C(gatewayclass), which is
+        C(null) when the GatewayClass (or the Gateway API) does not exist.
+    type: str
+  namespace:
+    description:
+      - Name of a namespace to look for. When given, the result has C(namespace_exists).
+    type: str
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    support: full
+    details: Only reads, so it runs the same way in check mode.
+  diff_mode:
+    support: none
+    details: Changes nothing, so it has nothing to diff.
+  idempotent:
+    support: full
+    details: Only reads.
+requirements:
+  - python >= 3.9
+  - kubernetes >= 24.2.0
+"""
+
+EXAMPLES = r"""
+- name: Read what the cluster serves and how GatewayClass teg is set up
+  teg.istio.cluster_facts:
+    gatewayclass: teg
+    namespace: envoy-gateway-system
+  register: __facts
+
+- name: Stop when Envoy Gateway is too old for pod annotations on the Envoy pods
+  ansible.builtin.assert:
+    that: __facts.cluster.envoyproxy.pod_annotations
+    fail_msg: Envoy Gateway older than v0.4 has no EnvoyProxy pod annotations
+"""
+
+RETURN = r"""
+cluster:
+  description: What the cluster serves.
+  returned: success
+  type: dict
+  contains:
+    kubernetes_version:
+      description: The API server's C(gitVersion).
+      type: str
+      sample: v1.34.4
+    envoyproxy:
+      description: The EnvoyProxy API, or C(null) when no API group serves C(envoyproxies).
+      type: dict
+      contains:
+        api_version:
+          description: Group and version that serve EnvoyProxy.
+          type: str
+          sample: gateway.envoyproxy.io/v1alpha1
+        group:
+          description: The API group.
+          type: str
+          sample: gateway.envoyproxy.io
+        pod_annotations:
+          description: The schema has C(spec.provider.kubernetes.envoyDeployment.pod.annotations) (Envoy Gateway v0.4 and later).
+          type: bool
+        routing_type:
+          description: The schema has C(spec.routingType) (Envoy Gateway v1.1 and later).
+          type: bool
+    gateway_api:
+      description: The Gateway API, or C(null) when C(gatewayclasses) is not served.
+      type: dict
+      contains:
+        api_version:
+          description: C(gateway.networking.k8s.io/v1) where served, else C(gateway.networking.k8s.io/v1beta1).
+          type: str
+          sample: gateway.networking.k8s.io/v1
+    istio:
+      description: Istio's APIs and control plane.
+      type: dict
+      contains:
+        virtualservice_api_version:
+          description: C(networking.istio.io/v1) where served (Istio 1.22 and later), else C(networking.istio.io/v1beta1), else C(null).
+          type: str
+          sample: networking.istio.io/v1
+        peerauthentication_api_version:
+          description: C(security.istio.io/v1) where served, else C(security.istio.io/v1beta1), else C(null).
+          type: str
+          sample: security.istio.io/v1
+        istiod:
+          description: The istiod Deployment, or C(null) when none is found.
+          type: dict
+          contains:
+            namespace:
+              description: Its namespace.
+              type: str
+              sample: istio-system
+            name:
+              description: Its name.
+              type: str
+              sample: istiod
+            version:
+              description: The tag of its first container's image, without a leading C(v); C(null) when the image has no tag.
+              type: str
+              sample: 1.29.6
+            revision:
+              description: Its C(istio.io/rev) label; C(default) when the label is absent.
+              type: str
+              sample: default
+    gatewayclass:
+      description: The GatewayClass named in O(gatewayclass), or C(null) when it does not exist.
+      returned: when O(gatewayclass) is given
+      type: dict
+      contains:
+        name:
+          description: Its name.
+          type: str
+        controller_name:
+          description: Its C(spec.controllerName).
+          type: str
+          sample: gateway.envoyproxy.io/gatewayclass-controller
+        parameters_ref:
+          description: Its C(spec.parametersRef) with the keys C(group), C(kind), C(name), C(namespace) (C(null) where unset), or C(null).
+          type: dict
+    namespace_exists:
+      description: Whether the namespace named in O(namespace) exists.
+      returned: when O(namespace) is given
+      type: bool
+"""
+
+import copy
+
+from ansible_collections.kubernetes.core.plugins.module_utils.ansiblemodule import AnsibleModule
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors
+from ansible_collections.teg.istio.plugins.module_utils.facts import gather
+
+
+def main():
+    argument_spec = copy.deepcopy(AUTH_ARG_SPEC)
+    argument_spec.update(
+        gatewayclass=dict(type="str"),
+        namespace=dict(type="str"),
+    )
+    module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
+    try:
+        with api_errors("read", "its version and API groups"):
+            client = get_api_client(module)
+        facts = gather(client, module.params["gatewayclass"], module.params["namespace"])
+    except CoreException as e:
+        module.fail_from_exception(e)
+    except TegIstioError as e:
+        module.fail_json(msg=str(e))
+    module.exit_json(changed=False, cluster=facts)
+
+
+if __name__ == "__main__":
+    main()

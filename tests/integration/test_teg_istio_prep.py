@@ -1,0 +1,305 @@
+"""Role teg_istio_prep against the local control plane: step 1 of the procedure on the flavour's real
+CRDs. Current flavour: GatewayClass teg already references TEG's EnvoyProxy, so mode auto merges the
+annotation into it. Legacy flavour (Envoy Gateway v0.5 APIs): no reference, so mode auto creates the
+EnvoyProxy and points the GatewayClass at it. The API server's audit log is the witness for "a second
+run writes nothing" and "check mode writes nothing"."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import MATRIX, REPO
+
+PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "teg_istio_prep.yml"
+FIXTURE = REPO / "tests" / "fixtures" / "teg" / f"{MATRIX}.yaml"
+CRDS = Path(__import__("os").environ.get("TEG_ISTIO_CRDS_DIR", REPO.parent / "shared" / "crds"))
+NS = "envoy-gateway-system"
+ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
+EP_GROUP = {"current": "gateway.envoyproxy.io", "legacy": "config.gateway.envoyproxy.io"}[MATRIX]
+EP_API = EP_GROUP + "/v1alpha1"
+EP_CRD_FILE = {"current": "envoy-gateway-v1.9.0/gateway.envoyproxy.io_envoyproxies.yaml",
+               "legacy": "envoy-gateway-v0.5.0/config.gateway.envoyproxy.io_envoyproxies.yaml"}[MATRIX]
+GC_API = {"current": "gateway.networking.k8s.io/v1", "legacy": "gateway.networking.k8s.io/v1beta1"}[MATRIX]
+# What mode auto resolves to on each flavour, and the EnvoyProxy that then carries the annotation.
+AUTO_MODE = {"current": "merge", "legacy": "create"}[MATRIX]
+TARGET_EP = {"current": "teg-envoy-proxy", "legacy": "data-plane-sidecars"}[MATRIX]
+# One JSON line per task result, so that an error message can be read back exactly as the role wrote it.
+JSON_RESULTS = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+
+
+def fixture_object(kind, name):
+    """An object of the TEG fixture as the test suite applies it (documents, or items of a List)."""
+    with open(FIXTURE) as fh:
+        docs = [d for d in yaml.safe_load_all(fh) if d]
+    objects = [item for d in docs for item in (d["items"] if d["kind"] == "List" else [d])]
+    for obj in objects:
+        if obj["kind"] == kind and obj["metadata"]["name"] == name:
+            return obj
+    raise KeyError((kind, name))
+
+
+def get(cluster, *args):
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def envoyproxy(cluster, name, check=True):
+    proc = cluster.kubectl("get", f"envoyproxies.{EP_GROUP}", name, "-n", NS, "-o", "json", check=check)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def pod_annotations(ep):
+    return ep["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"]
+
+
+def resource_versions(cluster):
+    objects = [("namespace", NS), ("service", "envoy-gateway", "-n", NS), ("gatewayclass", "teg"),
+               (f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS)]
+    return {o[0] + "/" + o[1]: get(cluster, *o)["metadata"]["resourceVersion"] for o in objects}
+
+
+def run_role(play, extra_vars=None, **kwargs):
+    return play(str(PLAYBOOK), extra_vars=extra_vars, use_site_vars=False, **kwargs)
+
+
+def failure_message(run):
+    """The msg of the one failed task; fails the test unless there is exactly one."""
+    failures = [json.loads(line.split("=> ", 1)[1]) for line in run.stdout.splitlines()
+                if line.startswith("fatal: [localhost]: FAILED! => ")]
+    assert len(failures) == 1, run.output[-3000:]
+    return failures[0]["msg"]
+
+
+def assert_refused(run, *expected):
+    assert run.rc != 0, run.output[-3000:]
+    msg = failure_message(run)
+    assert "\n" not in msg
+    for text in expected:
+        assert text in msg, msg
+    assert run.writes == [], run.describe_writes()
+    return msg
+
+
+@pytest.fixture(scope="module")
+def fresh(cluster):
+    """The cluster as TEG's install left it, once for this module."""
+    cluster.localcp("reset")
+    return cluster
+
+
+def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(fresh, play):
+    cluster = fresh
+    run = run_role(play, check=True, diff=True)
+    assert run.rc == 0, run.output[-3000:]
+    # Namespace label, EnvoyProxy annotation, appProtocol; create mode also repoints the GatewayClass.
+    assert run.recap()["changed"] == (3 if AUTO_MODE == "merge" else 4)
+    assert run.writes == [], run.describe_writes()
+    assert run.dry_runs, "check mode must ask the API server (dry run), not guess"
+    assert "--- before" in run.stdout and "+++ after" in run.stdout
+    assert "appProtocol: tls" in run.stdout
+    assert "istio-injection: enabled" in run.stdout
+    assert "istio-injection" not in get(cluster, "namespace", NS)["metadata"].get("labels", {})
+    port = get(cluster, "service", "envoy-gateway", "-n", NS)["spec"]["ports"][0]
+    assert "appProtocol" not in port
+    if AUTO_MODE == "create":
+        assert envoyproxy(cluster, "data-plane-sidecars", check=False) is None
+        assert "parametersRef" not in get(cluster, "gatewayclass", "teg")["spec"]
+
+
+def test_the_role_prepares_teg_and_a_second_run_writes_nothing(fresh, play):
+    cluster = fresh
+    run = run_role(play)
+    assert run.rc == 0, run.output[-3000:]
+    assert run.writes, "the first run must write"
+
+    labels = get(cluster, "namespace", NS)["metadata"]["labels"]
+    assert labels["istio-injection"] == "enabled"
+    assert "istio.io/rev" not in labels
+
+    # Only appProtocol is added to port 18000; every other field of every port is as TEG left it.
+    ports = get(cluster, "service", "envoy-gateway", "-n", NS)["spec"]["ports"]
+    expected = [dict(p, appProtocol="tls") if p["port"] == 18000 else p
+                for p in fixture_object("Service", "envoy-gateway")["spec"]["ports"]]
+    assert ports == expected
+
+    ep = envoyproxy(cluster, TARGET_EP)
+    assert ep["apiVersion"] == EP_API
+    assert pod_annotations(ep)[ANNOTATION] == ""
+    gc = get(cluster, "gatewayclass", "teg")
+    assert gc["apiVersion"] == GC_API
+    assert gc["spec"]["parametersRef"] == {"group": EP_GROUP, "kind": "EnvoyProxy", "name": TARGET_EP,
+                                           "namespace": NS}
+    if AUTO_MODE == "merge":
+        # TEG's own setting survives, and no second EnvoyProxy appears.
+        assert ep["spec"]["logging"] == fixture_object("EnvoyProxy", "teg-envoy-proxy")["spec"]["logging"]
+        assert envoyproxy(cluster, "data-plane-sidecars", check=False) is None
+        assert "teg.istio/parameters-ref" not in gc["metadata"].get("annotations", {})
+    else:
+        assert ep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "teg.istio"
+        assert gc["metadata"]["annotations"]["teg.istio/parameters-ref"] == \
+            f"{EP_GROUP}/EnvoyProxy/{NS}/data-plane-sidecars"
+
+    versions = resource_versions(cluster)
+    again = run_role(play)
+    assert again.rc == 0, again.output[-3000:]
+    assert again.recap()["changed"] == 0
+    assert again.writes == [], again.describe_writes()
+    assert resource_versions(cluster) == versions
+
+
+def test_a_revision_replaces_the_injection_label(fresh, play):
+    cluster = fresh
+    assert run_role(play).rc == 0  # prepared with the default label, whatever ran before
+    run = run_role(play, {"teg_istio_prep_revision": "canary"}, diff=True)
+    assert run.rc == 0, run.output[-3000:]
+    assert run.recap()["changed"] == 1
+    labels = get(cluster, "namespace", NS)["metadata"]["labels"]
+    assert labels["istio.io/rev"] == "canary"
+    assert "istio-injection" not in labels  # it would take precedence over the revision
+    again = run_role(play, {"teg_istio_prep_revision": "canary"})
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+    back = run_role(play)
+    assert back.rc == 0, back.output[-3000:]
+    labels = get(cluster, "namespace", NS)["metadata"]["labels"]
+    assert labels["istio-injection"] == "enabled" and "istio.io/rev" not in labels
+
+
+def test_annotations_already_on_the_envoyproxy_are_kept(fresh, play):
+    cluster = fresh
+    assert run_role(play).rc == 0  # prepared, so that only the annotations differ below
+    kept = {"example.com/keep": "yes", ANNOTATION: "8080"}
+    patch = {"spec": {"provider": {"type": "Kubernetes",
+                                   "kubernetes": {"envoyDeployment": {"pod": {"annotations": kept}}}}}}
+    cluster.kubectl("patch", f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS, "--type=merge",
+                    "-p", json.dumps(patch))
+    run = run_role(play)
+    assert run.rc == 0, run.output[-3000:]
+    assert run.recap()["changed"] == 1
+    [write] = run.writes
+    assert write["verb"] == "patch" and TARGET_EP in write["requestURI"]
+    assert pod_annotations(envoyproxy(cluster, TARGET_EP)) == {"example.com/keep": "yes", ANNOTATION: ""}
+
+
+def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(fresh, play, tmp_path):
+    """Whatever GatewayClass teg referenced as TEG installed it (current: TEG's EnvoyProxy; legacy:
+    nothing) is what state=absent puts back, even after two create-mode runs with different names."""
+    cluster = fresh
+    original = fixture_object("GatewayClass", "teg")["spec"].get("parametersRef")
+    assert run_role(play).rc == 0
+    run = run_role(play, {"teg_istio_prep_envoyproxy_mode": "create", "teg_istio_prep_envoyproxy_name": "sidecars-b"})
+    assert run.rc == 0, run.output[-3000:]
+    gc = get(cluster, "gatewayclass", "teg")
+    assert gc["spec"]["parametersRef"] == {"group": EP_GROUP, "kind": "EnvoyProxy", "name": "sidecars-b",
+                                           "namespace": NS}
+    previous = gc["metadata"]["annotations"].get("teg.istio/previous-parameters-ref")
+    assert (json.loads(previous) if previous else None) == original
+    assert pod_annotations(envoyproxy(cluster, "sidecars-b"))[ANNOTATION] == ""
+
+    playbook = tmp_path / "absent.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Take the reference back", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": "Remove the reference teg.istio set",
+                   "teg.istio.gatewayclass_parameters": {"name": "teg", "state": "absent"}}]}]))
+    absent = play(str(playbook), use_site_vars=False, diff=True)
+    assert absent.rc == 0, absent.output[-3000:]
+    assert absent.recap()["changed"] == 1
+    assert "+++ after" in absent.stdout
+    gc = get(cluster, "gatewayclass", "teg")
+    assert gc["spec"].get("parametersRef") == original
+    assert not {"teg.istio/parameters-ref", "teg.istio/previous-parameters-ref"} & set(gc["metadata"].get("annotations", {}))
+    again = play(str(playbook), use_site_vars=False)
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+    assert again.recap()["changed"] == 0
+    cluster.kubectl("delete", f"envoyproxies.{EP_GROUP}", "sidecars-b", "-n", NS)
+
+
+@pytest.mark.parametrize("extra_vars, expected", [
+    ({"teg_istio_prep_namespace": "no-such-ns"}, ["namespace no-such-ns not found", "teg_istio_prep_namespace"]),
+    ({"teg_istio_prep_gatewayclass": "no-such-class"},
+     ["GatewayClass no-such-class not found", "teg_istio_prep_gatewayclass"]),
+    ({"teg_istio_prep_service": "no-such-svc"},
+     [f"Service {NS}/no-such-svc not found", "teg_istio_prep_service"]),
+    ({"teg_istio_prep_service_port": 18999},
+     [f"Service {NS}/envoy-gateway has no port 18999", "18000", "no port is ever added"]),
+    ({"teg_istio_prep_service_port_name": "xds"}, ["has no port named xds"]),
+    ({"teg_istio_prep_pod_annotations": {ANNOTATION: None}}, [ANNOTATION, "must be a string"]),
+], ids=["namespace-missing", "gatewayclass-missing", "service-missing", "port-missing", "port-name-missing",
+        "null-annotation"])
+def test_bad_input_is_refused_before_any_write(fresh, play, extra_vars, expected):
+    # A fresh-cluster state is not needed: each case stops in preflight, which every state passes through.
+    assert_refused(run_role(play, extra_vars, env=JSON_RESULTS), *expected)
+
+
+def test_an_invalid_variable_is_refused_by_the_argument_spec(fresh, play):
+    run = run_role(play, {"teg_istio_prep_envoyproxy_mode": "replace"}, env=JSON_RESULTS)
+    assert run.rc != 0
+    [failure] = [json.loads(line.split("=> ", 1)[1]) for line in run.stdout.splitlines()
+                 if line.startswith("fatal: [localhost]: FAILED! => ")]
+    # ansible-core's own validation message; its one line per problem is in argument_errors.
+    assert failure["argument_errors"] == [
+        "value of teg_istio_prep_envoyproxy_mode must be one of: auto, create, merge, got: replace"]
+    assert run.writes == [], run.describe_writes()
+
+
+def test_merge_mode_without_a_usable_reference_is_refused(fresh, play):
+    cluster = fresh
+    if MATRIX == "legacy":
+        # Envoy Gateway v0.5 / TEG v0.1: the GatewayClass has no parametersRef to follow.
+        cluster.kubectl("patch", "gatewayclass", "teg", "--type=json", "-p",
+                        '[{"op": "remove", "path": "/spec/parametersRef"}]', check=False)
+        assert_refused(run_role(play, {"teg_istio_prep_envoyproxy_mode": "merge"}, env=JSON_RESULTS),
+                       "GatewayClass teg has no parametersRef", "teg_istio_prep_envoyproxy_mode")
+    else:
+        cluster.kubectl("delete", f"envoyproxies.{EP_GROUP}", "teg-envoy-proxy", "-n", NS)
+        try:
+            assert_refused(run_role(play, env=JSON_RESULTS),
+                           f"references EnvoyProxy {NS}/teg-envoy-proxy, which does not exist")
+        finally:
+            cluster.kubectl("apply", "--server-side", "-f", "-",
+                            stdin=yaml.safe_dump(fixture_object("EnvoyProxy", "teg-envoy-proxy")))
+
+
+def _crd(path):
+    with open(CRDS / path) as fh:
+        return next(d for d in yaml.safe_load_all(fh) if d and d.get("kind") == "CustomResourceDefinition")
+
+
+def test_an_envoyproxy_api_without_pod_annotations_is_refused(fresh, play):
+    """Envoy Gateway before v0.4 had envoyDeployment without `pod`: the real CRD with that field cut."""
+    cluster = fresh
+    real = _crd(EP_CRD_FILE)
+    old = json.loads(json.dumps(real))
+    for version in old["spec"]["versions"]:
+        deployment = (version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["provider"]
+                      ["properties"]["kubernetes"]["properties"]["envoyDeployment"])
+        del deployment["properties"]["pod"]
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(old))
+    try:
+        assert_refused(run_role(play, env=JSON_RESULTS), f"the EnvoyProxy API {EP_API} has no",
+                       "Envoy Gateway older than v0.4")
+    finally:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(real))
+
+
+def test_no_envoyproxy_api_is_refused(fresh, play):
+    """Envoy Gateway not installed: no group serves envoyproxies. Runs last: it deletes the CRD, and
+    with it every EnvoyProxy, then puts the cluster back as TEG's install left it."""
+    cluster = fresh
+    real = _crd(EP_CRD_FILE)
+    cluster.kubectl("delete", "crd", real["metadata"]["name"], "--wait=true")
+    try:
+        msg = assert_refused(run_role(play, env=JSON_RESULTS), "no API group serves envoyproxies",
+                             "install TEG / Envoy Gateway")
+        assert re.search(r"gateway\.envoyproxy\.io nor config\.gateway\.envoyproxy\.io", msg)
+    finally:
+        cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(real))
+        # `kubectl wait` errors out until the new CRD has any status condition at all.
+        deadline = time.monotonic() + 60
+        while cluster.kubectl("wait", "--for=condition=Established", f"crd/{real['metadata']['name']}",
+                              "--timeout=10s", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the EnvoyProxy CRD did not become Established again"
+            time.sleep(0.5)
+        cluster.localcp("reset")

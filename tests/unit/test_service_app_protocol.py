@@ -1,0 +1,97 @@
+"""Pure logic of teg.istio.service_app_protocol: which port is chosen, and the JSON patch. The patch is
+applied here with the jsonpatch library (RFC 6902, the semantics the API server implements) to show
+that only appProtocol changes, and that the `test` guard refuses a port list that changed meanwhile
+instead of writing to another entry or appending one."""
+
+import copy
+
+import jsonpatch
+import pytest
+
+from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError
+from ansible_collections.teg.istio.plugins.modules import service_app_protocol as sap
+
+WHAT = "Service envoy-gateway-system/envoy-gateway"
+
+
+def service(*ports):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "envoy-gateway"},
+            "spec": {"ports": [dict(p) for p in ports]}}
+
+
+GRPC = {"name": "grpc", "port": 18000, "protocol": "TCP", "targetPort": 18000}
+RATELIMIT = {"name": "ratelimit", "port": 18001, "protocol": "TCP", "targetPort": 18001}
+WEBHOOK = {"name": "webhook", "port": 9443, "protocol": "TCP", "targetPort": 9443}
+
+
+def test_a_port_is_chosen_by_number_or_by_name():
+    svc = service(WEBHOOK, GRPC, RATELIMIT)
+    assert sap._select_port(svc, WHAT, 18000) == (1, GRPC)
+    assert sap._select_port(svc, WHAT, 18000, "ratelimit") == (2, RATELIMIT)
+
+
+def test_a_missing_port_is_refused_naming_the_ports_there_are():
+    with pytest.raises(TegIstioError) as err:
+        sap._select_port(service(GRPC, RATELIMIT), WHAT, 18999)
+    msg = str(err.value)
+    assert msg.startswith(WHAT + " has no port 18999 (its ports: grpc 18000/TCP, ratelimit 18001/TCP)")
+    assert "never adds a port" in msg and "\n" not in msg
+    with pytest.raises(TegIstioError, match="has no port named xds"):
+        sap._select_port(service(GRPC), WHAT, 18000, "xds")
+    with pytest.raises(TegIstioError, match=r"its ports: none"):
+        sap._select_port(service(), WHAT, 18000)
+
+
+def test_the_same_number_for_tcp_and_udp_needs_a_name():
+    udp = dict(GRPC, name="grpc-udp", protocol="UDP")
+    with pytest.raises(TegIstioError, match="has 2 ports 18000 .*choose one with port_name"):
+        sap._select_port(service(GRPC, udp), WHAT, 18000)
+    assert sap._select_port(service(GRPC, udp), WHAT, 18000, "grpc-udp") == (1, udp)
+
+
+def test_setting_app_protocol_changes_nothing_else():
+    svc = service(WEBHOOK, GRPC, RATELIMIT)
+    patch = sap._json_patch(1, GRPC, "tls", "present")
+    after = jsonpatch.apply_patch(svc, patch)
+    assert after["spec"]["ports"] == [WEBHOOK, dict(GRPC, appProtocol="tls"), RATELIMIT]
+    assert [op["op"] for op in patch] == ["test", "test", "test", "add"]
+
+
+def test_an_other_app_protocol_is_replaced():
+    svc = service(dict(GRPC, appProtocol="grpc"))
+    after = jsonpatch.apply_patch(svc, sap._json_patch(0, svc["spec"]["ports"][0], "tls", "present"))
+    assert after["spec"]["ports"] == [dict(GRPC, appProtocol="tls")]
+
+
+def test_nothing_is_sent_when_the_port_already_has_the_value():
+    assert sap._json_patch(0, dict(GRPC, appProtocol="tls"), "tls", "present") == []
+
+
+def test_the_guard_refuses_a_port_list_that_changed_since_it_was_read():
+    read = service(WEBHOOK, GRPC)
+    patch = sap._json_patch(1, GRPC, "tls", "present")
+    reordered = service(GRPC, WEBHOOK)
+    shrunk = service(WEBHOOK)
+    renamed = service(WEBHOOK, dict(GRPC, name="xds"))
+    for changed in (reordered, shrunk, renamed):
+        untouched = copy.deepcopy(changed)
+        with pytest.raises((jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPointerException)):
+            jsonpatch.apply_patch(changed, patch)
+        assert changed == untouched
+    assert jsonpatch.apply_patch(read, patch)["spec"]["ports"][1]["appProtocol"] == "tls"
+
+
+def test_absent_removes_only_the_value_it_would_set():
+    tls = dict(GRPC, appProtocol="tls")
+    after = jsonpatch.apply_patch(service(tls), sap._json_patch(0, tls, "tls", "absent"))
+    assert after["spec"]["ports"] == [GRPC]
+    assert sap._json_patch(0, dict(GRPC, appProtocol="grpc"), "tls", "absent") == []
+    assert sap._json_patch(0, GRPC, "tls", "absent") == []
+
+
+def test_no_op_messages_say_why():
+    assert sap._noop_message(WHAT, dict(GRPC, appProtocol="tls"), "tls", "present") == \
+        WHAT + " port 18000 (grpc) already has appProtocol tls"
+    assert "has no appProtocol; nothing to remove" in sap._noop_message(WHAT, GRPC, "tls", "absent")
+    assert "has appProtocol grpc, not tls; left alone" in \
+        sap._noop_message(WHAT, dict(GRPC, appProtocol="grpc"), "tls", "absent")
