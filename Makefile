@@ -13,7 +13,7 @@ SITE_VARS := tests/localcp/site-vars.yml
 # The local cluster's kubeconfig, and the built kubectl/helm first on PATH.
 CLUSTER_ENV = eval "$$($(LOCALCP) env)"
 
-.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit integration lint bench clean
+.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit integration lint bench molecule molecule-kind clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -63,6 +63,12 @@ test: venv lint  ## everything CI runs: lint, unit tests, then integration tests
 
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)
+
+molecule: venv  ## molecule scenario localcp (MATRIX=current|legacy): check, converge, idempotence, verify
+	MATRIX=$(MATRIX) PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s localcp
+
+molecule-kind: venv  ## molecule scenario kind: needs Docker, kind and internet (not runnable on this project's machines)
+	PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s kind
 
 clean: cluster-down  ## remove the virtualenv and local state (build cache stays: see docs)
 	rm -rf $(VENV) .ansible tests/output

@@ -18,9 +18,10 @@ k8s_dir="$cache/bin/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$cache/bin/etcd-$ETCD_VERSION"
 kwok_dir="$cache/bin/kwok-$KWOK_VERSION"
 helm_dir="$cache/bin/helm-$HELM_VERSION"
+actionlint_dir="$cache/bin/actionlint-$ACTIONLINT_VERSION"
 
 if [ "${1:-}" = "--print" ]; then
-  printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir"
+  printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$actionlint_dir"
   exit 0
 fi
 
@@ -90,6 +91,8 @@ go_install() {  # go_install <dir> <package@version>
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
+build_actionlint() { go_install "$actionlint_dir" "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"; }
+
 build_kwok() { go_install "$kwok_dir" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
 
 build_helm() {
@@ -106,4 +109,5 @@ build_helm() {
 [ -x "$kwok_dir/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
 [ -x "$helm_dir/helm" ] || timed "helm $HELM_VERSION" build_helm
 [ -x "$k8s_dir/kube-apiserver" ] || timed "kubernetes $KUBERNETES_VERSION" build_kubernetes
-printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir"
+[ -x "$actionlint_dir/actionlint" ] || timed "actionlint $ACTIONLINT_VERSION" build_actionlint
+printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$actionlint_dir"

@@ -386,6 +386,7 @@ def cmd_up(args):
         kubectl(state, "apply", "--server-side", "-f", str(fixture_path(matrix)))
         kubectl(state, "wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
                 "deployment", "--all")
+        stage_test_charts(matrix)
     except (LocalcpError, subprocess.CalledProcessError) as exc:
         detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         log(f"cluster-up failed: {detail}; logs in {STATE_DIR / 'logs'}")
@@ -404,6 +405,12 @@ def link_clients(state):
         link = bin_dir / tool
         if not link.is_symlink():
             link.symlink_to(Path(state["bins"][where]) / tool)
+
+
+def stage_test_charts(matrix):
+    """istio_install's test stand-ins for Istio's charts at the flavour's Istio version, with its real
+    CRDs, in STATE_DIR/charts (tests/charts/README.md); `make site` installs Istio from there."""
+    run([sys.executable, str(REPO / "tests" / "charts" / "prepare.py"), str(STATE_DIR / "charts"), "--matrix", matrix])
 
 
 def fake_node():
@@ -435,6 +442,9 @@ def cmd_env(args):
     print(f"export KUBECONFIG={KUBECONFIG}")
     print(f"export PATH={STATE_DIR / 'bin'}:$PATH")
     print(f"export LOCALCP_MATRIX={state['matrix']}")
+    # For tests/localcp/site-vars.yml: where istio_install finds the test charts, and their version.
+    print(f"export TEG_ISTIO_TEST_CHARTS={STATE_DIR / 'charts' / 'archives'}")
+    print(f"export TEG_ISTIO_TEST_ISTIO_VERSION={MATRIX[state['matrix']]['istio'].removeprefix('istio-')}")
 
 
 def cmd_status(args):
