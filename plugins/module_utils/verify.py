@@ -1,0 +1,207 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure checks for teg.istio.mesh_verify: what the cluster holds in, one line per problem out.
+
+The module reads the objects and hands them here; every rule of "steps 1 to 6 are in place and agree
+with each other" is decided in this file and unit-tested in tests/unit/test_verify.py."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.teg.istio.plugins.module_utils.cluster import describe
+
+INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+
+
+def _meta(obj):
+    return (obj or {}).get("metadata") or {}
+
+
+def _where(obj):
+    meta = _meta(obj)
+    return describe(obj.get("kind", "object"), meta.get("name"), meta.get("namespace"))
+
+
+def _prep_findings(observed, expected):
+    findings = []
+    ns_name = expected["teg_namespace"]
+    namespace = observed.get("teg_namespace")
+    if not namespace:
+        return ["Namespace %s does not exist: install TEG there or set verify_teg_namespace" % ns_name]
+    labels = _meta(namespace).get("labels") or {}
+    for key, value in expected["injection_labels"].items():
+        if labels.get(key) != value:
+            findings.append("Namespace %s has label %s=%r, expected %r: run the teg_istio_prep role"
+                            % (ns_name, key, labels.get(key), value))
+
+    service = observed.get("service")
+    where = describe("Service", expected["service"], ns_name)
+    if not service:
+        findings.append("%s does not exist: set verify_service to TEG's xDS Service" % where)
+    else:
+        ports = [p for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == expected["service_port"]]
+        if not ports:
+            findings.append("%s has no port %s: set verify_service_port" % (where, expected["service_port"]))
+        elif ports[0].get("appProtocol") != expected["app_protocol"]:
+            findings.append("%s port %s has appProtocol %r, expected %r: run the teg_istio_prep role"
+                            % (where, expected["service_port"], ports[0].get("appProtocol"), expected["app_protocol"]))
+
+    gatewayclass = observed.get("gatewayclass")
+    if not gatewayclass:
+        findings.append("GatewayClass %s does not exist: set verify_gatewayclass" % expected["gatewayclass"])
+        return findings
+    ref = gatewayclass.get("parameters_ref")
+    if not ref:
+        findings.append("GatewayClass %s references no EnvoyProxy (spec.parametersRef): run the teg_istio_prep role"
+                        % expected["gatewayclass"])
+        return findings
+    envoyproxy = observed.get("envoyproxy")
+    ep_where = describe("EnvoyProxy", ref.get("name"), ref.get("namespace"))
+    if not envoyproxy:
+        findings.append("%s, which GatewayClass %s references, does not exist: run the teg_istio_prep role"
+                        % (ep_where, expected["gatewayclass"]))
+        return findings
+    pod = ((((envoyproxy.get("spec") or {}).get("provider") or {}).get("kubernetes") or {})
+           .get("envoyDeployment") or {}).get("pod") or {}
+    annotations = pod.get("annotations") or {}
+    for key, value in expected["pod_annotations"].items():
+        if key not in annotations or annotations[key] != value:
+            findings.append("%s sets pod annotation %s=%r, expected %r: run the teg_istio_prep role"
+                            % (ep_where, key, annotations.get(key, "<unset>"), value))
+    if expected.get("routing") == "service" and (envoyproxy.get("spec") or {}).get("routingType") != "Service":
+        findings.append("%s has routingType %r, expected 'Service' for expose_app_routing service: run the expose_app role"
+                        % (ep_where, (envoyproxy.get("spec") or {}).get("routingType")))
+    return findings
+
+
+def _route_claims(httproute):
+    """(hostname, path prefix, backend fqdn, port) for every PathPrefix match of an HTTPRoute."""
+    spec = httproute.get("spec") or {}
+    namespace = _meta(httproute).get("namespace")
+    claims = []
+    for rule in spec.get("rules") or []:
+        backends = [(b.get("name"), b.get("namespace") or namespace, b.get("port")) for b in rule.get("backendRefs") or []]
+        for match in rule.get("matches") or []:
+            path = match.get("path") or {}
+            if path.get("type") != "PathPrefix":
+                continue
+            for host in spec.get("hostnames") or []:
+                for name, ns, port in backends:
+                    claims.append((host, path.get("value"), "%s.%s.svc.cluster.local" % (name, ns), port))
+    return claims
+
+
+def _mesh_claims(virtualservices):
+    """{(host, prefix): (destination host, port, VirtualService)} of the VirtualServices bound to `mesh`."""
+    claims = {}
+    for vs in virtualservices:
+        spec = vs.get("spec") or {}
+        if "mesh" not in (spec.get("gateways") or ["mesh"]):
+            continue
+        for route in spec.get("http") or []:
+            destinations = [(r.get("destination") or {}) for r in route.get("route") or []]
+            for match in route.get("match") or []:
+                uri = match.get("uri") or {}
+                prefix = uri.get("prefix")
+                if prefix is None:
+                    continue
+                for host in spec.get("hosts") or []:
+                    for dest in destinations:
+                        claims[(host, prefix.rstrip("/") or "/")] = (
+                            dest.get("host"), (dest.get("port") or {}).get("number"), vs)
+    return claims
+
+
+def _route_findings(observed, expected):
+    findings = []
+    routes = observed.get("httproutes") or []
+    by_app = {}
+    for route in routes:
+        app = (_meta(route).get("labels") or {}).get("teg.istio/app")
+        by_app.setdefault(app, []).append(route)
+    for app in expected.get("apps") or []:
+        if app["name"] not in by_app:
+            findings.append("app %s has no HTTPRoute in namespace %s: run the expose_app role"
+                            % (app["name"], app["namespace"]))
+    if expected.get("routing") != "virtualservice":
+        return findings
+    mesh = _mesh_claims(observed.get("virtualservices") or [])
+    edge = set()
+    for route in routes:
+        for host, prefix, fqdn, port in _route_claims(route):
+            key = (host, (prefix or "/").rstrip("/") or "/")
+            edge.add(key)
+            if key not in mesh:
+                findings.append("%s routes %s%s at the edge but no VirtualService bound to mesh matches that host and "
+                                "prefix, so the Envoy sidecar passes it through unrouted: run the expose_app role"
+                                % (_where(route), host, prefix))
+                continue
+            dest, dest_port, vs = mesh[key]
+            if (dest, dest_port) != (fqdn, port):
+                findings.append("%s sends %s%s to %s:%s but %s sends it to %s:%s: the two layers disagree; run the "
+                                "expose_app role" % (_where(route), host, prefix, fqdn, port, _where(vs), dest, dest_port))
+    for (host, prefix), (_, _, vs) in sorted(mesh.items(), key=lambda item: item[0]):
+        if (host, prefix) not in edge:
+            findings.append("%s matches %s%s but no managed HTTPRoute routes it at the edge: remove it or declare the "
+                            "app in expose_app_apps" % (_where(vs), host, prefix))
+    return findings
+
+
+def _mtls_findings(observed, expected):
+    wanted = expected.get("peerauthentication")
+    if not wanted:
+        return []
+    policy = observed.get("peerauthentication")
+    where = describe("PeerAuthentication", "default", wanted["namespace"])
+    if not policy:
+        return ["%s does not exist: run the strict_mtls role" % where]
+    mode = ((policy.get("spec") or {}).get("mtls") or {}).get("mode")
+    if mode != wanted["mode"]:
+        return ["%s has mode %r, expected %r: run the strict_mtls role" % (where, mode, wanted["mode"])]
+    return []
+
+
+def verify_config_findings(observed, expected):
+    """Every problem found at the `config` level, one line each; [] when all is in place."""
+    return (_prep_findings(observed, expected) + _route_findings(observed, expected)
+            + _mtls_findings(observed, expected))
+
+
+def _condition(obj, kind):
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond
+    return None
+
+
+def _pod_has_sidecar(pod):
+    spec = pod.get("spec") or {}
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    return any(c.get("name") == "istio-proxy" for c in containers)
+
+
+def verify_status_findings(observed, expected):
+    """Problems at the `status` level: what the controllers report, and which pods lack sidecars."""
+    findings = []
+    gc = observed.get("gatewayclass_object")
+    accepted = _condition(gc, "Accepted")
+    if not accepted or accepted.get("status") != "True":
+        findings.append("GatewayClass %s is not Accepted (%s): check the Envoy Gateway controller logs and the "
+                        "EnvoyProxy it references" % (expected["gatewayclass"], (accepted or {}).get("reason", "no status")))
+    for gateway in observed.get("gateways") or []:
+        programmed = _condition(gateway, "Programmed")
+        if not programmed or programmed.get("status") != "True":
+            findings.append("%s is not Programmed (%s)" % (_where(gateway), (programmed or {}).get("reason", "no status")))
+    for route in observed.get("httproutes") or []:
+        parents = ((route.get("status") or {}).get("parents")) or []
+        for kind in ("Accepted", "ResolvedRefs"):
+            ok = any(c.get("type") == kind and c.get("status") == "True"
+                     for p in parents for c in p.get("conditions") or [])
+            if not ok:
+                findings.append("%s is not %s by its Gateway" % (_where(route), kind))
+    missing = sorted(_where(p) for p in observed.get("mesh_pods") or [] if not _pod_has_sidecar(p))
+    if missing:
+        findings.append("pods without an istio-proxy sidecar: %s; run the teg_restart role (and check the "
+                        "namespace's injection label)" % ", ".join(missing))
+    return findings

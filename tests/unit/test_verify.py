@@ -1,0 +1,133 @@
+"""The rules of teg.istio.mesh_verify (plugins/module_utils/verify.py): what counts as "in place" and
+"the two routing layers agree". The module's reads are covered by the integration tests."""
+
+import copy
+
+import pytest
+
+from ansible_collections.teg.istio.plugins.module_utils.verify import (
+    verify_config_findings,
+    verify_status_findings,
+)
+
+NS = "envoy-gateway-system"
+EXPECTED = {
+    "teg_namespace": NS, "injection_labels": {"istio-injection": "enabled"}, "service": "envoy-gateway",
+    "service_port": 18000, "app_protocol": "tls", "gatewayclass": "teg",
+    "pod_annotations": {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+    "apps": [{"name": "httpbin", "namespace": "httpbin"}], "routing": "virtualservice",
+    "peerauthentication": {"namespace": "istio-system", "mode": "STRICT"},
+}
+
+
+def _httproute(prefix="/httpbin", host="www.example.com", service="httpbin", port=8000):
+    return {"kind": "HTTPRoute", "metadata": {"name": "httpbin", "namespace": "httpbin",
+                                              "labels": {"teg.istio/app": "httpbin"}},
+            "spec": {"hostnames": [host], "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+                                                     "backendRefs": [{"name": service, "port": port}]}]}}
+
+
+def _virtualservice(prefix="/httpbin/", host="www.example.com", dest="httpbin.httpbin.svc.cluster.local", port=8000):
+    route = {"destination": {"host": dest, "port": {"number": port}}}
+    return {"kind": "VirtualService", "metadata": {"name": "apps-" + host, "namespace": NS},
+            "spec": {"hosts": [host], "gateways": ["mesh"],
+                     "http": [{"match": [{"uri": {"prefix": prefix}}], "rewrite": {"uri": "/"}, "route": [route]},
+                              {"match": [{"uri": {"exact": prefix.rstrip("/")}}], "route": [route]}]}}
+
+
+def _observed():
+    return {
+        "teg_namespace": {"metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
+        "service": {"spec": {"ports": [{"name": "grpc", "port": 18000, "appProtocol": "tls"}]}},
+        "gatewayclass": {"name": "teg", "parameters_ref": {"name": "teg-envoy-proxy", "namespace": NS}},
+        "envoyproxy": {"spec": {"provider": {"kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+            "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}},
+        "httproutes": [_httproute()],
+        "virtualservices": [_virtualservice()],
+        "peerauthentication": {"spec": {"mtls": {"mode": "STRICT"}}},
+    }
+
+
+def test_a_complete_setup_has_no_findings():
+    assert verify_config_findings(_observed(), EXPECTED) == []
+
+
+@pytest.mark.parametrize("mutate, expected_fragment", [
+    (lambda o: o["teg_namespace"]["metadata"].update(labels={}), "label istio-injection=None, expected 'enabled'"),
+    (lambda o: o["service"]["spec"]["ports"][0].pop("appProtocol"), "port 18000 has appProtocol None, expected 'tls'"),
+    (lambda o: o["service"]["spec"].update(ports=[]), "has no port 18000"),
+    (lambda o: o.update(gatewayclass=None), "GatewayClass teg does not exist"),
+    (lambda o: o["gatewayclass"].update(parameters_ref=None), "references no EnvoyProxy"),
+    (lambda o: o.update(envoyproxy=None), "EnvoyProxy envoy-gateway-system/teg-envoy-proxy, which GatewayClass teg"),
+    (lambda o: o["envoyproxy"]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"].update(annotations={}),
+     "includeInboundPorts='<unset>', expected ''"),
+    (lambda o: o["envoyproxy"]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"].update(
+        annotations={"traffic.sidecar.istio.io/includeInboundPorts": "*"}), "includeInboundPorts='*', expected ''"),
+    (lambda o: o.update(httproutes=[], virtualservices=[]), "app httpbin has no HTTPRoute"),
+    (lambda o: o.update(virtualservices=[]), "no VirtualService bound to mesh matches"),
+    (lambda o: o.update(virtualservices=[_virtualservice(port=80)]), "the two layers disagree"),
+    (lambda o: o.update(virtualservices=[_virtualservice(), _virtualservice(host="other.example.com")]),
+     "matches other.example.com/httpbin but no managed HTTPRoute"),
+    (lambda o: o.update(peerauthentication=None), "PeerAuthentication istio-system/default does not exist"),
+    (lambda o: o.update(peerauthentication={"spec": {"mtls": {"mode": "PERMISSIVE"}}}), "mode 'PERMISSIVE', expected 'STRICT'"),
+])
+def test_each_broken_piece_is_one_finding_naming_it(mutate, expected_fragment):
+    observed = _observed()
+    mutate(observed)
+    findings = verify_config_findings(observed, EXPECTED)
+    assert len(findings) == 1, findings
+    assert expected_fragment in findings[0]
+    assert "\n" not in findings[0]
+
+
+def test_a_missing_namespace_is_reported_alone():
+    observed = _observed()
+    observed["teg_namespace"] = None
+    assert verify_config_findings(observed, EXPECTED) == [
+        "Namespace envoy-gateway-system does not exist: install TEG there or set verify_teg_namespace"]
+
+
+def test_a_revision_expects_the_rev_label():
+    expected = dict(EXPECTED, injection_labels={"istio.io/rev": "canary"})
+    findings = verify_config_findings(_observed(), expected)
+    assert findings == ["Namespace envoy-gateway-system has label istio.io/rev=None, expected 'canary': "
+                        "run the teg_istio_prep role"]
+
+
+def test_service_routing_needs_routing_type_and_no_virtualservices():
+    expected = dict(EXPECTED, routing="service")
+    observed = _observed()
+    observed["virtualservices"] = []
+    assert any("routingType None, expected 'Service'" in f for f in verify_config_findings(observed, expected))
+    observed["envoyproxy"]["spec"]["routingType"] = "Service"
+    assert verify_config_findings(observed, expected) == []
+
+
+def test_without_mtls_expectation_the_policy_is_not_read():
+    observed = _observed()
+    observed["peerauthentication"] = None
+    assert verify_config_findings(observed, dict(EXPECTED, peerauthentication=None)) == []
+
+
+def test_status_reports_conditions_and_unmeshed_pods():
+    observed = {
+        "gatewayclass_object": {"status": {"conditions": [{"type": "Accepted", "status": "False",
+                                                          "reason": "InvalidParameters"}]}},
+        "gateways": [{"kind": "Gateway", "metadata": {"name": "apps", "namespace": NS},
+                      "status": {"conditions": [{"type": "Programmed", "status": "True"}]}}],
+        "httproutes": [dict(_httproute(), status={"parents": [{"conditions": [
+            {"type": "Accepted", "status": "True"}, {"type": "ResolvedRefs", "status": "False"}]}]})],
+        "mesh_pods": [
+            {"kind": "Pod", "metadata": {"name": "a", "namespace": NS}, "spec": {"containers": [{"name": "envoy"}]}},
+            {"kind": "Pod", "metadata": {"name": "b", "namespace": NS},
+             "spec": {"containers": [{"name": "envoy"}], "initContainers": [{"name": "istio-proxy"}]}},
+        ],
+    }
+    findings = verify_status_findings(observed, EXPECTED)
+    assert findings == [
+        "GatewayClass teg is not Accepted (InvalidParameters): check the Envoy Gateway controller logs and the "
+        "EnvoyProxy it references",
+        "HTTPRoute httpbin/httpbin is not ResolvedRefs by its Gateway",
+        "pods without an istio-proxy sidecar: Pod envoy-gateway-system/a; run the teg_restart role (and check the "
+        "namespace's injection label)",
+    ]
