@@ -26,14 +26,16 @@ def _wanted_injection_labels(revision):
     return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
 
 
-def injection_labels_patch(namespace, revision=""):
+def injection_labels_patch(namespace, revision="", state="present"):
     """Merge-patch definition that labels `namespace` (a Namespace as read) for sidecar injection:
-    istio-injection=enabled, or istio.io/rev=<revision> when a revision is given."""
+    istio-injection=enabled, or istio.io/rev=<revision> when a revision is given; with
+    state="absent", the one that takes both injection labels off (teardown)."""
     if not namespace or not (namespace.get("metadata") or {}).get("name"):
         raise AnsibleFilterError("injection_labels_patch needs a Namespace object as read from the API server")
     labels = namespace["metadata"].get("labels") or {}
     changes = {}
-    for key, value in _wanted_injection_labels(revision).items():
+    wanted = _wanted_injection_labels(revision) if state == "present" else {INJECTION_LABEL: None, REVISION_LABEL: None}
+    for key, value in wanted.items():
         if value is None and key in labels:
             changes[key] = None
         elif value is not None and labels.get(key) != value:
@@ -61,13 +63,17 @@ def _workload_key(kubernetes):
     return "envoyDaemonSet" if (kubernetes or {}).get("envoyDaemonSet") is not None else "envoyDeployment"
 
 
-def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace):
+def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, state="present"):
     """Definition that gives the Envoy pods of an EnvoyProxy the pod `annotations`.
 
     `envoyproxy` is the object as read, or None/{} when it does not exist: then the whole new
     EnvoyProxy (labelled managed-by teg.istio) is returned. For an existing one, only the missing or
-    different annotations are returned as a merge patch, so every other setting and annotation stays."""
+    different annotations are returned as a merge patch, so every other setting and annotation stays.
+    With state="absent" (teardown), the merge patch that removes those of `annotations` the
+    EnvoyProxy carries, and {} when it carries none or does not exist."""
     _check_annotations(annotations)
+    if state == "absent":
+        return _annotations_removal(envoyproxy, annotations, api_version, name, namespace)
     if not envoyproxy:
         return {
             "apiVersion": api_version, "kind": "EnvoyProxy",
@@ -90,6 +96,20 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
         "metadata": {"name": name, "namespace": namespace},
         # type is required by the schema once provider exists; it is already Kubernetes or absent.
         "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": missing}}}}},
+    }
+
+
+def _annotations_removal(envoyproxy, annotations, api_version, name, namespace):
+    kubernetes = (((envoyproxy or {}).get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
+    workload = _workload_key(kubernetes)
+    current = ((kubernetes.get(workload) or {}).get("pod") or {}).get("annotations") or {}
+    present = {key: None for key in annotations if key in current}
+    if not present:
+        return {}
+    return {
+        "apiVersion": api_version, "kind": "EnvoyProxy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": present}}}}},
     }
 
 

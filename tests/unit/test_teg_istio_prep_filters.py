@@ -109,3 +109,23 @@ def test_a_provider_other_than_kubernetes_is_refused():
 
 def test_the_filters_are_registered():
     assert set(f.FilterModule().filters()) == {"injection_labels_patch", "envoyproxy_pod_annotations_patch"}
+
+
+def test_teardown_takes_both_injection_labels_off_and_nothing_else():
+    ns = {"metadata": {"name": "eg", "labels": {"istio-injection": "enabled", "istio.io/rev": "x", "team": "a"}}}
+    assert f.injection_labels_patch(ns, "", "absent") == {
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "eg", "labels": {"istio-injection": None, "istio.io/rev": None}}}
+    assert f.injection_labels_patch({"metadata": {"name": "eg", "labels": {"team": "a"}}}, "", "absent") == {}
+
+
+def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():
+    ep = {"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+        "traffic.sidecar.istio.io/includeInboundPorts": "", "team": "a"}}}}}}}
+    patch = f.envoyproxy_pod_annotations_patch(ep, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                               "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent")
+    assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {
+        "traffic.sidecar.istio.io/includeInboundPorts": None}
+    assert f.envoyproxy_pod_annotations_patch({"spec": {}}, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                              "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent") == {}
+    assert f.envoyproxy_pod_annotations_patch(None, {"a": ""}, "v", "p", "eg", "absent") == {}
