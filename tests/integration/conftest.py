@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 LOCALCP = REPO / "tests" / "localcp" / "localcp.py"
 MATRIX = os.environ.get("MATRIX", "current")
 SITE_VARS = REPO / "tests" / "localcp" / "site-vars.yml"
-ADMIN_USER = "admin"
+# The cluster's own writers (controllers, scheduler, kwok, the API server itself); every other identity's
+# mutating requests are what a playbook did.
+CONTROLLER_USERS = ("system:kube-controller-manager", "system:kube-scheduler", "kwok-controller", "system:apiserver")
+CONTROLLER_PREFIXES = ("system:serviceaccount:kube-system:", "system:node:")
 MUTATING_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
@@ -56,14 +59,17 @@ class Cluster:
     def audit_position(self):
         return self.audit_log.stat().st_size if self.audit_log.exists() else 0
 
-    def mutations_since(self, position, user=ADMIN_USER):
-        """Mutating audit events by `user` after byte `position` of the audit log."""
+    def mutations_since(self, position, user=None):
+        """Mutating audit events after byte `position` of the audit log, except the cluster's own; only
+        those of `user` when given."""
         events = []
         with open(self.audit_log, "rb") as fh:
             fh.seek(position)
             for line in fh:
                 event = json.loads(line)
-                if event.get("verb") not in MUTATING_VERBS or event["user"].get("username") != user:
+                username = event["user"].get("username", "")
+                if (event.get("verb") not in MUTATING_VERBS or username in CONTROLLER_USERS
+                        or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)):
                     continue
                 events.append(event)
         return events

@@ -1,0 +1,120 @@
+"""The whole procedure on one cluster, in order, the way users run it (playbooks/site.yml with
+tests/localcp/site-vars.yml), with the API server's audit log as the witness:
+
+- --check on a fresh cluster reports changes and writes nothing;
+- site.yml creates every object with the API versions the flavour serves;
+- a second run reports changed=0 and sends no write at all;
+- verify.yml passes, and fails with one line naming the object when something drifts;
+- teardown.yml leaves the managed objects exactly as cluster-up left them, and site.yml works again.
+
+The tests of this module depend on each other's order (pytest runs them top to bottom)."""
+
+import json
+
+import pytest
+
+from conftest import MATRIX
+
+API = {
+    "current": {"gateway": "gateway.networking.k8s.io/v1", "envoyproxy": "gateway.envoyproxy.io/v1alpha1",
+                "virtualservice": "networking.istio.io/v1", "peerauthentication": "security.istio.io/v1"},
+    "legacy": {"gateway": "gateway.networking.k8s.io/v1beta1", "envoyproxy": "config.gateway.envoyproxy.io/v1alpha1",
+               "virtualservice": "networking.istio.io/v1beta1", "peerauthentication": "security.istio.io/v1beta1"},
+}[MATRIX]
+TEG_NS = "envoy-gateway-system"
+INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+# What the collection may touch, for the before/after comparisons: kinds, and namespaces to list them in.
+SNAPSHOT_KINDS = ["namespaces", "services", "deployments", "serviceaccounts", "gatewayclasses.gateway.networking.k8s.io",
+                  "envoyproxies." + API["envoyproxy"].split("/")[0], "gateways.gateway.networking.k8s.io",
+                  "httproutes.gateway.networking.k8s.io", "virtualservices.networking.istio.io",
+                  "peerauthentications.security.istio.io", "mutatingwebhookconfigurations"]
+VOLATILE_META = {"uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "deletionTimestamp"}
+
+
+def get(cluster, kind, name, namespace=None):
+    args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+    return json.loads(cluster.kubectl(*args).stdout)
+
+
+def snapshot(cluster):
+    """The objects of the kinds the collection touches, normalized (no uid, resourceVersion, managedFields,
+    timestamps, status; Deployments without their pod-template restart annotations' values kept)."""
+    objects = {}
+    for kind in SNAPSHOT_KINDS:
+        proc = cluster.kubectl("get", kind, "-A", "-o", "json", check=False)
+        if proc.returncode != 0:
+            continue  # not served in this state (e.g. Istio CRDs before istio_install)
+        for item in json.loads(proc.stdout)["items"]:
+            meta = {k: v for k, v in item["metadata"].items() if k not in VOLATILE_META}
+            if meta.get("namespace") in ("kube-system", "kube-public", "kube-node-lease"):
+                continue
+            meta.get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
+            body = {k: v for k, v in item.items() if k not in ("metadata", "status")}
+            if item["kind"] == "Service":
+                body["spec"] = {k: v for k, v in body["spec"].items() if k not in ("clusterIP", "clusterIPs")}
+            objects[(item["kind"], meta.get("namespace", ""), meta["name"])] = {"metadata": meta, **body}
+    return objects
+
+
+@pytest.fixture(scope="module")
+def fresh(cluster):
+    cluster.localcp("reset")
+    return snapshot(cluster)
+
+
+def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(play, fresh, cluster):
+    run = play("site.yml", check=True, diff=True)
+    assert run.rc == 0, run.output[-4000:]
+    assert run.recap()["changed"] > 0
+    assert run.writes == [], run.describe_writes()
+    assert snapshot(cluster) == fresh
+
+
+def test_site_applies_every_step_with_the_served_api_versions(play, cluster):
+    run = play("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    ns = get(cluster, "namespace", TEG_NS)
+    assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+    ports = {p["port"]: p for p in get(cluster, "service", "envoy-gateway", TEG_NS)["spec"]["ports"]}
+    assert ports[18000] == {"name": "grpc", "port": 18000, "protocol": "TCP", "targetPort": 18000, "appProtocol": "tls"}
+    gc = get(cluster, "gatewayclasses.gateway.networking.k8s.io", "teg")
+    ref = gc["spec"]["parametersRef"]
+    assert (ref["group"], ref["kind"], ref["namespace"]) == (API["envoyproxy"].split("/")[0], "EnvoyProxy", TEG_NS)
+    envoyproxy = get(cluster, "envoyproxies." + ref["group"], ref["name"], TEG_NS)
+    assert envoyproxy["apiVersion"] == API["envoyproxy"]
+    pod = envoyproxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]
+    assert pod["annotations"][INCLUDE_INBOUND] == ""
+    if MATRIX == "current":
+        assert ref["name"] == "teg-envoy-proxy" and envoyproxy["spec"]["logging"] == {"level": {"default": "warn"}}
+    route = get(cluster, "httproutes.gateway.networking.k8s.io", "httpbin", "httpbin")
+    assert route["apiVersion"] == API["gateway"]
+    assert route["spec"]["hostnames"] == ["www.example.com"]
+    assert route["spec"]["rules"][0]["matches"][0]["path"]["type"] == "PathPrefix"
+    vs_list = json.loads(cluster.kubectl("get", "virtualservices.networking.istio.io", "-n", TEG_NS, "-o", "json").stdout)
+    vs = [v for v in vs_list["items"] if v["spec"]["hosts"] == ["www.example.com"]]
+    assert len(vs) == 1 and vs[0]["apiVersion"] == API["virtualservice"]
+    assert vs[0]["spec"]["gateways"] == ["mesh"]
+    policy = get(cluster, "peerauthentications.security.istio.io", "default", "istio-system")
+    assert policy["apiVersion"] == API["peerauthentication"] and policy["spec"]["mtls"]["mode"] == "STRICT"
+    for name in ("envoy-gateway", "envoy-ratelimit", "teg-envoy-gateway", "teg-redis"):
+        dep = get(cluster, "deployment", name, TEG_NS)
+        assert dep["status"]["availableReplicas"] == dep["spec"]["replicas"]
+
+
+def test_a_second_run_changes_nothing_and_writes_nothing(play):
+    run = play("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.recap()["changed"] == 0
+    assert run.writes == [], run.describe_writes()
+
+
+def test_verify_names_a_drifted_object_in_one_line(play, cluster):
+    assert play("verify.yml").rc == 0
+    cluster.kubectl("patch", "service", "envoy-gateway", "-n", TEG_NS, "--type=json",
+                    "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
+    run = play("verify.yml")
+    assert run.rc != 0
+    msg = [line for line in run.output.splitlines() if "problem(s)" in line]
+    assert msg and "Service envoy-gateway-system/envoy-gateway port 18000 has appProtocol None" in msg[0]
+    assert play("site.yml").rc == 0
+    assert play("verify.yml").rc == 0
