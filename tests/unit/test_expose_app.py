@@ -1,0 +1,417 @@
+"""Pure rendering of the expose_app role (plugins/filter/expose_app.py): validation of the app list,
+the Gateway, HTTPRoutes, VirtualServices, the service-routing pair, and what to apply or prune.
+The API side is covered by tests/integration/test_expose_app.py."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+REPO = Path(__file__).resolve().parents[2]
+_AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._install()
+
+from ansible_collections.teg.istio.plugins.filter import expose_app as f  # noqa: E402
+
+SAMPLE = list(yaml.safe_load_all((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text()))
+
+CURRENT = {
+    "kubernetes_version": "v1.34.4",
+    "envoyproxy": {"api_version": "gateway.envoyproxy.io/v1alpha1", "group": "gateway.envoyproxy.io",
+                   "pod_annotations": True, "routing_type": True},
+    "gateway_api": {"api_version": "gateway.networking.k8s.io/v1"},
+    "istio": {"virtualservice_api_version": "networking.istio.io/v1",
+              "peerauthentication_api_version": "security.istio.io/v1", "istiod": None},
+    "gatewayclass": {"name": "teg", "controller_name": "gateway.envoyproxy.io/gatewayclass-controller",
+                     "parameters_ref": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                        "name": "teg-envoy-proxy", "namespace": "envoy-gateway-system"}},
+}
+LEGACY = {
+    "kubernetes_version": "v1.34.4",
+    "envoyproxy": {"api_version": "config.gateway.envoyproxy.io/v1alpha1", "group": "config.gateway.envoyproxy.io",
+                   "pod_annotations": True, "routing_type": False},
+    "gateway_api": {"api_version": "gateway.networking.k8s.io/v1beta1"},
+    "istio": {"virtualservice_api_version": "networking.istio.io/v1beta1",
+              "peerauthentication_api_version": "security.istio.io/v1beta1", "istiod": None},
+    "gatewayclass": {"name": "teg", "controller_name": "gateway.envoyproxy.io/gatewayclass-controller",
+                     "parameters_ref": None},
+}
+HTTPBIN = {"name": "httpbin", "namespace": "httpbin", "port": 8000, "hostnames": ["www.example.com"],
+           "path_prefix": "/httpbin"}
+
+
+def settings(cluster=CURRENT, routing="virtualservice", sample=False, **overrides):
+    s = {
+        "routing": routing,
+        "gateway": {"name": "apps", "namespace": "envoy-gateway-system", "class": "teg",
+                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+        "virtualservice": {"namespace": "envoy-gateway-system", "export_to": ["."]},
+        "sample": {"enabled": sample, "namespace": "httpbin", "image": "docker.io/kennethreitz/httpbin:latest",
+                   "manifest": copy.deepcopy(SAMPLE)},
+        "cluster": copy.deepcopy(cluster),
+    }
+    s.update(overrides)
+    return s
+
+
+def plan(apps, **kw):
+    return f.expose_app_plan(copy.deepcopy(apps), settings(**kw))
+
+
+def by_kind(p, kind):
+    return [o for o in p["objects"] if o["kind"] == kind]
+
+
+class TestProcedureRendering:
+    def test_httpbin_objects_match_the_procedure(self):
+        p = plan([HTTPBIN])
+        assert p["errors"] == []
+        [gw] = by_kind(p, "Gateway")
+        assert gw["apiVersion"] == "gateway.networking.k8s.io/v1"
+        assert gw["metadata"] == {"name": "apps", "namespace": "envoy-gateway-system", "labels": {
+            "app.kubernetes.io/managed-by": "teg.istio", "teg.istio/gateway": "apps",
+            "teg.istio/gateway-namespace": "envoy-gateway-system"}}
+        assert gw["spec"]["gatewayClassName"] == "teg"
+        [listener] = gw["spec"]["listeners"]
+        assert (listener["name"], listener["port"], listener["protocol"]) == ("http", 80, "HTTP")
+        assert listener["allowedRoutes"]["namespaces"]["selector"]["matchExpressions"] == [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["httpbin"]}]
+
+        [route] = by_kind(p, "HTTPRoute")
+        assert route["metadata"]["namespace"] == "httpbin"
+        assert route["metadata"]["labels"]["teg.istio/app"] == "httpbin"
+        assert route["spec"]["parentRefs"] == [{"name": "apps", "namespace": "envoy-gateway-system"}]
+        assert route["spec"]["hostnames"] == ["www.example.com"]
+        [rule] = route["spec"]["rules"]
+        # Not stripped at the edge: the mesh layer matches on the prefix.
+        assert rule == {"matches": [{"path": {"type": "PathPrefix", "value": "/httpbin"}}],
+                        "backendRefs": [{"name": "httpbin", "port": 8000}]}
+
+        [vs] = by_kind(p, "VirtualService")
+        assert vs["apiVersion"] == "networking.istio.io/v1"
+        assert vs["metadata"]["name"] == "apps-www.example.com"
+        assert vs["metadata"]["namespace"] == "envoy-gateway-system"
+        assert vs["spec"]["hosts"] == ["www.example.com"]
+        assert vs["spec"]["gateways"] == ["mesh"]
+        assert vs["spec"]["exportTo"] == ["."]
+        dest = [{"destination": {"host": "httpbin.httpbin.svc.cluster.local", "port": {"number": 8000}}}]
+        assert vs["spec"]["http"] == [
+            {"name": "httpbin", "match": [{"uri": {"prefix": "/httpbin/"}}], "rewrite": {"uri": "/"}, "route": dest},
+            {"name": "httpbin-exact", "match": [{"uri": {"exact": "/httpbin"}}], "rewrite": {"uri": "/"},
+             "route": dest},
+        ]
+
+    def test_legacy_api_versions(self):
+        p = plan([HTTPBIN], cluster=LEGACY)
+        assert p["errors"] == []
+        assert {o["kind"]: o["apiVersion"] for o in p["objects"]} == {
+            "Gateway": "gateway.networking.k8s.io/v1beta1", "HTTPRoute": "gateway.networking.k8s.io/v1beta1",
+            "VirtualService": "networking.istio.io/v1beta1"}
+
+    def test_defaults_service_name_prefix_and_rewrite(self):
+        p = plan([{"name": "web", "namespace": "shop", "port": 80, "hostnames": ["shop.example.com"]}])
+        [app] = p["apps"]
+        assert (app["service"], app["path_prefix"], app["rewrite"]) == ("web", "/", "/")
+        [vs] = by_kind(p, "VirtualService")
+        assert vs["spec"]["http"] == [{"name": "web", "match": [{"uri": {"prefix": "/"}}], "route": [
+            {"destination": {"host": "web.shop.svc.cluster.local", "port": {"number": 80}}}]}]
+
+    def test_rewrite_to_another_prefix_keeps_one_slash(self):
+        p = plan([dict(HTTPBIN, path_prefix="/old/", rewrite="/new")])
+        http = by_kind(p, "VirtualService")[0]["spec"]["http"]
+        assert [(h["match"][0]["uri"], h["rewrite"]["uri"]) for h in http] == [
+            ({"prefix": "/old/"}, "/new/"), ({"exact": "/old"}, "/new")]
+
+    def test_rewrite_equal_to_prefix_keeps_the_path(self):
+        http = by_kind(plan([dict(HTTPBIN, rewrite="/httpbin")]), "VirtualService")[0]["spec"]["http"]
+        assert http == [{"name": "httpbin", "match": [{"uri": {"prefix": "/httpbin"}}], "route": http[0]["route"]}]
+
+    def test_export_to_empty_renders_null_so_a_merge_patch_removes_it(self):
+        p = plan([HTTPBIN], virtualservice={"namespace": "envoy-gateway-system", "export_to": []})
+        assert by_kind(p, "VirtualService")[0]["spec"]["exportTo"] is None
+
+    def test_section_name_becomes_parent_ref_section(self):
+        listeners = [{"name": "http", "port": 80, "protocol": "HTTP"}, {"name": "alt", "port": 8080, "protocol": "HTTP"}]
+        s = settings()
+        s["gateway"]["listeners"] = listeners
+        p = f.expose_app_plan([dict(HTTPBIN, section_name="alt")], s)
+        assert by_kind(p, "HTTPRoute")[0]["spec"]["parentRefs"][0]["sectionName"] == "alt"
+        assert len(by_kind(p, "Gateway")[0]["spec"]["listeners"]) == 2
+
+    def test_listener_with_allowed_routes_is_left_alone(self):
+        s = settings()
+        s["gateway"]["listeners"] = [{"name": "http", "port": 80, "protocol": "HTTP",
+                                      "allowedRoutes": {"namespaces": {"from": "All"}}}]
+        p = f.expose_app_plan([HTTPBIN], s)
+        assert by_kind(p, "Gateway")[0]["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "All"}}
+
+    def test_no_apps_gateway_admits_only_its_namespace(self):
+        p = plan([])
+        assert p["errors"] == []
+        [gw] = p["objects"]
+        assert gw["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "Same"}}
+
+
+class TestSharedHosts:
+    def test_apps_sharing_a_host_share_one_virtualservice_longest_prefix_first(self):
+        apps = [dict(HTTPBIN, name="root", path_prefix="/", rewrite="/"),
+                dict(HTTPBIN, name="api", path_prefix="/api", rewrite="/api"),
+                dict(HTTPBIN, name="apiv2", path_prefix="/api/v2", rewrite="/api/v2",
+                     hostnames=["www.example.com", "*.example.org"])]
+        p = plan(apps)
+        assert p["errors"] == []
+        vss = {v["spec"]["hosts"][0]: v for v in by_kind(p, "VirtualService")}
+        assert sorted(vss) == ["*.example.org", "www.example.com"]
+        assert vss["*.example.org"]["metadata"]["name"] == "apps-wildcard.example.org"
+        assert [h["name"] for h in vss["www.example.com"]["spec"]["http"]] == ["apiv2", "api", "root"]
+        assert vss["www.example.com"]["metadata"]["annotations"]["teg.istio/apps"] == "api,apiv2,root"
+        assert len(by_kind(p, "HTTPRoute")) == 3
+
+
+class TestServiceRouting:
+    def test_service_mode_rewrites_host_and_prefix_and_has_no_virtualservice(self):
+        p = plan([HTTPBIN], routing="service")
+        assert p["errors"] == []
+        assert by_kind(p, "VirtualService") == []
+        [route] = by_kind(p, "HTTPRoute")
+        assert route["spec"]["rules"][0]["filters"] == [{"type": "URLRewrite", "urlRewrite": {
+            "hostname": "httpbin.httpbin.svc.cluster.local",
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
+        assert p["envoyproxy_ref"]["name"] == "teg-envoy-proxy"
+
+    def test_service_mode_without_prefix_change_has_no_path_rewrite(self):
+        p = plan([dict(HTTPBIN, rewrite="/httpbin")], routing="service")
+        assert by_kind(p, "HTTPRoute")[0]["spec"]["rules"][0]["filters"][0]["urlRewrite"] == {
+            "hostname": "httpbin.httpbin.svc.cluster.local"}
+
+    def test_service_mode_refused_where_envoyproxy_has_no_routing_type(self):
+        errors = plan([HTTPBIN], routing="service", cluster=LEGACY)["errors"]
+        assert len(errors) == 1
+        assert "routingType" in errors[0] and "config.gateway.envoyproxy.io/v1alpha1" in errors[0]
+
+    def test_service_mode_refused_without_parameters_ref(self):
+        cluster = copy.deepcopy(CURRENT)
+        cluster["gatewayclass"]["parameters_ref"] = None
+        [error] = plan([HTTPBIN], routing="service", cluster=cluster)["errors"]
+        assert error.startswith("GatewayClass teg has no parametersRef")
+
+    def test_missing_gatewayclass_refused(self):
+        cluster = copy.deepcopy(CURRENT)
+        cluster["gatewayclass"] = None
+        [error] = plan([HTTPBIN], cluster=cluster)["errors"]
+        assert error.startswith("GatewayClass teg does not exist")
+
+    def test_virtualservice_mode_refused_without_istio(self):
+        cluster = copy.deepcopy(LEGACY)
+        cluster["istio"]["virtualservice_api_version"] = None
+        [error] = plan([HTTPBIN], cluster=cluster)["errors"]
+        assert "VirtualService API" in error and "istio_install" in error
+
+
+class TestEnvoyProxyPatch:
+    EP = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
+          "metadata": {"name": "teg-envoy-proxy", "namespace": "envoy-gateway-system"},
+          "spec": {"provider": {"type": "Kubernetes"}, "logging": {"level": {"default": "warn"}}}}
+
+    def test_service_mode_sets_only_routing_type(self):
+        patch = f.expose_app_envoyproxy(self.EP, "service", "gateway.envoyproxy.io/v1alpha1")
+        assert patch == {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
+                         "metadata": {"name": "teg-envoy-proxy", "namespace": "envoy-gateway-system"},
+                         "spec": {"routingType": "Service"}}
+
+    def test_nothing_when_already_set(self):
+        ep = copy.deepcopy(self.EP)
+        ep["spec"]["routingType"] = "Service"
+        assert f.expose_app_envoyproxy(ep, "service", "gateway.envoyproxy.io/v1alpha1") is None
+
+    def test_virtualservice_mode_removes_service_routing(self):
+        ep = copy.deepcopy(self.EP)
+        ep["spec"]["routingType"] = "Service"
+        patch = f.expose_app_envoyproxy(ep, "virtualservice", "gateway.envoyproxy.io/v1alpha1")
+        assert patch["spec"] == {"routingType": None}
+
+    def test_virtualservice_mode_leaves_endpoint_routing(self):
+        assert f.expose_app_envoyproxy(self.EP, "virtualservice", "x") is None
+        assert f.expose_app_envoyproxy(None, "service", "x") is None
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("host, fragment", [
+        ("WWW.example.com", "upper-case"),
+        ("www.exa_mple.com", "RFC 1123"),
+        ("10.0.0.1", "IP address"),
+        ("www.*.com", "wildcard"),
+        ("*", "wildcard"),
+        ("-bad.example.com", "RFC 1123"),
+        ("a" * 64 + ".example.com", "longer than 63"),
+    ])
+    def test_invalid_hostname(self, host, fragment):
+        [error] = plan([dict(HTTPBIN, hostnames=[host])])["errors"]
+        assert error.startswith("app httpbin: hostname %r" % host) and fragment in error
+
+    def test_wildcard_leftmost_is_fine(self):
+        assert plan([dict(HTTPBIN, hostnames=["*.example.com"])])["errors"] == []
+
+    def test_duplicate_host_and_prefix(self):
+        [error] = plan([HTTPBIN, dict(HTTPBIN, name="other", namespace="other", path_prefix="/httpbin/")])["errors"]
+        assert error == ("apps httpbin and other both claim host www.example.com with path_prefix /httpbin: "
+                         "give one of them another hostname or path_prefix")
+
+    def test_same_host_other_prefix_is_fine(self):
+        assert plan([HTTPBIN, dict(HTTPBIN, name="other", path_prefix="/other")])["errors"] == []
+
+    def test_duplicate_names(self):
+        [error] = plan([HTTPBIN, dict(HTTPBIN, namespace="b", hostnames=["b.example.com"])])["errors"]
+        assert "same name" in error
+
+    @pytest.mark.parametrize("app, fragment", [
+        (dict(HTTPBIN, path_prefix="httpbin"), "path_prefix 'httpbin' must start with '/'"),
+        (dict(HTTPBIN, path_prefix="/a//b"), "must not contain '//'"),
+        (dict(HTTPBIN, rewrite="/x?y"), "rewrite '/x?y' must be a plain path"),
+        (dict(HTTPBIN, port=0), "port 0 is not a port number"),
+        (dict(HTTPBIN, port="http"), "port 'http' is not a port number"),
+        (dict(HTTPBIN, hostnames=[]), "hostnames is empty"),
+        (dict(HTTPBIN, namespace="Bad_NS"), "namespace 'Bad_NS'"),
+        (dict(HTTPBIN, name="Bad"), "name 'Bad' is not a DNS-1123 label"),
+        (dict(HTTPBIN, colour="red"), "unknown key(s) colour"),
+        (dict(HTTPBIN, section_name="https"), "section_name 'https' is not a listener"),
+        (dict(HTTPBIN, hostnames=["h%d.example.com" % i for i in range(17)]), "at most 16"),
+    ])
+    def test_each_bad_input_is_one_line(self, app, fragment):
+        errors = plan([app])["errors"]
+        assert len(errors) == 1 and fragment in errors[0], errors
+        assert "\n" not in errors[0]
+
+    def test_bad_routing(self):
+        assert plan([HTTPBIN], routing="magic")["errors"] == [
+            "expose_app_routing is 'magic': use virtualservice or service"]
+
+    def test_errors_render_nothing(self):
+        p = plan([dict(HTTPBIN, hostnames=["BAD"])])
+        assert set(p) == {"errors"}
+
+
+class TestSample:
+    def test_sample_objects_get_namespace_label_and_image(self):
+        p = plan([HTTPBIN], sample=True)
+        kinds = [o["kind"] for o in p["sample_objects"]]
+        assert kinds == ["ServiceAccount", "Deployment", "Service"]
+        for obj in p["sample_objects"]:
+            assert obj["metadata"]["namespace"] == "httpbin"
+            assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "teg.istio"
+        dep = p["sample_objects"][1]
+        [container] = dep["spec"]["template"]["spec"]["containers"]
+        assert container["ports"] == [{"name": "http", "containerPort": 80}]
+        svc = p["sample_objects"][2]
+        assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": 80}]
+        assert p["objects"][:3] == p["sample_objects"]
+        assert p["namespaces"] == ["httpbin"]
+
+    def test_sample_does_not_change_the_manifest_it_was_given(self):
+        s = settings(sample=True)
+        before = copy.deepcopy(s["sample"]["manifest"])
+        f.expose_app_plan([HTTPBIN], s)
+        assert s["sample"]["manifest"] == before
+
+
+class TestNamespaces:
+    LABELS = {"istio-injection": "enabled"}
+
+    def test_existing_namespace_only_labelled_when_needed(self):
+        p = plan([HTTPBIN, dict(HTTPBIN, name="b", namespace="b", hostnames=["b.example.com"])])
+        found = {"httpbin": {"exists": True, "labels": {"istio-injection": "enabled"}},
+                 "b": {"exists": True, "labels": {"team": "x"}}}
+        assert f.expose_app_namespaces(p, found, self.LABELS) == [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b", "labels": self.LABELS}}]
+
+    def test_sample_namespace_claimed_only_when_created(self):
+        p = plan([HTTPBIN], sample=True)
+        [created] = f.expose_app_namespaces(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
+        assert created["metadata"]["labels"] == {"istio-injection": "enabled",
+                                                 "app.kubernetes.io/managed-by": "teg.istio"}
+        [labelled] = f.expose_app_namespaces(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
+        assert labelled["metadata"]["labels"] == self.LABELS
+
+
+class TestApplyAndPrune:
+    def test_changed_selects_only_what_the_dry_run_found_different(self):
+        defs = [{"kind": "A", "metadata": {"name": str(i)}} for i in range(3)]
+        dry = {"changed": True, "result": {"results": [{"changed": False}, {"changed": True}, {"changed": False}]}}
+        assert f.expose_app_changed(defs, dry) == [defs[1]]
+
+    def test_a_status_update_between_read_and_dry_run_is_not_a_change(self):
+        defs = [{"kind": "Deployment", "metadata": {"name": "d", "namespace": "n"}}]
+        dry = {"changed": True, "method": "update", "diff": {
+            "before": {"metadata": {"resourceVersion": "1", "managedFields": [1]}, "status": {"readyReplicas": 0}},
+            "after": {"metadata": {"resourceVersion": "2", "managedFields": [2]}, "status": {"readyReplicas": 1}}}}
+        assert f.expose_app_changed(defs, dry) == []
+        assert f.expose_app_diff(dry, defs) == []
+        dry["diff"]["after"]["spec"] = {"replicas": 2}
+        assert f.expose_app_changed(defs, dry) == defs
+
+    def test_changed_with_a_single_definition(self):
+        defs = [{"kind": "A", "metadata": {"name": "x"}}]
+        assert f.expose_app_changed(defs, {"changed": True, "method": "update", "result": {}}) == defs
+        assert f.expose_app_changed(defs, {"changed": False, "method": "update", "result": {}}) == []
+        assert f.expose_app_changed(defs, {"skipped": True}) == []
+
+    def test_changed_refuses_misaligned_results(self):
+        with pytest.raises(ValueError):
+            f.expose_app_changed([{"metadata": {}}, {"metadata": {}}], {"result": {"results": [{"changed": True}]}})
+
+    def test_stale_is_what_we_made_and_no_longer_declare(self):
+        p = plan([HTTPBIN])
+        labels = {"app.kubernetes.io/managed-by": "teg.istio"}
+        found = [
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "httpbin", "namespace": "httpbin", "labels": labels}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "gone", "namespace": "old", "labels": labels}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "apps-old.example.com", "namespace": "envoy-gateway-system", "labels": labels}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "theirs", "namespace": "old", "labels": {}}},
+        ]
+        assert f.expose_app_describe(f.expose_app_stale(found, p)) == [
+            "HTTPRoute old/gone", "VirtualService envoy-gateway-system/apps-old.example.com"]
+
+    def test_switching_to_service_routing_prunes_virtualservices(self):
+        vs_plan = plan([HTTPBIN])
+        found = [v for v in vs_plan["objects"] if v["kind"] == "VirtualService"]
+        assert len(f.expose_app_stale(found, plan([HTTPBIN], routing="service"))) == 1
+
+    def test_split_keeps_objects_of_new_namespaces_out_of_the_dry_run(self):
+        p = plan([HTTPBIN], sample=True)
+        split = f.expose_app_split(p["objects"], ["httpbin"])
+        assert [o["kind"] for o in split["ready"]] == ["Gateway", "VirtualService"]
+        assert [o["kind"] for o in split["pending"]] == ["ServiceAccount", "Deployment", "Service", "HTTPRoute"]
+        assert f.expose_app_split(p["objects"], [])["pending"] == []
+
+    def test_hundred_apps(self):
+        apps = [dict(HTTPBIN, name="app%03d" % i, path_prefix="/app%03d" % i) for i in range(100)]
+        p = plan(apps)
+        assert p["errors"] == []
+        assert len(by_kind(p, "HTTPRoute")) == 100
+        # All on one host: one VirtualService carrying two routes per app.
+        [vs] = by_kind(p, "VirtualService")
+        assert len(vs["spec"]["http"]) == 200
+        assert len(p["owned"]) == 102
+
+
+class TestDiff:
+    def test_diff_shows_only_changed_objects(self):
+        defs = [{"kind": "VirtualService", "metadata": {"name": "v", "namespace": "n"}},
+                {"kind": "HTTPRoute", "metadata": {"name": "r", "namespace": "a"}},
+                {"kind": "HTTPRoute", "metadata": {"name": "s", "namespace": "a"}}]
+        dry = {"changed": True, "result": {"results": [
+            {"changed": True, "method": "update",
+             "diff": {"before": {"metadata": {"generation": 1}, "spec": {"exportTo": ["*"]}},
+                      "after": {"metadata": {"generation": 2, "managedFields": []}, "spec": {"exportTo": ["."]}}}},
+            {"changed": False, "method": "update"},
+            {"changed": True, "method": "create"}]}}
+        vs_diff, created = f.expose_app_diff(dry, defs)
+        assert created == "HTTPRoute a/s: created"
+        assert vs_diff.splitlines()[:2] == ["--- VirtualService n/v (cluster)", "+++ VirtualService n/v (declared)"]
+        assert '-      "*"' in vs_diff and '+      "."' in vs_diff
+        assert "generation" not in vs_diff and "managedFields" not in vs_diff
