@@ -356,22 +356,37 @@ def _envoyproxy_ref(gatewayclass):
     return None
 
 
-def expose_app_plan(apps, settings):
-    """Everything the role writes, derived from the declarations; `errors` stops the role."""
+def _input_check(apps, settings):
+    """(normalized apps, errors) from the declarations alone, without anything read from the cluster."""
     errors = []
     if apps is None:
         apps = []
     if not isinstance(apps, list):
-        return {"errors": ["expose_app_apps must be a list of apps"]}
+        return [], ["expose_app_apps must be a list of apps"]
     normalized = [a for a in (_normalize(app, i, errors) for i, app in enumerate(apps)) if a]
     errors.extend(_claim_errors(normalized))
     errors.extend(_listener_errors(normalized, settings))
-    errors.extend(_routing_errors(settings))
     sample = settings.get("sample") or {}
     if sample.get("enabled") and not _DNS_LABEL.match(str(sample.get("namespace"))):
         errors.append("expose_app_sample_namespace %r is not a DNS-1123 label" % (sample.get("namespace"),))
+    return normalized, errors
+
+
+def expose_app_input_errors(apps, settings):
+    """What is wrong with the declarations themselves (hostnames, prefixes, duplicate claims, listeners),
+    decidable before anything is read from the cluster; site.yml checks it before any role writes."""
+    return _input_check(apps, settings)[1]
+
+
+def expose_app_plan(apps, settings):
+    """Everything the role writes, derived from the declarations; `errors` stops the role."""
+    normalized, errors = _input_check(apps, settings)
     if errors:
         return {"errors": errors}
+    errors = _routing_errors(settings)
+    if errors:
+        return {"errors": errors}
+    sample = settings.get("sample") or {}
 
     cluster = settings["cluster"]
     routing = settings["routing"]
@@ -565,6 +580,7 @@ class FilterModule(object):
     def filters(self):
         return {
             "expose_app_plan": expose_app_plan,
+            "expose_app_input_errors": expose_app_input_errors,
             "expose_app_namespaces": expose_app_namespaces,
             "expose_app_envoyproxy": expose_app_envoyproxy,
             "expose_app_stale": expose_app_stale,
