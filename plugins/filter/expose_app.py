@@ -445,6 +445,22 @@ def expose_app_namespaces(plan, found, labels, sample_namespace=None):
     return out
 
 
+def expose_app_unlabel(namespaces, names, labels):
+    """Teardown: merge patches that take the injection `labels` (their keys) off the namespaces `names`
+    among `namespaces` (as read), skipping those without them and those the collection created, which
+    are deleted whole."""
+    out = []
+    for ns in namespaces or []:
+        meta = ns.get("metadata") or {}
+        current = meta.get("labels") or {}
+        if meta.get("name") not in (names or []) or current.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+            continue
+        present = {key: None for key in labels or {} if key in current}
+        if present:
+            out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": meta["name"], "labels": present}})
+    return out
+
+
 def expose_app_envoyproxy(existing, routing, api_version):
     """The EnvoyProxy change the routing mode needs, or None.
 
@@ -583,6 +599,7 @@ class FilterModule(object):
             "expose_app_input_errors": expose_app_input_errors,
             "expose_app_namespaces": expose_app_namespaces,
             "expose_app_envoyproxy": expose_app_envoyproxy,
+            "expose_app_unlabel": expose_app_unlabel,
             "expose_app_stale": expose_app_stale,
             "expose_app_changed": expose_app_changed,
             "expose_app_split": expose_app_split,

@@ -415,3 +415,15 @@ class TestDiff:
         assert vs_diff.splitlines()[:2] == ["--- VirtualService n/v (cluster)", "+++ VirtualService n/v (declared)"]
         assert '-      "*"' in vs_diff and '+      "."' in vs_diff
         assert "generation" not in vs_diff and "managedFields" not in vs_diff
+
+
+def test_teardown_unlabels_only_app_namespaces_that_carry_the_labels_and_are_not_ours():
+    namespaces = [
+        {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "team": "a"}}},
+        {"metadata": {"name": "plain", "labels": {"team": "b"}}},
+        {"metadata": {"name": "httpbin", "labels": {"istio-injection": "enabled",
+                                                    "app.kubernetes.io/managed-by": "teg.istio"}}},
+        {"metadata": {"name": "other", "labels": {"istio-injection": "enabled"}}},
+    ]
+    assert f.expose_app_unlabel(namespaces, ["shop", "plain", "httpbin"], {"istio-injection": "enabled"}) == [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": None}}}]
