@@ -571,15 +571,19 @@ def expose_app_diff(dry_run, definitions):
     return out
 
 
-def expose_app_split(definitions, new_namespaces):
-    """Split definitions into those a dry run can check and those in namespaces not created yet.
+def expose_app_split(definitions, new_namespaces, pending_kinds=None):
+    """Split definitions into those a dry run can check and those it cannot yet.
 
-    In check mode the namespaces this run would create do not exist, so the API server cannot
-    dry-run objects inside them; they are reported as to be created instead."""
+    In check mode the namespaces this run would create do not exist, and the kinds of an Istio install
+    that was only predicted are not served (istio_pending_cluster), so the API server cannot dry-run
+    those objects; they are reported as to be created instead."""
     new = set(new_namespaces or [])
-    ready = [d for d in definitions if d["metadata"].get("namespace") not in new]
-    pending = [d for d in definitions if d["metadata"].get("namespace") in new]
-    return {"ready": ready, "pending": pending}
+    kinds = set(pending_kinds or [])
+
+    def _pending(d):
+        return d["metadata"].get("namespace") in new or d["kind"] in kinds
+
+    return {"ready": [d for d in definitions if not _pending(d)], "pending": [d for d in definitions if _pending(d)]}
 
 
 def expose_app_describe(definitions):
