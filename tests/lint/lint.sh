@@ -16,6 +16,8 @@ step "role argument specs in sync with defaults"
 "$bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_argument_specs.py
 step "actionlint (.github/workflows)"
 "$("$repo/tests/localcp/build.sh" | tail -n 1)/actionlint" -color=false
+step "docs/roles.md generated from the argument specs"
+"$bin/python" tools/roles_doc.py --check
 step "ansible-test sanity (offline)"
 tests/lint/sanity.sh
 echo "lint: all checks passed"
