@@ -56,10 +56,13 @@ integration: venv  ## integration tests against a fresh local control plane, one
 lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, ansible-test sanity
 	tests/lint/lint.sh
 
-test: venv lint  ## everything CI runs: lint, unit tests, then integration tests on both flavours
+test: venv lint  ## everything CI runs: lint, unit tests, then integration tests on both flavours (in parallel)
 	$(BIN)/python -m pytest -q tests/unit
-	MATRIX=current $(BIN)/python -m pytest -q tests/integration
-	MATRIX=legacy $(BIN)/python -m pytest -q tests/integration
+	$(MAKE) --no-print-directory -j2 --output-sync=target integration-current integration-legacy
+
+# One cluster per flavour, each in its own state directory: the two run side by side.
+integration-%: venv
+	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/tests/output/pytest-$* tests/integration
 
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)
