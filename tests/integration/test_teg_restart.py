@@ -1,0 +1,282 @@
+"""teg_restart and teg.istio.rollout_restart against the local control plane (flavour from $MATRIX).
+
+kwok runs the pods, so a restart is observable: each restarted Deployment gets a new ReplicaSet
+(new pod-template hash, next revision) and becomes Available again. The audit log witnesses that a
+second run writes nothing and that check mode and refusals write nothing.
+
+Istio is installed by the istio_install role from the test stand-ins of its charts (tests/charts),
+as in site.yml: the preflight needs istiod, and the trigger records its revision and version."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "teg_restart.yml")
+NS = "envoy-gateway-system"
+CONTROL_PLANE = ["envoy-gateway", "envoy-ratelimit", "teg-envoy-gateway", "teg-redis"]
+TRIGGER = "teg.istio/restart-trigger"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def _deployment(name, namespace, labels=None, pod_spec=None, image="registry.invalid/never-pulled:1"):
+    labels = labels or {"app": name}
+    spec = {"containers": [{"name": "main", "image": image}]}
+    spec.update(pod_spec or {})
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
+
+
+def _apply(cluster, *objects):
+    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+
+@pytest.fixture(scope="module")
+def teg(cluster):
+    """Once per module (a reset is slow): the cluster as the TEG fixture left it, without Istio."""
+    cluster.localcp("reset")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def mesh(teg, play):
+    """Istio installed by the istio_install role, from the test stand-ins of its charts (tests/charts:
+    Istio's real CRDs, and a Deployment istiod whose injector touches no pod). Tests that break
+    something put it back themselves."""
+    result = play(str(REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"), use_site_vars=False,
+                  extra_vars={"istio_install_chart_path": teg.env["TEG_ISTIO_TEST_CHARTS"],
+                              "istio_install_version": teg.env["TEG_ISTIO_TEST_ISTIO_VERSION"]})
+    assert result.rc == 0, result.output[-3000:]
+    return teg
+
+
+@pytest.fixture
+def run(play):
+    def _run(extra_vars=None, **kwargs):
+        return play(PLAYBOOK, extra_vars=extra_vars, use_site_vars=False, **kwargs)
+    return _run
+
+
+@pytest.fixture
+def fail(play):
+    """Run expecting a failure; returns (run, msg of the failed task), read from the json callback."""
+    def _fail(extra_vars=None):
+        result = play(PLAYBOOK, extra_vars=extra_vars, use_site_vars=False,
+                      env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+        assert result.rc != 0, result.output[-3000:]
+        for task in (t for p in json.loads(result.stdout)["plays"] for t in p["tasks"]):
+            host = task["hosts"].get("localhost", {})
+            if host.get("failed"):
+                assert "\n" not in host["msg"], host["msg"]
+                return result, host["msg"]
+        raise AssertionError("no failed task:\n" + result.stdout[-3000:])
+    return _fail
+
+
+def _get(cluster, kind, name, namespace=NS):
+    proc = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if proc.returncode != 0:
+        assert "NotFound" in proc.stderr, proc.stderr
+        return None
+    return json.loads(proc.stdout)
+
+
+def _state(cluster, name, namespace=NS):
+    """What identifies a Deployment's current rollout: revision, pod-template hash of its newest
+    ReplicaSet, trigger, and whether it is Available with that ReplicaSet holding every replica."""
+    dep = _get(cluster, "deployment", name, namespace)
+    revision = dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+    selector = ",".join("%s=%s" % kv for kv in dep["spec"]["selector"]["matchLabels"].items())
+    sets = json.loads(cluster.kubectl("get", "replicasets", "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+    [newest] = [rs for rs in sets if rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == revision]
+    conditions = {c["type"]: c["status"] for c in dep["status"].get("conditions", [])}
+    annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    return {
+        "revision": int(revision),
+        "hash": newest["metadata"]["labels"]["pod-template-hash"],
+        "trigger": annotations.get(TRIGGER),
+        "restarted_at": annotations.get(RESTARTED_AT),
+        "available": conditions.get("Available") == "True"
+        and newest["status"].get("availableReplicas") == dep["spec"]["replicas"]
+        and dep["status"].get("updatedReplicas") == dep["spec"]["replicas"],
+    }
+
+
+def _restore_fixture(cluster):
+    """Re-create what a test deleted from the TEG fixture (server-side apply leaves the rest alone)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "tests" / "fixtures" / "teg" / ("%s.yaml" % cluster.matrix)))
+    cluster.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", NS, "deployment", "--all")
+
+
+def _states(cluster, names=CONTROL_PLANE, namespace=NS):
+    return {name: _state(cluster, name, namespace) for name in names}
+
+
+def _assert_restarted(before, after):
+    for name, old in before.items():
+        new = after[name]
+        assert new["revision"] == old["revision"] + 1, (name, old, new)
+        assert new["hash"] != old["hash"], name
+        assert new["available"], name
+        assert new["trigger"] and new["restarted_at"], name
+
+
+def _patched(run_result):
+    """Names of the Deployments the run patched for real, from the audit log."""
+    return sorted(e["objectRef"]["name"] for e in run_result.writes
+                  if e["verb"] == "patch" and e["objectRef"]["resource"] == "deployments")
+
+
+def test_refuses_without_istiod_and_writes_nothing(teg, fail):
+    result, msg = fail()
+    assert msg.startswith("istiod not found in the cluster: run teg.istio.istio_install before teg_restart")
+    assert result.writes == [], result.describe_writes()
+
+
+def test_restart_then_nothing_then_changed_settings_then_force(mesh, run):
+    before = _states(mesh)
+    assert all(s["trigger"] is None and s["available"] for s in before.values())
+
+    first = run()
+    assert first.rc == 0, first.output[-3000:]
+    assert first.recap()["changed"] == 1
+    after = _states(mesh)
+    _assert_restarted(before, after)
+    assert len({s["trigger"] for s in after.values()}) == 1
+    assert _patched(first) == sorted(CONTROL_PLANE)
+
+    second = run()
+    assert second.rc == 0, second.output[-3000:]
+    assert second.recap()["changed"] == 0
+    assert second.writes == [], second.describe_writes()
+    assert _states(mesh) == after
+
+    # What teg_istio_prep changes (the namespace label; in the current flavour also the annotation on
+    # the EnvoyProxy the GatewayClass references) changes the trigger: everything restarts once more.
+    mesh.kubectl("label", "namespace", NS, "istio-injection=enabled")
+    if mesh.matrix == "current":
+        mesh.kubectl("patch", "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", "-n", NS, "--type=merge", "-p",
+                     json.dumps({"spec": {"provider": {"kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+                         "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}))
+    third = run()
+    assert third.rc == 0, third.output[-3000:]
+    relabelled = _states(mesh)
+    _assert_restarted(after, relabelled)
+    assert {s["trigger"] for s in relabelled.values()} != {s["trigger"] for s in after.values()}
+
+    forced = run({"teg_restart_force": True})
+    assert forced.rc == 0, forced.output[-3000:]
+    assert forced.recap()["changed"] == 1
+    _assert_restarted(relabelled, _states(mesh))
+    assert _patched(forced) == sorted(CONTROL_PLANE)
+
+
+def test_the_envoyproxy_annotation_alone_changes_the_trigger(mesh, run):
+    """Read from the EnvoyProxy the GatewayClass references, in the group the flavour serves."""
+    annotations = {"traffic.sidecar.istio.io/includeInboundPorts": "8080"}
+    pod = {"spec": {"provider": {"type": "Kubernetes",
+                                 "kubernetes": {"envoyDeployment": {"pod": {"annotations": annotations}}}}}}
+    if mesh.matrix == "current":  # TEG's chart already points GatewayClass teg at its own EnvoyProxy
+        mesh.kubectl("patch", "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", "-n", NS, "--type=merge",
+                     "-p", json.dumps(pod))
+    else:  # what teg_istio_prep's create mode does on Envoy Gateway v0.5
+        _apply(mesh, dict({"apiVersion": "config.gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
+                           "metadata": {"name": "data-plane-sidecars", "namespace": NS}}, **pod))
+        mesh.kubectl("patch", "gatewayclasses.gateway.networking.k8s.io", "teg", "--type=merge", "-p", json.dumps(
+            {"spec": {"parametersRef": {"group": "config.gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                        "name": "data-plane-sidecars", "namespace": NS}}}))
+    settled = _states(mesh)
+    result = run()
+    assert result.rc == 0, result.output[-3000:]
+    _assert_restarted(settled, _states(mesh))
+    assert run().writes == []
+
+
+def test_missing_deployment_is_reported_and_skipped(mesh, run):
+    mesh.kubectl("delete", "deployment", "envoy-ratelimit", "-n", NS, "--wait=true")
+    present = [n for n in CONTROL_PLANE if n != "envoy-ratelimit"]
+    before = _states(mesh, present)
+    try:
+        result = run({"teg_restart_force": True})
+    finally:
+        _restore_fixture(mesh)
+    assert result.rc == 0, result.output[-3000:]
+    assert "Deployment envoy-gateway-system/envoy-ratelimit not found: skipped" in result.output
+    _assert_restarted(before, _states(mesh, present))
+
+
+def test_data_plane_deployments_are_found_by_label(mesh, run):
+    proxy_labels = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+                    "app.kubernetes.io/managed-by": "envoy-gateway",
+                    "gateway.envoyproxy.io/owning-gateway-name": "apps"}
+    _apply(mesh, _deployment("envoy-apps-0123abcd", NS, labels=proxy_labels))
+    mesh.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", NS, "deployment/envoy-apps-0123abcd")
+    try:
+        off = run({"teg_restart_data_plane": False, "teg_restart_force": True})
+        before = _state(mesh, "envoy-apps-0123abcd")
+        on = run()
+    finally:
+        mesh.kubectl("delete", "deployment", "envoy-apps-0123abcd", "-n", NS)
+    assert off.rc == 0, off.output[-3000:]
+    assert _patched(off) == sorted(CONTROL_PLANE)
+    assert on.rc == 0, on.output[-3000:]
+    # envoy-ratelimit is managed by envoy-gateway too, but it is no proxy: only the Envoy Deployment.
+    assert _patched(on) == ["envoy-apps-0123abcd"]
+    assert before["trigger"] is None
+
+
+def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, fail):
+    stuck = _deployment("stuck", NS, pod_spec={"nodeSelector": {"teg.istio/no-such-node": "true"}})
+    _apply(mesh, stuck)
+    names = CONTROL_PLANE + ["stuck"]
+    before = _states(mesh, CONTROL_PLANE)
+    try:
+        result, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 15,
+                            "teg_restart_force": True})
+        assert msg.startswith("rollout not complete after 15s, not Available: Deployment envoy-gateway-system/stuck (")
+        for name in CONTROL_PLANE:
+            assert "Deployment envoy-gateway-system/%s " % name not in msg
+        # Patched together, waited together: the others rolled out meanwhile.
+        _assert_restarted(before, _states(mesh, CONTROL_PLANE))
+        assert sorted(_patched(result)) == sorted(names)
+        assert _get(mesh, "deployment", "stuck")["spec"]["template"]["metadata"]["annotations"][TRIGGER]
+
+        # Nothing to restart any more, but the stuck rollout is still not Available: still a failure.
+        again, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 5})
+        assert again.writes == [], again.describe_writes()
+        assert msg.startswith("rollout not complete after 5s, not Available: Deployment envoy-gateway-system/stuck (")
+    finally:
+        mesh.kubectl("delete", "deployment", "stuck", "-n", NS)
+
+
+def test_a_paused_deployment_is_refused_before_any_write(mesh, fail):
+    mesh.kubectl("rollout", "pause", "deployment/teg-redis", "-n", NS)
+    try:
+        result, msg = fail({"teg_restart_force": True})
+    finally:
+        mesh.kubectl("rollout", "resume", "deployment/teg-redis", "-n", NS)
+    assert msg.startswith("cannot restart paused Deployment(s) teg-redis in namespace envoy-gateway-system")
+    assert result.writes == [], result.describe_writes()
+
+
+def test_check_mode_reports_and_writes_nothing(mesh, run):
+    before = _states(mesh)
+    result = run({"teg_restart_force": True}, check=True, diff=True)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 1
+    assert result.writes == [], result.describe_writes()
+    assert len(result.dry_runs) == len(CONTROL_PLANE)
+    # The diff shows each pod template's restart stamp replaced (force keeps the same trigger).
+    assert result.output.count("-                    %s: " % RESTARTED_AT) == len(CONTROL_PLANE)
+    assert result.output.count("+                    %s: " % RESTARTED_AT) == len(CONTROL_PLANE)
+    assert _states(mesh) == before
+
+
+def test_missing_namespace_is_one_line_and_writes_nothing(mesh, fail):
+    result, msg = fail({"teg_restart_namespace": "no-such-namespace"})
+    assert msg.startswith("namespace no-such-namespace not found: install TEG first")
+    assert result.writes == []
