@@ -1,0 +1,504 @@
+"""istio_install against the local control plane, on the flavour of $MATRIX, with real helm.
+
+The charts are the test stand-ins of tests/charts (base carries the flavour's real Istio CRDs; istiod
+has Istio's object names and an injector that can touch no pod), staged by tests/charts/prepare.py
+into the cluster's state directory at the flavour's Istio version. They are installed from a local
+directory (air gap) and from a chart repository served on 127.0.0.1 (a mirror).
+
+The tests run in file order and share one cluster: bad input and check mode on a cluster without
+Istio first, then install, rerun, upgrade, manage=false, uninstall, and a revisioned install from
+the mirror."""
+
+import base64
+import functools
+import gzip
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"
+NAMESPACE = "istio-system"
+FLAVOURS = {
+    # Istio version; the versions under which the flavour's real CRDs serve VirtualService and
+    # PeerAuthentication (v1 from Istio 1.22 on).
+    "current": {"istio": "1.29.6", "virtualservices": {"v1", "v1beta1", "v1alpha3"},
+                "peerauthentications": {"v1", "v1beta1"}},
+    "legacy": {"istio": "1.19.10", "virtualservices": {"v1beta1", "v1alpha3"}, "peerauthentications": {"v1beta1"}},
+}
+LIMITED_SA = "teg-istio-limited"
+
+
+@pytest.fixture(scope="module")
+def flavour(cluster):
+    return FLAVOURS[cluster.matrix]
+
+
+@pytest.fixture(scope="module")
+def charts(cluster):
+    out = cluster.state_dir / "charts"
+    subprocess.run([sys.executable, str(REPO / "tests" / "charts" / "prepare.py"), str(out), "--matrix", cluster.matrix],
+                   check=True, env=cluster.env, capture_output=True, text=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mirror(charts):
+    """The staged archives and their index.yaml served as a chart repository on 127.0.0.1."""
+    handler = functools.partial(_QuietHandler, directory=str(charts / "archives"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+MIRROR_CREDENTIALS = ("mirror-user", "mirror-pass")
+
+
+class _BasicAuthHandler(_QuietHandler):
+    """A mirror that, like a company's Artifactory or Nexus, wants basic authentication."""
+
+    def do_GET(self):
+        expected = "Basic " + base64.b64encode(":".join(MIRROR_CREDENTIALS).encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+@pytest.fixture(scope="module")
+def private_mirror(charts):
+    handler = functools.partial(_BasicAuthHandler, directory=str(charts / "archives"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run(play, flavour, charts):
+    def _run(check=False, env=None, **variables):
+        extra = {"istio_install_version": flavour["istio"],
+                 "istio_install_chart_path": str(charts / "archives")}
+        extra.update(variables)
+        return play(str(PLAYBOOK), extra_vars=extra, check=check, use_site_vars=False,
+                    env=dict({"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}, **(env or {})))
+    return _run
+
+
+def failure(result):
+    """The message of the task that failed, asserting it is one line."""
+    assert result.rc != 0, result.output[-3000:]
+    marker = "FAILED! => "
+    text = result.stdout[result.stdout.rindex(marker) + len(marker):]
+    msg = json.JSONDecoder().raw_decode(text)[0]["msg"]
+    assert "\n" not in msg.strip(), msg
+    return msg
+
+
+def helm(cluster, *args):
+    proc = subprocess.run(["helm", *args], env=cluster.env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def releases(cluster):
+    return {r["name"]: r for r in json.loads(helm(cluster, "list", "-A", "--all", "-o", "json"))}
+
+
+def served(k8s, group, plural):
+    """The versions of `group` under which the API server serves `plural`."""
+    try:
+        versions = [v["version"] for v in k8s.request("GET", f"/apis/{group}")["versions"]]
+    except Exception:  # noqa: BLE001 -- 404: the group is not served at all
+        return set()
+    return {v for v in versions
+            if any(r["name"] == plural for r in k8s.request("GET", f"/apis/{group}/{v}")["resources"])}
+
+
+def kubectl_json(cluster, *args):
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+
+
+def exists(cluster, *args):
+    return cluster.kubectl("get", *args, check=False).returncode == 0
+
+
+def istio_crds(cluster):
+    names = cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    return sorted(n for n in names if n.endswith(".istio.io"))
+
+
+# --- a cluster without Istio: check mode and bad input ----------------------------------------------
+
+def test_check_mode_on_a_fresh_cluster_predicts_and_writes_nothing(cluster, run):
+    result = run(check=True)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 3  # namespace, base, istiod
+    assert result.writes == [], result.describe_writes()
+    # The namespace went to the API server as a dry run; helm only read.
+    assert any(e["objectRef"]["resource"] == "namespaces" for e in result.dry_runs)
+    assert "check mode: would create namespace istio-system, install or upgrade istio-base and istiod" in result.stdout
+    assert releases(cluster) == {}
+    assert not exists(cluster, "namespace", NAMESPACE)
+
+
+def test_chart_version_missing_in_the_local_directory(run, charts, flavour):
+    result = run(istio_install_version="1.2.3")
+    msg = failure(result)
+    version = flavour["istio"]
+    assert msg == (f"chart base and istiod version 1.2.3 not found in the local chart directory {charts / 'archives'} "
+                   f"(looked for <chart>-1.2.3.tgz and <chart>/; it holds: base-{version}.tgz, istiod-{version}.tgz): "
+                   "put them there (helm pull istio/base --version 1.2.3) or set istio_install_version")
+    assert result.writes == []
+
+
+def test_chart_directory_missing(run, cluster):
+    result = run(istio_install_chart_path="/nonexistent/charts")
+    msg = failure(result)
+    assert msg.startswith("/nonexistent/charts does not exist or is not a readable directory")
+    assert result.writes == []
+
+
+def test_unpacked_chart_of_another_version_is_refused(run, charts, tmp_path, flavour):
+    # An unpacked base/ folder whose Chart.yaml says another version than the pin.
+    for chart in ("base", "istiod"):
+        shutil.copytree(charts / "dirs" / chart, tmp_path / chart)
+    result = run(istio_install_chart_path=str(tmp_path), istio_install_version="1.0.0")
+    msg = failure(result)
+    assert msg.startswith(f"chart base in the local chart directory {tmp_path} ({tmp_path}/base) is version "
+                          f"{flavour['istio']}, not 1.0.0")
+    assert result.writes == []
+
+
+def test_chart_version_missing_in_the_mirror(run, mirror):
+    result = run(istio_install_chart_path="", istio_install_chart_repo_url=mirror, istio_install_version="1.2.3")
+    msg = failure(result)
+    assert msg == (f"cannot get chart base version 1.2.3 from the chart repository {mirror}: chart \"base\" version "
+                   f"\"1.2.3\" not found in {mirror} repository; set istio_install_version to a version that source "
+                   "serves, or istio_install_chart_repo_url / istio_install_chart_path to a source that has it")
+    assert result.writes == []
+
+
+def test_unreachable_repository(run):
+    # Nothing listens on port 9 of 127.0.0.1: the source tried is named with helm's reason.
+    msg = failure(run(istio_install_chart_path="", istio_install_chart_repo_url="http://127.0.0.1:9/charts"))
+    assert msg.startswith("cannot get chart base version ")
+    assert "from the chart repository http://127.0.0.1:9/charts: " in msg
+    assert "connection refused" in msg
+
+
+def test_helm_binary_missing(run):
+    result = run(istio_install_helm_binary="/nonexistent/bin/helm")
+    msg = failure(result)
+    assert msg.startswith("helm binary /nonexistent/bin/helm cannot run (")
+    assert msg.endswith("install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
+                        "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
+    assert result.writes == []
+
+
+def test_helm_not_on_the_path(run):
+    # The virtualenv's python and the system's tools, but not the directory of the built helm.
+    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    assert subprocess.run(["sh", "-c", "command -v helm"], env={"PATH": path}, check=False).returncode != 0
+    result = run(env={"PATH": path})
+    msg = failure(result)
+    assert msg.startswith("no helm binary on the PATH of localhost (")
+    assert "set istio_install_helm_binary to its full path" in msg
+    assert result.writes == []
+
+
+def test_manage_false_without_istio(run):
+    result = run(istio_install_manage=False)
+    msg = failure(result)
+    assert msg == ("istio_install_manage is false but no Deployment istiod (label app=istiod) runs in namespace "
+                   "istio-system: install Istio first, or set istio_install_manage: true to install it with this role")
+    assert result.writes == []
+
+
+@pytest.fixture
+def limited_kubeconfig(cluster, tmp_path):
+    """A ServiceAccount that may read everything and write nothing, as a token kubeconfig."""
+    manifest = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": LIMITED_SA, "namespace": "default"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": LIMITED_SA},
+         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": LIMITED_SA},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": LIMITED_SA},
+         "subjects": [{"kind": "ServiceAccount", "name": LIMITED_SA, "namespace": "default"}]},
+    ]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifest))
+    token = cluster.kubectl("create", "token", LIMITED_SA, "-n", "default", "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+              "users": [{"name": LIMITED_SA, "user": {"token": token}}],
+              "contexts": [{"name": "limited", "context": {"cluster": admin["clusters"][0]["name"], "user": LIMITED_SA}}],
+              "current-context": "limited"}
+    path = tmp_path / "limited.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    yield path
+    cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=yaml.safe_dump_all(manifest))
+
+
+def test_namespace_creation_forbidden_by_rbac(cluster, run, limited_kubeconfig):
+    position = cluster.audit_position()
+    result = run(env={"K8S_AUTH_KUBECONFIG": str(limited_kubeconfig), "KUBECONFIG": str(limited_kubeconfig)})
+    msg = failure(result)
+    user = f"system:serviceaccount:default:{LIMITED_SA}"
+    assert msg == (f"forbidden (403) to create Namespace istio-system: namespaces is forbidden: User \"{user}\" cannot "
+                   "create resource \"namespaces\" in API group \"\" at the cluster scope; create the namespace beforehand "
+                   "or grant create on namespaces to the identity running the playbook (see docs/rbac.md)")
+    # The refused create is the only write the identity attempted; nothing else was sent.
+    attempts = cluster.mutations_since(position, user=user)
+    assert [(e["verb"], e["objectRef"]["resource"], e["responseStatus"]["code"]) for e in attempts] == [
+        ("create", "namespaces", 403)]
+    assert not exists(cluster, "namespace", NAMESPACE)
+    assert releases(cluster) == {}
+
+
+# --- install, rerun, upgrade ------------------------------------------------------------------------
+
+PASSTHROUGH = {"pilot": {"env": {"PILOT_ENABLE_STATUS": "true"}},
+               "meshConfig": {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}}
+
+
+def test_install_from_a_local_chart_directory(cluster, k8s, run, flavour):
+    result = run(istio_install_outbound_traffic_policy="REGISTRY_ONLY", istio_install_istiod_values=PASSTHROUGH)
+    assert result.rc == 0, result.output[-3000:]
+    version = flavour["istio"]
+    found = releases(cluster)
+    assert {n: (r["namespace"], r["chart"], r["status"]) for n, r in found.items()} == {
+        "istio-base": (NAMESPACE, f"base-{version}", "deployed"),
+        "istiod": (NAMESPACE, f"istiod-{version}", "deployed"),
+    }
+    # The requested values, as helm recorded them: the role's own settings over the passthrough dict.
+    assert json.loads(helm(cluster, "get", "values", "istiod", "-n", NAMESPACE, "-o", "json")) == {
+        "global": {"istioNamespace": NAMESPACE},
+        "meshConfig": {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
+        "pilot": {"env": {"PILOT_ENABLE_STATUS": "true"}},
+    }
+    assert json.loads(helm(cluster, "get", "values", "istio-base", "-n", NAMESPACE, "-o", "json")) == {
+        "global": {"istioNamespace": NAMESPACE}}
+    # The flavour's real CRDs are served, with that Istio version's API versions.
+    assert served(k8s, "networking.istio.io", "virtualservices") == flavour["virtualservices"]
+    assert served(k8s, "security.istio.io", "peerauthentications") == flavour["peerauthentications"]
+    assert len(istio_crds(cluster)) == 14
+    # istiod, its injector and its mesh config as the chart rendered them.
+    deployment = kubectl_json(cluster, "-n", NAMESPACE, "get", "deployment", "istiod")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"docker.io/istio/pilot:{version}"
+    assert deployment["metadata"]["labels"]["istio.io/rev"] == "default"
+    assert {c["type"]: c["status"] for c in deployment["status"]["conditions"]}["Available"] == "True"
+    webhook = kubectl_json(cluster, "get", "mutatingwebhookconfiguration", "istio-sidecar-injector")
+    assert [w["failurePolicy"] for w in webhook["webhooks"]] == ["Ignore"]
+    mesh = yaml.safe_load(kubectl_json(cluster, "-n", NAMESPACE, "get", "configmap", "istio")["data"]["mesh"])
+    assert mesh["outboundTrafficPolicy"] == {"mode": "REGISTRY_ONLY"}
+    assert kubectl_json(cluster, "get", "namespace", NAMESPACE)["metadata"]["labels"][
+        "app.kubernetes.io/managed-by"] == "teg.istio"
+    # No gateway: neither a gateway chart release nor an Istio gateway Deployment anywhere.
+    assert not any(r["chart"].startswith("gateway-") for r in found.values())
+    deployments = kubectl_json(cluster, "get", "deployments", "-A", "-l", "istio")["items"]
+    assert [d["metadata"]["name"] for d in deployments] == ["istiod"]
+    assert (f"Istio {version}: Deployment istio-system/istiod (revision default) available, sidecar injector "
+            "istio-sidecar-injector registered") in result.stdout
+
+
+def test_second_run_changes_nothing_and_writes_nothing(run):
+    result = run(istio_install_outbound_traffic_policy="REGISTRY_ONLY", istio_install_istiod_values=PASSTHROUGH)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 0
+    assert result.writes == [], result.describe_writes()
+
+
+def test_check_mode_of_a_value_change_reports_it_and_writes_nothing(cluster, run):
+    result = run(check=True)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 1  # istiod's values differ; base is unchanged
+    assert result.writes == [] and result.dry_runs == []
+    assert "check mode: would install or upgrade istiod with charts" in result.stdout
+    assert releases(cluster)["istiod"]["revision"] == "1"
+
+
+def test_value_change_upgrades_istiod_only(cluster, run):
+    result = run()
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 1
+    found = releases(cluster)
+    assert (found["istio-base"]["revision"], found["istiod"]["revision"]) == ("1", "2")
+    assert json.loads(helm(cluster, "get", "values", "istiod", "-n", NAMESPACE, "-o", "json")) == {
+        "global": {"istioNamespace": NAMESPACE}, "meshConfig": {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}}
+    again = run()
+    assert again.recap()["changed"] == 0
+    assert again.writes == [], again.describe_writes()
+
+
+# --- an Istio this role does not manage --------------------------------------------------------------
+
+@pytest.fixture
+def ingress_gateway(cluster):
+    manifest = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-ingress"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "istio-ingressgateway", "namespace": "istio-ingress",
+                      "labels": {"app": "istio-ingressgateway", "istio": "ingressgateway"}},
+         "spec": {"replicas": 0, "selector": {"matchLabels": {"istio": "ingressgateway"}},
+                  "template": {"metadata": {"labels": {"istio": "ingressgateway"}},
+                               "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}]}}}},
+    ]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifest))
+    yield
+    cluster.kubectl("delete", "namespace", "istio-ingress", "--wait=true")
+
+
+def test_manage_false_reports_the_running_istio_and_warns_about_a_gateway(run, flavour, ingress_gateway):
+    result = run(istio_install_manage=False, istio_install_version="0.0.1", istio_install_chart_path="/nonexistent")
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 0
+    assert result.writes == [] and result.dry_runs == []
+    assert "WARNING: Istio gateway Deployment(s) istio-ingress/istio-ingressgateway found." in result.stdout
+    assert (f"Istio {flavour['istio']}: Deployment istio-system/istiod (revision default) available, sidecar injector "
+            "istio-sidecar-injector registered") in result.stdout
+    assert "istio_install_manage is false, so it is used as it is" in result.stdout
+
+
+def test_istiod_installed_another_way_is_refused(cluster, run, flavour):
+    # istiod-canary made with kubectl (as istioctl would), not by Helm release istiod-canary.
+    deployment = kubectl_json(cluster, "-n", NAMESPACE, "get", "deployment", "istiod")
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "istiod-canary", "namespace": NAMESPACE,
+                             "labels": {"app": "istiod", "istio": "pilot", "istio.io/rev": "canary"}},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "istiod", "istio.io/rev": "canary"}},
+                         "template": {"metadata": {"labels": {"app": "istiod", "istio.io/rev": "canary"}},
+                                      "spec": deployment["spec"]["template"]["spec"]}}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    try:
+        result = run(istio_install_revision="canary")
+        msg = failure(result)
+        assert msg == (f"Deployment istio-system/istiod-canary (Istio {flavour['istio']}) exists but is not part of Helm "
+                       "release istiod-canary (istioctl or operator install?): set istio_install_manage: false to use "
+                       "that Istio as it is, or remove it first")
+        assert result.writes == []
+    finally:
+        cluster.kubectl("-n", NAMESPACE, "delete", "deployment", "istiod-canary", "--wait=true")
+
+
+def _set_release_status(cluster, name, revision, status):
+    """Rewrite the status inside Helm's release Secret, as an interrupted helm run leaves it."""
+    secret_name = f"sh.helm.release.v1.{name}.v{revision}"
+    secret = kubectl_json(cluster, "-n", NAMESPACE, "get", "secret", secret_name)
+    release = json.loads(gzip.decompress(base64.b64decode(base64.b64decode(secret["data"]["release"]))))
+    release["info"]["status"] = status
+    data = base64.b64encode(base64.b64encode(gzip.compress(json.dumps(release).encode()))).decode()
+    patch = {"metadata": {"labels": {"status": status}}, "data": {"release": data}}
+    cluster.kubectl("-n", NAMESPACE, "patch", "secret", secret_name, "--type=merge", "-p", json.dumps(patch))
+
+
+def test_release_stuck_in_a_pending_operation_is_refused(cluster, run):
+    _set_release_status(cluster, "istiod", 2, "pending-upgrade")
+    try:
+        result = run()
+        msg = failure(result)
+        assert msg == ("Helm release istiod in istio-system is pending-upgrade (an interrupted helm run): run "
+                       "`helm rollback istiod -n istio-system` (or `helm uninstall istiod -n istio-system` if it never "
+                       "deployed), then run again")
+        assert result.writes == []
+    finally:
+        _set_release_status(cluster, "istiod", 2, "deployed")
+    assert run().recap()["changed"] == 0
+
+
+def test_release_left_failed_is_upgraded_again(cluster, run):
+    # Values and chart equal the request, so only the failed status says the release needs helm again.
+    _set_release_status(cluster, "istiod", 2, "failed")
+    result = run()
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 1
+    history = json.loads(helm(cluster, "history", "istiod", "-n", NAMESPACE, "-o", "json"))
+    assert [(h["revision"], h["status"]) for h in history][-1] == (3, "deployed")
+    assert run().recap()["changed"] == 0
+
+
+# --- uninstall -------------------------------------------------------------------------------------
+
+def test_uninstall_in_check_mode_predicts_and_writes_nothing(cluster, run):
+    result = run(check=True, istio_install_state="absent", istio_install_remove_crds=True)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 4  # istiod, base, the CRDs, the namespace
+    assert result.writes == [], result.describe_writes()
+    assert set(releases(cluster)) == {"istio-base", "istiod"}
+    assert len(istio_crds(cluster)) == 14
+
+
+def test_uninstall_removes_releases_crds_and_namespace(cluster, k8s, run):
+    result = run(istio_install_state="absent", istio_install_remove_crds=True)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 4  # istiod, base, the CRDs, the namespace
+    assert releases(cluster) == {}
+    assert istio_crds(cluster) == []
+    assert served(k8s, "networking.istio.io", "virtualservices") == set()
+    assert not exists(cluster, "namespace", NAMESPACE)
+    assert not exists(cluster, "mutatingwebhookconfiguration", "istio-sidecar-injector")
+    again = run(istio_install_state="absent", istio_install_remove_crds=True)
+    assert again.rc == 0, again.output[-3000:]
+    assert again.recap()["changed"] == 0
+    assert again.writes == [], again.describe_writes()
+
+
+# --- a mirror and a revision -----------------------------------------------------------------------
+
+def test_revision_installed_from_a_mirror(cluster, run, mirror, flavour):
+    variables = {"istio_install_chart_path": "", "istio_install_chart_repo_url": mirror,
+                 "istio_install_revision": "canary"}
+    scratch = set(Path(tempfile.gettempdir()).glob("teg-istio-charts.*"))
+    result = run(**variables)
+    assert result.rc == 0, result.output[-3000:]
+    # The charts were downloaded into a temporary directory, which is gone again.
+    assert set(Path(tempfile.gettempdir()).glob("teg-istio-charts.*")) <= scratch
+    found = releases(cluster)
+    assert {n: r["chart"] for n, r in found.items()} == {
+        "istio-base": f"base-{flavour['istio']}", "istiod-canary": f"istiod-{flavour['istio']}"}
+    assert json.loads(helm(cluster, "get", "values", "istiod-canary", "-n", NAMESPACE, "-o", "json"))[
+        "revision"] == "canary"
+    deployment = kubectl_json(cluster, "-n", NAMESPACE, "get", "deployment", "istiod-canary")
+    assert deployment["metadata"]["labels"]["istio.io/rev"] == "canary"
+    assert exists(cluster, "mutatingwebhookconfiguration", "istio-sidecar-injector-canary")
+    assert (f"Istio {flavour['istio']}: Deployment istio-system/istiod-canary (revision canary) available, sidecar "
+            "injector istio-sidecar-injector-canary registered") in result.stdout
+    again = run(**variables)
+    assert again.recap()["changed"] == 0
+    assert again.writes == [], again.describe_writes()
+    removed = run(istio_install_state="absent", istio_install_revision="canary", istio_install_remove_crds=True)
+    assert removed.rc == 0, removed.output[-3000:]
+    assert releases(cluster) == {} and istio_crds(cluster) == []
+
+
+def test_mirror_with_basic_authentication(cluster, run, private_mirror):
+    # Istio is gone again (previous test): check mode shows the charts were fetched with the credentials.
+    user, password = MIRROR_CREDENTIALS
+    variables = {"istio_install_chart_path": "", "istio_install_chart_repo_url": private_mirror,
+                 "istio_install_chart_repo_username": user}
+    result = run(check=True, istio_install_chart_repo_password=password, **variables)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 3
+    assert result.writes == []
+    assert password not in result.output
+    refused = run(check=True, istio_install_chart_repo_password="wrong", **variables)
+    msg = failure(refused)
+    assert msg.startswith("cannot get chart base version ")
+    assert f"from the chart repository {private_mirror}: " in msg and "401 Unauthorized" in msg
+    assert refused.writes == []

@@ -1,0 +1,236 @@
+"""Pure logic of the istio_install role (plugins/filter/istio_install.py): input checks, Istio's object
+names, which istiod and gateways run, local chart lookup, chart metadata checks, values, and helm or
+API failures turned into one line. The helm and API side is covered by
+tests/integration/test_istio_install.py."""
+
+from pathlib import Path
+
+import pytest
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+REPO = Path(__file__).resolve().parents[2]
+_AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._install()
+
+from ansible_collections.teg.istio.plugins.filter import istio_install as f  # noqa: E402
+from ansible_collections.teg.istio.plugins.module_utils.cluster import image_version  # noqa: E402
+
+UPSTREAM = "https://istio-release.storage.googleapis.com/charts"
+
+
+def deployment(name, namespace, labels, image="docker.io/istio/pilot:1.29.6", available=True, release=None):
+    annotations = {"meta.helm.sh/release-name": release} if release else {}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": {"template": {"spec": {"containers": [{"name": "discovery", "image": image}]}}},
+        "status": {"conditions": [{"type": "Available", "status": "True" if available else "False"}]},
+    }
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+def test_defaults_are_accepted():
+    assert f.istio_install_input_errors("istio-system", "", "1.29.6", "", UPSTREAM) == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("Istio_System", "", "1.29.6", "", UPSTREAM), "istio_install_namespace 'Istio_System' is not a namespace"),
+    (("istio-system", "default", "1.29.6", "", UPSTREAM), "leave istio_install_revision empty"),
+    (("istio-system", "1-29", "1.29.6", "", UPSTREAM), ""),
+    (("istio-system", "Canary", "1.29.6", "", UPSTREAM), "istio_install_revision 'Canary' is not a valid"),
+    (("istio-system", "a" * 57, "1.29.6", "", UPSTREAM), "at most 56 characters"),
+    (("istio-system", "", "1.29", "", UPSTREAM), "istio_install_version '1.29' is not an Istio chart version"),
+    (("istio-system", "", "v1.29.6", "", UPSTREAM), "is not an Istio chart version"),
+    (("istio-system", "", "1.30.0-beta.0", "", UPSTREAM), ""),
+    (("istio-system", "", "1.29.6", "charts", UPSTREAM), "istio_install_chart_path 'charts' must be an absolute path"),
+    (("istio-system", "", "1.29.6", "", "istio-release.storage.googleapis.com"), "must start with https://"),
+    (("istio-system", "", "1.29.6", "/srv/charts", "not-a-url"), ""),  # the local directory wins
+    (("istio-system", "", "1.29.6", "", "oci://registry.example/istio"), ""),
+])
+def test_input_errors(args, fragment):
+    errors = f.istio_install_input_errors(*args)
+    if fragment:
+        assert len(errors) == 1 and fragment in errors[0]
+    else:
+        assert errors == []
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("namespace, revision, injector, istiod", [
+    ("istio-system", "", "istio-sidecar-injector", "istiod"),
+    ("istio-system", "canary", "istio-sidecar-injector-canary", "istiod-canary"),
+    ("mesh", "", "istio-sidecar-injector-mesh", "istiod"),
+    ("mesh", "1-29", "istio-sidecar-injector-1-29-mesh", "istiod-1-29"),
+])
+def test_names_follow_istios_chart(namespace, revision, injector, istiod):
+    assert f.istio_install_injector_name(namespace, revision) == injector
+    assert f.istio_install_istiod_name(revision) == istiod
+
+
+# --- what runs -------------------------------------------------------------------------------------
+
+def test_inventory_picks_the_istiod_of_the_namespace_and_revision():
+    found = f.istio_install_inventory([
+        deployment("istiod-canary", "istio-system", {"app": "istiod", "istio": "pilot", "istio.io/rev": "canary"},
+                   image="gcr.io/istio-release/pilot:1.30.0"),
+        deployment("istiod", "istio-system", {"app": "istiod", "istio": "pilot"}, release="istiod"),
+        deployment("istio-ingressgateway", "istio-ingress", {"app": "istio-ingressgateway", "istio": "ingressgateway"}),
+        deployment("istio-egressgateway", "istio-system", {"istio": "egressgateway"}),
+        deployment("eastwest", "istio-system", {"istio": "eastwestgateway"}),
+    ], "istio-system", "")
+    assert found["istiod"] == {"namespace": "istio-system", "name": "istiod", "revision": "default",
+                               "version": "1.29.6", "available": True, "helm_release": "istiod"}
+    assert [(d["name"], d["version"], d["revision"]) for d in found["other_istiods"]] == [
+        ("istiod-canary", "1.30.0", "canary")]
+    # Egress gateways are no ingress; every other istio=<gateway> Deployment is reported.
+    assert [(g["namespace"], g["name"]) for g in found["gateways"]] == [
+        ("istio-ingress", "istio-ingressgateway"), ("istio-system", "eastwest")]
+
+
+def test_inventory_with_a_revision_and_nothing_running():
+    assert f.istio_install_inventory([], "istio-system", "canary") == {
+        "istiod": None, "other_istiods": [], "gateways": []}
+    found = f.istio_install_inventory(
+        [deployment("istiod", "istio-system", {"app": "istiod"}, available=False)], "istio-system", "canary")
+    assert found["istiod"] is None
+    assert found["other_istiods"][0]["available"] is False
+
+
+@pytest.mark.parametrize("image, version", [
+    ("docker.io/istio/pilot:1.29.6", "1.29.6"),
+    ("registry:5000/istio/pilot:1.19.10-distroless", "1.19.10-distroless"),
+    ("registry:5000/istio/pilot", None),
+    ("istio/pilot:v1.2.3", "1.2.3"),
+    ("istio/pilot:1.29.6@sha256:abc", "1.29.6"),
+    ("istio/pilot@sha256:abc", None),
+    (None, None),
+])
+def test_image_version(image, version):
+    assert image_version(image) == version
+
+
+# --- local charts ----------------------------------------------------------------------------------
+
+def test_local_charts_prefer_the_versioned_archive():
+    found = [{"path": "/srv/charts/base-1.29.6.tgz", "isdir": False},
+             {"path": "/srv/charts/base", "isdir": True},
+             {"path": "/srv/charts/istiod-1.28.0.tgz", "isdir": False},
+             {"path": "/srv/charts/istiod", "isdir": True},
+             {"path": "/srv/charts/base-notes.txt", "isdir": False}]
+    located = f.istio_install_local_charts(found, "/srv/charts/", "1.29.6")
+    assert located["refs"] == {"base": "/srv/charts/base-1.29.6.tgz", "istiod": "/srv/charts/istiod"}
+    assert located["listing"] == ["base-1.29.6.tgz", "base/", "istiod-1.28.0.tgz", "istiod/"]
+
+
+def test_local_charts_missing_and_nested_entries_ignored():
+    found = [{"path": "/srv/charts/old/base-1.29.6.tgz", "isdir": False},
+             {"path": "/srv/charts/istiod-1.29.6.tgz", "isdir": False},
+             {"path": "/srv/charts/base-1.29.6.tgz", "isdir": True}]  # a folder named like an archive
+    located = f.istio_install_local_charts(found, "/srv/charts", "1.29.6")
+    assert located["refs"] == {"base": None, "istiod": "/srv/charts/istiod-1.29.6.tgz"}
+
+
+def _shown(chart, ref, stdout="", rc=0, stderr=""):
+    return {"item": {"key": chart, "value": ref}, "rc": rc, "stdout": stdout, "stderr": stderr}
+
+
+def test_chart_errors():
+    source = "local chart directory /srv/charts"
+    assert f.istio_install_chart_errors([
+        _shown("base", "/srv/charts/base", "name: base\nversion: 1.29.6\n"),
+        _shown("istiod", "/srv/charts/istiod-1.29.6.tgz", "name: istiod\nversion: 1.29.6\n"),
+    ], "1.29.6", source) == []
+    errors = f.istio_install_chart_errors([
+        _shown("base", "/srv/charts/base", "name: base\nversion: 1.28.0\n"),
+        _shown("istiod", "/srv/charts/istiod-1.29.6.tgz", "name: gateway\nversion: 1.29.6\n"),
+        _shown("istiod", "/srv/charts/istiod", rc=1, stderr="Error: Chart.yaml file is missing"),
+    ], "1.29.6", source)
+    assert errors[0].startswith("chart base in the local chart directory /srv/charts (/srv/charts/base) is version "
+                                "1.28.0, not 1.29.6")
+    assert "is chart 'gateway', not 'istiod'" in errors[1]
+    assert "not a readable Helm chart (Chart.yaml file is missing)" in errors[2]
+
+
+def test_failed_results():
+    results = [{"item": "base", "rc": 0}, {"item": "istiod", "rc": 1}, {"item": "x", "skipped": True},
+               {"item": "y", "failed": False}]
+    assert [r["item"] for r in f.istio_install_failed_results(results)] == ["istiod", "y"]
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+def test_istiod_values_merge_under_the_roles_own():
+    passthrough = {"meshConfig": {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "ALLOW_ANY"}},
+                   "pilot": {"env": {"PILOT_TRACE_SAMPLING": "1"}}, "revision": "other"}
+    values = f.istio_install_istiod_values(passthrough, "istio-system", "canary", "REGISTRY_ONLY")
+    assert values == {
+        "meshConfig": {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
+        "pilot": {"env": {"PILOT_TRACE_SAMPLING": "1"}},
+        "revision": "canary",
+        "global": {"istioNamespace": "istio-system"},
+    }
+    # The passthrough dict itself is not modified (it is the user's variable).
+    assert passthrough["meshConfig"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
+
+
+def test_values_without_revision_carry_no_revision_key():
+    assert f.istio_install_istiod_values({}, "mesh", "", "ALLOW_ANY") == {
+        "global": {"istioNamespace": "mesh"}, "meshConfig": {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}}
+    assert f.istio_install_base_values({"defaultRevision": "canary", "global": {"hub": "x"}}, "mesh") == {
+        "defaultRevision": "canary", "global": {"hub": "x", "istioNamespace": "mesh"}}
+
+
+# --- releases and failures -------------------------------------------------------------------------
+
+def test_release_errors_only_for_stuck_releases():
+    releases = [{"item": "istio-base", "status": {"status": "deployed"}},
+                {"item": "istiod", "status": {"status": "pending-upgrade"}},
+                {"item": "istiod-x"}]
+    errors = f.istio_install_release_errors(releases, "istio-system")
+    assert errors == ["Helm release istiod in istio-system is pending-upgrade (an interrupted helm run): run "
+                      "`helm rollback istiod -n istio-system` (or `helm uninstall istiod -n istio-system` if it never "
+                      "deployed), then run again"]
+    assert f.istio_install_release_errors([{"item": "istiod", "status": {"status": "failed"}}], "x") == []
+
+
+def test_helm_error_is_helms_last_error_line():
+    result = {"msg": "Failure when executing Helm command. Exited 1.\nstdout: \nstderr: Error: INSTALLATION FAILED: "
+                     "rendered manifests contain a resource that already exists.\n",
+              "stderr": "W1126 warning line\nError: INSTALLATION FAILED: rendered manifests contain a resource that "
+                        "already exists.\n  Unable to continue\n"}
+    assert f.istio_install_helm_error(result) == ("INSTALLATION FAILED: rendered manifests contain a resource that "
+                                                  "already exists.")
+    assert f.istio_install_helm_error({"msg": "Failed to find required executable \"helm\"\nmore"}) == (
+        'Failed to find required executable "helm"')
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("INSTALLATION FAILED: x exists and cannot be imported into the current release: invalid ownership metadata",
+     "istio_install_manage: false"),
+    ("clusterroles.rbac.authorization.k8s.io is forbidden: User", "docs/rbac.md"),
+    ("chart requires kubeVersion: >=1.30 which is incompatible", "supports this Kubernetes version"),
+    ("UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress", "roll it back"),
+    ("something else", "helm status"),
+])
+def test_helm_hints(line, fragment):
+    assert fragment in f.istio_install_helm_hint(line)
+
+
+def test_k8s_error_reads_the_status_body():
+    msg = ("Failed to create object: b'{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":"
+           "\"namespaces is forbidden: User \\\\\"system:serviceaccount:default:limited\\\\\" cannot create resource "
+           "\\\\\"namespaces\\\\\" in API group \\\\\"\\\\\" at the cluster scope\",\"reason\":\"Forbidden\","
+           "\"details\":{\"kind\":\"namespaces\"},\"code\":403}\\n'")
+    error = f.istio_install_k8s_error({"msg": msg})
+    assert error == {"code": 403, "message": 'namespaces is forbidden: User "system:serviceaccount:default:limited" '
+                                             'cannot create resource "namespaces" in API group "" at the cluster scope'}
+    assert f.istio_install_k8s_error({"msg": "Timed out\nwaiting", "status": 504}) == {
+        "code": 504, "message": "Timed out"}
+
+
+def test_crd_deletions_only_istio_groups():
+    crds = [{"metadata": {"name": n}} for n in
+            ("virtualservices.networking.istio.io", "gateways.gateway.networking.k8s.io",
+             "peerauthentications.security.istio.io", "envoyproxies.gateway.envoyproxy.io", "fake.istio.io.example")]
+    assert [d["metadata"]["name"] for d in f.istio_install_crd_deletions(crds)] == [
+        "peerauthentications.security.istio.io", "virtualservices.networking.istio.io"]
