@@ -53,8 +53,13 @@ def snapshot(cluster):
             if meta.get("namespace") in ("kube-system", "kube-public", "kube-node-lease"):
                 continue
             meta.get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
-            if item["kind"] == "Deployment":  # when a restart happened differs from run to run
-                item["spec"]["template"]["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/restartedAt", None)
+            if item["kind"] == "Deployment":
+                # When a restart happened differs from run to run; and teardown restarts TEG so its pods
+                # lose their sidecars, which teg_restart records as a new trigger hash on the template.
+                for key in ("kubectl.kubernetes.io/restartedAt", "teg.istio/restart-trigger"):
+                    item["spec"]["template"]["metadata"].get("annotations", {}).pop(key, None)
+                if not item["spec"]["template"]["metadata"].get("annotations"):
+                    item["spec"]["template"]["metadata"].pop("annotations", None)
             body = {k: v for k, v in item.items() if k not in ("metadata", "status")}
             if item["kind"] == "Service":
                 body["spec"] = {k: v for k, v in body["spec"].items() if k not in ("clusterIP", "clusterIPs")}
