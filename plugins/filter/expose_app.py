@@ -509,7 +509,11 @@ def expose_app_changed(definitions, dry_run):
         return []
     results = (dry_run.get("result") or {}).get("results")
     if results is None:
-        results = [dry_run]
+        # One definition: the task's changed_when has overwritten `changed` on this bare result, so
+        # the module's own evidence decides (a create, or a diff with something in it).
+        evidence = "diff" in dry_run or dry_run.get("method") == "create"
+        changed = dry_run.get("method") == "create" or bool(dry_run.get("diff")) if evidence else dry_run.get("changed")
+        results = [dict(dry_run, changed=changed)]
     if len(results) != len(definitions):
         raise ValueError("dry run returned %d results for %d definitions" % (len(results), len(definitions)))
     return [d for d, r in zip(definitions, results) if _differs(r)]
@@ -554,7 +558,11 @@ def expose_app_diff(dry_run, definitions):
         return []
     results = (dry_run.get("result") or {}).get("results")
     if results is None:
-        results = [dry_run]
+        # One definition: the task's changed_when has overwritten `changed` on this bare result, so
+        # the module's own evidence decides (a create, or a diff with something in it).
+        evidence = "diff" in dry_run or dry_run.get("method") == "create"
+        changed = dry_run.get("method") == "create" or bool(dry_run.get("diff")) if evidence else dry_run.get("changed")
+        results = [dict(dry_run, changed=changed)]
     out = []
     for definition, result in zip(definitions, results):
         if not _differs(result):

@@ -23,7 +23,7 @@ description:
     route.
   - Fails with one line naming each object at fault and the fix; never writes.
 author:
-  - teg.istio maintainers
+  - teg.istio maintainers (@teg-istio)
 options:
   apps:
     description:

@@ -25,7 +25,7 @@ description:
     in any namespace. When several revisions run, the C(default) revision is reported, else the first
     by namespace and name.
 author:
-  - teg.istio maintainers
+  - teg.istio maintainers (@teg-istio)
 options:
   gatewayclass:
     description:

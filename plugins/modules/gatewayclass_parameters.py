@@ -24,7 +24,7 @@ description:
     it replaced in C(teg.istio/previous-parameters-ref). With O(state=absent) it removes only a
     reference it set, and puts the replaced one back (for example TEG's own C(teg-envoy-proxy)).
 author:
-  - teg.istio maintainers
+  - teg.istio maintainers (@teg-istio)
 options:
   name:
     description: Name of the GatewayClass.

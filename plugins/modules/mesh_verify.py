@@ -17,7 +17,7 @@ description:
     istiod to run, since it reads what they report.
   - Writes nothing.
 author:
-  - teg.istio maintainers
+  - teg.istio maintainers (@teg-istio)
 options:
   level:
     description:

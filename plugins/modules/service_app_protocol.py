@@ -24,7 +24,7 @@ description:
     on C(port), as in the manual procedure, would append a new entry in that case, and cannot tell
     18000/TCP from 18000/UDP (kubernetes/kubernetes issues 39188 and 105610).
 author:
-  - teg.istio maintainers
+  - teg.istio maintainers (@teg-istio)
 options:
   name:
     description: Name of the Service.

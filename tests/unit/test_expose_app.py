@@ -427,3 +427,14 @@ def test_teardown_unlabels_only_app_namespaces_that_carry_the_labels_and_are_not
     ]
     assert f.expose_app_unlabel(namespaces, ["shop", "plain", "httpbin"], {"istio-injection": "enabled"}) == [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": None}}}]
+
+
+def test_a_single_definition_is_judged_by_its_diff_not_by_the_overwritten_changed_flag():
+    definition = {"kind": "Gateway", "metadata": {"name": "apps", "namespace": "eg"}}
+    differs = {"changed": False, "method": "update", "result": {},
+               "diff": {"before": {"spec": {"a": 1}}, "after": {"spec": {"a": 2}}}}
+    same = {"changed": False, "method": "update", "result": {}, "diff": {}}
+    created = {"changed": False, "method": "create", "result": {}}
+    assert f.expose_app_changed([definition], differs) == [definition]
+    assert f.expose_app_changed([definition], same) == []
+    assert f.expose_app_changed([definition], created) == [definition]
