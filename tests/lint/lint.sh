@@ -4,6 +4,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 bin=.venv/bin
+export PATH="$repo/.venv/bin:$PATH"
 step() { printf '\n== lint: %s\n' "$*"; }
 
 step yamllint

@@ -13,8 +13,11 @@ for v in $(python3 -c 'print("24_2 25_0 25_1 25_2 25_3")'); do
   cp "$repo/tests/lint/get_pip_stand_in.py" "$cache/get_pip_$v.py"
 done
 mkdir -p "$root/ansible_collections/teg/istio" "$root/ansible_collections/kubernetes"
-# What git tracks plus new files it does not ignore: what ansible-test itself would look at.
-(cd "$repo" && git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$root/ansible_collections/teg/istio/")
+# What git tracks plus new files it does not ignore: what ansible-test itself would look at. Left out:
+# the Helm templates of the test stand-in charts, which are Go templates rather than YAML (helm lints
+# them when the tests install them), and which no Ansible content loads.
+(cd "$repo" && git ls-files -co --exclude-standard -z -- . ':!tests/charts/*/templates/*' \
+  | xargs -0 -I{} cp --parents {} "$root/ansible_collections/teg/istio/")
 cp -a "$venv/lib/python3.11/site-packages/ansible_collections/kubernetes/core" "$root/ansible_collections/kubernetes/"
 cd "$root/ansible_collections/teg/istio"
 git init -q . && git add -A >/dev/null

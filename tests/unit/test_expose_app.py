@@ -14,7 +14,7 @@ _AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._instal
 
 from ansible_collections.teg.istio.plugins.filter import expose_app as f  # noqa: E402
 
-SAMPLE = list(yaml.safe_load_all((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text()))
+SAMPLE = yaml.safe_load((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text())["items"]
 
 CURRENT = {
     "kubernetes_version": "v1.34.4",
