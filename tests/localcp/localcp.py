@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A real Kubernetes control plane on 127.0.0.1, for the collection's tests and demo.
 
     localcp.py up [--matrix current|legacy]   start (idempotent), install CRDs and the TEG fixture
@@ -73,7 +72,7 @@ def bin_dirs():
     wanted = {"kube-apiserver": dirs[0], "etcd": dirs[1], "kwok": dirs[2], "helm": dirs[3]}
     if not all((d / name).exists() for name, d in wanted.items()):
         log("building the control plane binaries (first time for these versions; see docs/local-control-plane.md)")
-        build = subprocess.run([str(HERE / "build.sh")], stdout=subprocess.DEVNULL)
+        build = subprocess.run([str(HERE / "build.sh")], stdout=subprocess.DEVNULL, check=False)
         if build.returncode != 0:
             raise LocalcpError("building the binaries failed; see the output of tests/localcp/build.sh above")
     return dirs
@@ -104,10 +103,10 @@ def free_port():
 
 
 def run(cmd, **kwargs):
-    kwargs.setdefault("check", True)
+    check = kwargs.pop("check", True)
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
-    return subprocess.run(cmd, **kwargs)
+    return subprocess.run(cmd, check=check, **kwargs)
 
 
 # --- PKI -------------------------------------------------------------------------------------
@@ -244,6 +243,15 @@ def _is_ours(pid, name):
     return os.path.basename(cmdline) == name
 
 
+def _exited(pid):
+    """True once the process is gone or only a zombie waiting to be reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] == "Z"
+
+
 def stop_component(name, state, timeout=20):
     pid = state["pids"].pop(name, None)
     save_state(state)
@@ -251,14 +259,12 @@ def stop_component(name, state, timeout=20):
         return
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _is_ours(pid, name):
+    while time.monotonic() < deadline and not _exited(pid):
         time.sleep(0.2)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-    if _is_ours(pid, name):
+    if not _exited(pid):
         os.killpg(pid, signal.SIGKILL)
+        while not _exited(pid):
+            time.sleep(0.1)
 
 
 def save_state(state):
