@@ -62,6 +62,7 @@ test: venv lint  ## everything CI runs: lint, unit tests, then integration tests
 
 # One cluster per flavour, each in its own state directory: the two run side by side.
 integration-%: venv
+	mkdir -p tests/output
 	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/tests/output/pytest-$* tests/integration
 
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
