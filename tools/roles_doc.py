@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write docs/roles.md from every role's meta/argument_specs.yml (the one source of the variables'
 documentation); `--check` fails when the file is not what the specs say (run by make lint)."""
 

@@ -51,7 +51,7 @@ def _pick_istiod(deployments):
         return ((dep.get("metadata") or {}).get("labels") or {}).get("istio.io/rev") or "default"
 
     chosen = sorted(deployments, key=lambda d: (revision(d) != "default", d["metadata"].get("namespace", ""),
-                                                 d["metadata"]["name"]))[0]
+                                                d["metadata"]["name"]))[0]
     containers = ((chosen.get("spec") or {}).get("template", {}).get("spec", {}) or {}).get("containers") or []
     return {
         "namespace": chosen["metadata"].get("namespace"),

@@ -141,7 +141,7 @@ def _route_findings(observed, expected):
             if (dest, dest_port) != (fqdn, port):
                 findings.append("%s sends %s%s to %s:%s but %s sends it to %s:%s: the two layers disagree; run the "
                                 "expose_app role" % (_where(route), host, prefix, fqdn, port, _where(vs), dest, dest_port))
-    for (host, prefix), (_, _, vs) in sorted(mesh.items(), key=lambda item: item[0]):
+    for (host, prefix), (_dest, _dest_port, vs) in sorted(mesh.items(), key=lambda item: item[0]):
         if (host, prefix) not in edge:
             findings.append("%s matches %s%s but no managed HTTPRoute routes it at the edge: remove it or declare the "
                             "app in expose_app_apps" % (_where(vs), host, prefix))

@@ -72,12 +72,15 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads; runs the same in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
     details: Changes nothing, so there is nothing to diff.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Only reads.
 requirements:
@@ -183,7 +186,7 @@ def _check_app(app, services, pod_sources):
         if reason:
             errors.append("%s: Service %s/%s port %s declares HTTP/2 (%s); %s: rename the port (e.g. http-...) "
                           "and drop appProtocol http2/kubernetes.io/h2c" % (where, ns, svc_name, p.get("port"),
-                                                                           reason, _CAVEAT))
+                                                                            reason, _CAVEAT))
     selector = spec.get("selector") or {}
     seen = set()
     for what, labels, containers in pod_sources:
@@ -259,7 +262,7 @@ def run(module, client):
             if not namespaces[ns]["exists"] and app["service"] not in planned_services:
                 errors.append("app %s: namespace %s does not exist, so Service %s/%s cannot either: create them, "
                               "or set namespace/service to an existing Service" % (app["name"], ns, ns,
-                                                                                    app["service"]))
+                                                                                   app["service"]))
                 continue
             errors.extend(_check_app(app, services, sources))
             service = services.get(app["service"])

@@ -57,12 +57,15 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The patch is sent as a server-side dry run (C(dryRun=All)), so the API server validates it and nothing is stored.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: full
     details: Shows the GatewayClass before and after the change.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Reads first and sends no request when the reference is already as wanted.
 requirements:
@@ -107,7 +110,9 @@ result:
       description: The GatewayClass as read.
       type: dict
     after:
-      description: The GatewayClass as the API server returned it after the patch (the dry-run result in check mode); the same as C(before) when nothing was changed.
+      description:
+        - The GatewayClass as the API server returned it after the patch (the dry-run result in check mode).
+        - The same as C(before) when nothing was changed.
       type: dict
 diff:
   description: Before and after of what changed.

@@ -59,12 +59,15 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The patch is sent as a server-side dry run (C(dryRun=All)), so the API server validates it and nothing is stored.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: full
     details: Shows the Service before and after the change.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Reads first and sends no request when the port already has the wanted value.
 requirements:
@@ -165,7 +168,7 @@ def _select_port(service, what, number=None, name=None):
                             "existing one with port or port_name" % (what, wanted, have))
     if len(matches) > 1:
         raise TegIstioError("%s has %d ports %s (%s): choose one with port_name"
-                            % (what, len(matches), wanted, ", ".join(_port_label(p) for _, p in matches)))
+                            % (what, len(matches), wanted, ", ".join(_port_label(p) for _index, p in matches)))
     return matches[0]
 
 

@@ -147,7 +147,8 @@ def _run_playbook(cluster, playbook, extra_vars=None, check=False, diff=False, a
         cmd.append("--diff")
     cmd += list(args)
     position = cluster.audit_position()
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(cluster.env, **(env or {})), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(cluster.env, **(env or {})), capture_output=True, text=True,
+                          check=False)
     time.sleep(0.2)  # the audit backend is blocking, this only lets the file system settle
     return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, cluster.mutations_since(position))
 

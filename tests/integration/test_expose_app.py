@@ -6,7 +6,6 @@ Istio's CRDs are applied here from the flavour's pinned copy in ../shared/crds (
 istio_install role's `base` chart installs), so that this role is tested on its own."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -93,7 +93,7 @@ def test_the_audit_log_records_writes_and_tells_dry_runs_apart(cluster):
 def test_cluster_up_is_idempotent(cluster):
     before = json.loads((cluster.state_dir / "state.json").read_text())["pids"]
     again = subprocess.run([sys.executable, str(LOCALCP), "up", "--matrix", MATRIX], env=cluster.env,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stderr
     assert "already up" in again.stderr
     assert json.loads((cluster.state_dir / "state.json").read_text())["pids"] == before
@@ -102,7 +102,7 @@ def test_cluster_up_is_idempotent(cluster):
 def test_cluster_up_refuses_the_other_flavour_while_running(cluster):
     other = "legacy" if MATRIX == "current" else "current"
     proc = subprocess.run([sys.executable, str(LOCALCP), "up", "--matrix", other], env=cluster.env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
     assert "make cluster-down" in proc.stderr
@@ -110,7 +110,7 @@ def test_cluster_up_refuses_the_other_flavour_while_running(cluster):
 
 @pytest.mark.parametrize("command", ["env", "stop-apiserver"])
 def test_commands_without_a_cluster_say_how_to_start_one(tmp_path, command):
-    proc = subprocess.run([sys.executable, str(LOCALCP), command], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(LOCALCP), command], capture_output=True, text=True, check=False,
                           env={"LOCALCP_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
     assert "no local cluster is running" in proc.stderr

@@ -159,7 +159,7 @@ def test_a_run_cut_off_by_the_api_server_recovers_on_rerun(play, cluster):
     assert proc.poll() is None, "site.yml ended before it could be interrupted:\n" + proc.stdout.read()[-3000:]
     cluster.localcp("stop-apiserver")
     try:
-        output, _ = proc.communicate(timeout=600)
+        output, _stderr = proc.communicate(timeout=600)
     finally:
         cluster.localcp("start-apiserver")
     assert proc.returncode != 0, output[-3000:]

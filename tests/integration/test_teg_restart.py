@@ -112,7 +112,9 @@ def _restore_fixture(cluster):
     cluster.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", NS, "deployment", "--all")
 
 
-def _states(cluster, names=CONTROL_PLANE, namespace=NS):
+def _states(cluster, names=None, namespace=NS):
+    if names is None:
+        names = CONTROL_PLANE
     return {name: _state(cluster, name, namespace) for name in names}
 
 

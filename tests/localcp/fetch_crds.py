@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Download the pinned upstream CRDs (crds.lock) into a folder laid out like shared/crds.
 
     fetch_crds.py TARGET_DIR

@@ -103,7 +103,7 @@ class _Discovery(object):
     def request(self, method, path):
         if path not in self.docs:
             raise cluster.NotFoundError(type("E", (Exception,), {"status": 404, "reason": "", "body": "",
-                                                                  "headers": {}})())
+                                                                 "headers": {}})())
         return self.docs[path]
 
 

@@ -41,7 +41,9 @@ HTTPBIN = {"name": "httpbin", "namespace": "httpbin", "port": 8000, "hostnames":
            "path_prefix": "/httpbin"}
 
 
-def settings(cluster=CURRENT, routing="virtualservice", sample=False, **overrides):
+def settings(cluster=None, routing="virtualservice", sample=False, **overrides):
+    if cluster is None:
+        cluster = CURRENT
     s = {
         "routing": routing,
         "gateway": {"name": "apps", "namespace": "envoy-gateway-system", "class": "teg",

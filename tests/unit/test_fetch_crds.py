@@ -31,10 +31,10 @@ def mirror(tmp_path):
 
 
 def test_every_pinned_file_is_fetched_and_verified(mirror, tmp_path):
-    _, url = mirror
+    _root, url = mirror
     target = tmp_path / "out"
     fetch_crds.fetch(target, url)
-    for folder, name, _, _ in fetch_crds.entries():
+    for folder, name, _sha256, _url in fetch_crds.entries():
         assert (target / folder / name).read_bytes() == (SHARED / folder / name).read_bytes()
 
 
@@ -50,6 +50,6 @@ def test_a_tampered_file_is_refused_and_not_kept(mirror, tmp_path):
 def test_the_lock_covers_every_shared_file():
     if not SHARED.is_dir():
         pytest.skip("shared/crds is not beside the checkout")
-    locked = {(folder, name) for folder, name, _, _ in fetch_crds.entries()}
+    locked = {(folder, name) for folder, name, _sha256, _url in fetch_crds.entries()}
     shared = {(p.parent.name, p.name) for p in SHARED.glob("*/*.yaml")}
     assert locked == shared

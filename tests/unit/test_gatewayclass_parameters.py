@@ -91,7 +91,7 @@ def test_absent_restores_every_key_of_the_previous_reference():
     no_ns = {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "p"}
     start = gatewayclass(no_ns)
     present = apply(start, gp._present_patch(start, OURS))
-    patch, _ = gp._absent_patch(present)
+    patch, _reason = gp._absent_patch(present)
     assert apply(present, patch)["spec"]["parametersRef"] == no_ns
 
 

@@ -47,19 +47,19 @@ class TestPlan:
         assert unchanged == []
 
     def test_other_annotation_name_is_honoured(self):
-        restart, _ = rr._plan([deployment("a", {ANNOTATION: "t1"})], "t1", "example.com/hash", False)
+        restart, _unchanged = rr._plan([deployment("a", {ANNOTATION: "t1"})], "t1", "example.com/hash", False)
         assert restart[0]["reason"] == "no trigger recorded yet"
 
     def test_order_is_kept(self):
         deps = [deployment(n, {ANNOTATION: "old"}) for n in ("z", "a", "m")]
-        restart, _ = rr._plan(deps, "new", ANNOTATION, False)
+        restart, _unchanged = rr._plan(deps, "new", ANNOTATION, False)
         assert [r["name"] for r in restart] == ["z", "a", "m"]
 
 
 class TestPaused:
     def test_paused_deployment_to_restart_is_refused_in_one_line(self):
         deps = [deployment("a", paused=True), deployment("b")]
-        restart, _ = rr._plan(deps, "t", ANNOTATION, False)
+        restart, _unchanged = rr._plan(deps, "t", ANNOTATION, False)
         msg = rr._paused_error(deps, restart, "ns")
         assert "\n" not in msg
         assert "a" in msg.split("in namespace")[0] and "rollout resume deployment/a" in msg
@@ -67,7 +67,7 @@ class TestPaused:
 
     def test_paused_but_unchanged_is_not_refused(self):
         deps = [deployment("a", {ANNOTATION: "t"}, paused=True)]
-        restart, _ = rr._plan(deps, "t", ANNOTATION, False)
+        restart, _unchanged = rr._plan(deps, "t", ANNOTATION, False)
         assert rr._paused_error(deps, restart, "ns") is None
 
 
@@ -105,7 +105,7 @@ class TestRolloutState:
             "waiting", "0 of 1 updated replicas available")
 
     def test_missing_status_fields_wait(self):
-        state, _ = rr._rollout_state(deployment("a", status={"observedGeneration": 2}), 2)
+        state, _detail = rr._rollout_state(deployment("a", status={"observedGeneration": 2}), 2)
         assert state == "waiting"
 
     def test_available_condition_false_waits(self):

@@ -149,7 +149,7 @@ class TestChanged:
     @pytest.mark.parametrize("result,changed", [
         ({"changed": False, "method": "create", "result": {}}, True),
         ({"changed": False, "method": "update", "diff": {"before": {"spec": {"mtls": {"mode": "PERMISSIVE"}}},
-                                                        "after": {"spec": {"mtls": {"mode": "STRICT"}}}}}, True),
+                                                         "after": {"spec": {"mtls": {"mode": "STRICT"}}}}}, True),
         ({"changed": False, "method": "update", "diff": {}}, False),
         ({"changed": False, "method": "update"}, False),
     ])

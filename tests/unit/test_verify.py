@@ -1,8 +1,6 @@
 """The rules of teg.istio.mesh_verify (plugins/module_utils/verify.py): what counts as "in place" and
 "the two routing layers agree". The module's reads are covered by the integration tests."""
 
-import copy
-
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils.verify import (
