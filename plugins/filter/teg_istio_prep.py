@@ -102,15 +102,26 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
 def _annotations_removal(envoyproxy, annotations, api_version, name, namespace):
     kubernetes = (((envoyproxy or {}).get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
     workload = _workload_key(kubernetes)
-    current = ((kubernetes.get(workload) or {}).get("pod") or {}).get("annotations") or {}
+    pod = (kubernetes.get(workload) or {}).get("pod") or {}
+    current = pod.get("annotations") or {}
     present = {key: None for key in annotations if key in current}
     if not present:
         return {}
-    return {
-        "apiVersion": api_version, "kind": "EnvoyProxy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": present}}}}},
-    }
+    # Leave no empty maps behind: null the highest level that would hold nothing else, so the
+    # EnvoyProxy reads as it did before the annotations were added.
+    if len(present) < len(current):
+        change = {workload: {"pod": {"annotations": present}}}
+    elif len(pod) > 1:
+        change = {workload: {"pod": {"annotations": None}}}
+    elif len(kubernetes.get(workload) or {}) > 1:
+        change = {workload: {"pod": None}}
+    elif len(kubernetes) > 1:
+        change = {workload: None}
+    else:
+        change = None
+    provider = {"type": "Kubernetes", "kubernetes": change}
+    return {"apiVersion": api_version, "kind": "EnvoyProxy", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"provider": provider}}
 
 
 class FilterModule(object):

@@ -126,6 +126,17 @@ def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():
                                                "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent")
     assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {
         "traffic.sidecar.istio.io/includeInboundPorts": None}
+    alone = {"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+        "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}
+    # The only thing under provider.kubernetes: the whole subtree goes, as before it was added.
+    assert f.envoyproxy_pod_annotations_patch(alone, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                              "v", "p", "eg", "absent")["spec"]["provider"] == {
+        "type": "Kubernetes", "kubernetes": None}
+    with_replicas = {"spec": {"provider": {"kubernetes": {"envoyDeployment": {"replicas": 2, "pod": {"annotations": {
+        "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}
+    assert f.envoyproxy_pod_annotations_patch(with_replicas, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                              "v", "p", "eg", "absent")["spec"]["provider"]["kubernetes"] == {
+        "envoyDeployment": {"pod": None}}
     assert f.envoyproxy_pod_annotations_patch({"spec": {}}, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
                                               "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent") == {}
     assert f.envoyproxy_pod_annotations_patch(None, {"a": ""}, "v", "p", "eg", "absent") == {}
