@@ -80,17 +80,15 @@ options:
     default: 2
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - teg.istio._attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Patches are sent as server-side dry runs (C(dryRun=All)); nothing is waited for.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
     details: One before/after entry per restarted Deployment, showing its pod-template annotations.
   idempotent:
-    description: When run twice in a row, the second run reports no change and writes nothing.
     support: full
     details: With the same O(trigger) and O(force=false), the second run only reads.
 requirements:

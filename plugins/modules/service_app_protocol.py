@@ -57,17 +57,15 @@ options:
     default: present
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - teg.istio._attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The patch is sent as a server-side dry run (C(dryRun=All)), so the API server validates it and nothing is stored.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: full
     details: Shows the Service before and after the change.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Reads first and sends no request when the port already has the wanted value.
 requirements:
