@@ -20,6 +20,15 @@ kwok_dir="$cache/bin/kwok-$KWOK_VERSION"
 helm_dir="$cache/bin/helm-$HELM_VERSION"
 actionlint_dir="$cache/bin/actionlint-$ACTIONLINT_VERSION"
 
+# The opt-in real controllers of the current flavour (docs/real-controllers.md): only
+# `build.sh --controllers` builds them, and `build.sh --print-controllers` names their directories.
+eg_dir="$cache/bin/envoy-gateway-$ENVOY_GATEWAY_VERSION"
+istiod_dir="$cache/bin/pilot-discovery-$ISTIOD_MODULE_VERSION"
+if [ "${1:-}" = "--print-controllers" ]; then
+  printf '%s\n' "$eg_dir" "$istiod_dir"
+  exit 0
+fi
+
 if [ "${1:-}" = "--print" ]; then
   printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$actionlint_dir"
   exit 0
@@ -87,7 +96,7 @@ build_etcd() {
 go_install() {  # go_install <dir> <package@version>
   local dir=$1 tmp="$1.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
-  GOBIN="$tmp" GOFLAGS= go install -trimpath -ldflags "-s -w" "$2"
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath -ldflags "-s -w" "$2"
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
@@ -99,11 +108,22 @@ build_helm() {
   # helm prints its version from ldflags; without them `helm version` says v3.x-dev.
   local tmp="$helm_dir.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
-  GOBIN="$tmp" GOFLAGS= go install -trimpath \
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   rm -rf "$helm_dir" && mv "$tmp" "$helm_dir"
 }
+
+# Neither module has replace directives, so both are plain `go install`s.
+build_envoy_gateway() { go_install "$eg_dir" "github.com/envoyproxy/gateway/cmd/envoy-gateway@$ENVOY_GATEWAY_VERSION"; }
+build_istiod() { go_install "$istiod_dir" "istio.io/istio/pilot/cmd/pilot-discovery@$ISTIOD_MODULE_VERSION"; }
+
+if [ "${1:-}" = "--controllers" ]; then
+  [ -x "$eg_dir/envoy-gateway" ] || timed "envoy-gateway $ENVOY_GATEWAY_VERSION" build_envoy_gateway
+  [ -x "$istiod_dir/pilot-discovery" ] || timed "pilot-discovery $ISTIOD_MODULE_VERSION" build_istiod
+  printf '%s\n' "$eg_dir" "$istiod_dir"
+  exit 0
+fi
 
 [ -x "$etcd_dir/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
 [ -x "$kwok_dir/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok

@@ -346,6 +346,7 @@ def cmd_up(args):
                                f"run `make cluster-down` before starting a {matrix} one")
         if all(_is_ours(state["pids"].get(c, 0), c) for c in COMPONENTS) and _apiserver_ok(state):
             log(f"already up ({matrix}); KUBECONFIG={KUBECONFIG}")
+            _real_controllers(args, "up")
             return
         log("found a partly running cluster: stopping it and starting afresh")
         cmd_down(args)
@@ -401,6 +402,18 @@ def cmd_up(args):
     save_state(state)
     log(f"up ({matrix}) in {state['up_seconds']}s: Kubernetes {state['versions']['KUBERNETES_VERSION']}, "
         f"{count} Envoy Gateway CRDs from {crds / flavour['envoy_gateway']}, TEG fixture; KUBECONFIG={KUBECONFIG}")
+    _real_controllers(args, "up")
+
+
+def _real_controllers(args, command):
+    """The opt-in real Envoy Gateway controller and istiod (controllers.py, docs/real-controllers.md)."""
+    if command == "up" and getattr(args, "controllers", "") != "real":
+        return
+    import controllers
+    if command == "down" and not controllers.STATE_FILE.exists():
+        return
+    if controllers.main([command]) != 0:
+        raise LocalcpError(f"controllers.py {command} failed; logs in {STATE_DIR / 'logs'}")
 
 
 def link_clients(state):
@@ -434,6 +447,7 @@ def cmd_down(args):
     if not state:
         log("no cluster state; nothing to stop")
         return
+    _real_controllers(args, "down")
     for name in reversed(COMPONENTS):
         stop_component(name, state)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
@@ -512,6 +526,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("--matrix", choices=sorted(MATRIX), default=os.environ.get("MATRIX", "current"))
+    up.add_argument("--controllers", choices=["stand-in", "real"], default=os.environ.get("CONTROLLERS") or "stand-in",
+                    help="real: also run the Envoy Gateway controller and istiod (docs/real-controllers.md)")
     for name in ("down", "env", "status", "reset", "stop-apiserver", "start-apiserver"):
         sub.add_parser(name)
     args = parser.parse_args(argv)

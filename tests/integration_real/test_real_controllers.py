@@ -1,0 +1,138 @@
+"""site.yml against a cluster where the real Envoy Gateway controller and the real istiod run: the
+objects the procedure writes are accepted by Envoy Gateway, turned into Envoy pods with the sidecar
+annotation, and istiod injects those pods without inbound interception and the app pods with it."""
+
+import json
+import shlex
+
+import pytest
+
+TEG_NAMESPACE = "envoy-gateway-system"
+# What teg_restart restarts in the TEG namespace (roles/teg_restart/defaults/main.yml). Envoy Gateway
+# manages envoy-ratelimit itself (it carries its managed-by label) and may remove it while no rate limit
+# is configured, so only the others must exist.
+TEG_CONTROL_PLANE = ("envoy-gateway", "envoy-ratelimit", "teg-envoy-gateway", "teg-redis")
+EG_MANAGED = ("envoy-ratelimit",)
+ENVOY_SELECTOR = "app.kubernetes.io/managed-by=envoy-gateway,app.kubernetes.io/component=proxy"
+ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
+
+
+def get(cluster, *args):
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def condition(obj, kind):
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return cond
+    return None
+
+
+def sidecar(pod):
+    """The injected istio-proxy container: a regular container, or a native sidecar (init container
+    with restartPolicy Always)."""
+    spec = pod["spec"]
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        if container["name"] == "istio-proxy":
+            return container
+    return None
+
+
+def inbound_ports(pod):
+    """The value of istio-iptables' `-b` (inbound ports to intercept) in the injected istio-init
+    container, which is where the template puts the includeInboundPorts annotation."""
+    init = next((c for c in pod["spec"].get("initContainers", []) if c["name"] == "istio-init"), None)
+    assert init, f"pod {pod['metadata']['name']} has no istio-init container: {pod['spec'].get('initContainers')}"
+    args = init.get("args") or []
+    if "-b" not in args:  # older templates pass one shell string
+        args = shlex.split(" ".join(args))
+    assert "-b" in args, f"istio-init of {pod['metadata']['name']} has no -b argument: {args}"
+    return args[args.index("-b") + 1]
+
+
+@pytest.fixture(scope="module")
+def site(play, cluster):
+    run = play("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    # Envoy Gateway writes status asynchronously; wait until it has reported on every object.
+    cluster.kubectl("wait", "--for=condition=Accepted", "gatewayclass/teg", "--timeout=120s")
+    cluster.kubectl("wait", "--for=condition=Accepted", "gateway", "--all", "-A", "--timeout=120s")
+    cluster.kubectl("wait", "--for=condition=Programmed", "gateway", "--all", "-A", "--timeout=180s", check=False)
+    return run
+
+
+def envoy_deployments(cluster):
+    return get(cluster, "deployments", "-n", TEG_NAMESPACE, "-l", ENVOY_SELECTOR)["items"]
+
+
+def test_gatewayclass_accepted(site, cluster):
+    cond = condition(get(cluster, "gatewayclass", "teg"), "Accepted")
+    assert cond and cond["status"] == "True", cond
+
+
+def test_gateway_apps_accepted_and_programmed(site, cluster):
+    gateways = [g for g in get(cluster, "gateways", "-A")["items"] if g["metadata"]["name"] == "apps"]
+    assert gateways, "no Gateway apps"
+    for gateway in gateways:
+        accepted = condition(gateway, "Accepted")
+        assert accepted and accepted["status"] == "True", accepted
+        # Programmed needs an address: controllers.py's stand-in load-balancer controller gives one.
+        programmed = condition(gateway, "Programmed")
+        assert programmed and programmed["status"] == "True", programmed
+
+
+def test_every_httproute_accepted_and_resolved(site, cluster):
+    routes = get(cluster, "httproutes", "-A")["items"]
+    assert routes, "site.yml made no HTTPRoute"
+    for route in routes:
+        parents = (route.get("status") or {}).get("parents") or []
+        assert parents, f"HTTPRoute {route['metadata']['name']} has no parent status"
+        for parent in parents:
+            kinds = {c["type"]: c["status"] for c in parent.get("conditions", [])}
+            assert kinds.get("Accepted") == "True" and kinds.get("ResolvedRefs") == "True", (
+                route["metadata"]["name"], parent)
+
+
+def test_envoy_deployment_carries_the_annotation(site, cluster):
+    deployments = envoy_deployments(cluster)
+    assert deployments, "Envoy Gateway created no Envoy Deployment"
+    for deployment in deployments:
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        assert annotations.get(ANNOTATION) == "", (deployment["metadata"]["name"], annotations)
+
+
+def test_envoy_pods_injected_without_inbound_interception(site, cluster):
+    pods = get(cluster, "pods", "-n", TEG_NAMESPACE, "-l", ENVOY_SELECTOR)["items"]
+    assert pods, "no Envoy pod"
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        assert sidecar(pod), f"Envoy pod {name} has no istio-proxy"
+        assert "sidecar.istio.io/status" in pod["metadata"].get("annotations", {}), f"{name} not injected by istiod"
+        assert inbound_ports(pod) == "", f"Envoy pod {name} intercepts inbound ports: -b {inbound_ports(pod)!r}"
+
+
+def test_httpbin_pods_injected_with_full_inbound_interception(site, cluster):
+    pods = get(cluster, "pods", "-n", "httpbin")["items"]
+    assert pods, "no httpbin pod"
+    for pod in pods:
+        assert sidecar(pod), f"httpbin pod {pod['metadata']['name']} has no istio-proxy"
+        assert inbound_ports(pod) == "*", pod["metadata"]["name"]
+
+
+def test_restarted_teg_control_plane_pods_carry_sidecars(site, cluster):
+    pods = get(cluster, "pods", "-n", TEG_NAMESPACE)["items"]
+    existing = {d["metadata"]["name"] for d in get(cluster, "deployments", "-n", TEG_NAMESPACE)["items"]}
+    for deployment in TEG_CONTROL_PLANE:
+        if deployment not in existing:
+            assert deployment in EG_MANAGED, f"Deployment {deployment} is gone"
+            continue
+        mine = [p for p in pods if p["metadata"]["name"].startswith(deployment + "-")
+                and not p["metadata"].get("deletionTimestamp")]
+        assert mine, f"no pod of Deployment {deployment}"
+        for pod in mine:
+            assert sidecar(pod), f"{pod['metadata']['name']} has no istio-proxy"
+
+
+def test_verify_at_status_level_passes(site, play):
+    run = play("verify.yml", extra_vars={"verify_level": "status"})
+    assert run.rc == 0, run.output[-4000:]
