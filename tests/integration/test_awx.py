@@ -1,0 +1,161 @@
+"""site.yml as an AWX job runs it, under the least-privilege ClusterRoles of rbac/.
+
+AWX installs the project's collections/requirements.yml, then runs ansible-runner with a private data directory
+whose environment holds what the "OpenShift or Kubernetes API Bearer Token" credential injects: K8S_AUTH_HOST,
+K8S_AUTH_API_KEY, K8S_AUTH_VERIFY_SSL and K8S_AUTH_SSL_CA_CERT (awx/main/models/credential/injectors.py), and no
+kubeconfig. The token is a ServiceAccount's, bound only to rbac/clusterrole.yml as rbac/binding-example.yml binds
+it; the run must succeed and the token must appear nowhere in the job's output or artifacts, at verbosity 3.
+The RBAC differs by flavour (EnvoyProxy's API group), so this runs in both.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SITE_VARS
+
+RBAC = REPO / "rbac"
+SA_NAMESPACE, SA_NAME = "teg-istio-automation", "teg-istio"
+SA_USER = f"system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}"
+BIN = Path(sys.executable).parent
+ENVOYPROXY_GROUP = {"current": "gateway.envoyproxy.io", "legacy": "config.gateway.envoyproxy.io"}
+
+
+@pytest.fixture(scope="module")
+def identity(cluster):
+    """The ServiceAccount of rbac/binding-example.yml bound to rbac/clusterrole.yml, and a token for it."""
+    cluster.localcp("reset")  # reset removes the example's namespace: apply it afterwards
+    manifests = [RBAC / "clusterrole.yml", RBAC / "binding-example.yml"]
+    cluster.kubectl("apply", *[arg for path in manifests for arg in ("-f", str(path))])
+    token = cluster.kubectl("create", "token", SA_NAME, "-n", SA_NAMESPACE, "--duration=1h").stdout.strip()
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0]["cluster"]
+    yield {"token": token, "host": config["server"], "ca": config["certificate-authority"]}
+    cluster.kubectl("apply", "-f", str(RBAC / "clusterrole.yml"))  # undo a test's edit of the role
+    cluster.kubectl("delete", "--ignore-not-found", "--wait=false",
+                    *[arg for path in reversed(manifests) for arg in ("-f", str(path))])
+
+
+def _credential_env(identity):
+    return {"K8S_AUTH_HOST": identity["host"], "K8S_AUTH_API_KEY": identity["token"],
+            "K8S_AUTH_VERIFY_SSL": "True", "K8S_AUTH_SSL_CA_CERT": identity["ca"]}
+
+
+def _site_vars(cluster):
+    """tests/localcp/site-vars.yml with its env lookups resolved, as a survey would send literal values."""
+    text = re.sub(r"\{\{ lookup\('ansible\.builtin\.env', '(\w+)'\) \}\}", lambda m: cluster.env[m.group(1)],
+                  SITE_VARS.read_text())
+    return yaml.safe_load(text)
+
+
+def _without_rule(predicate):
+    """rbac/clusterrole.yml with the rules of both ClusterRoles changed by `predicate(rule)` (None drops one)."""
+    roles = yaml.safe_load((RBAC / "clusterrole.yml").read_text())  # one List of the two
+    for role in roles["items"]:
+        role["rules"] = [r for r in (predicate(rule) for rule in role["rules"]) if r is not None]
+    return yaml.safe_dump(roles)
+
+
+def _drop_crd_read(rule):
+    if rule["resources"] == ["customresourcedefinitions"]:
+        return dict(rule, verbs=[v for v in rule["verbs"] if v != "get"]) if rule["verbs"] != ["get"] else None
+    return rule
+
+
+def _drop_service_patch(rule):
+    if "services" in rule["resources"] and "patch" in rule["verbs"]:
+        assert rule["resources"] == ["services"], rule  # the edit takes patch away from services only
+        return dict(rule, verbs=[v for v in rule["verbs"] if v != "patch"])
+    return rule
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_drop_crd_read, ['forbidden (403) to read CustomResourceDefinition envoyproxies.{group}',
+                      f'User "{SA_USER}" cannot get resource "customresourcedefinitions" in API group '
+                      '"apiextensions.k8s.io" at the cluster scope']),
+    (_drop_service_patch, ["forbidden (403) to patch Service envoy-gateway-system/envoy-gateway",
+                           f'User "{SA_USER}" cannot patch resource "services" in API group "" in the namespace '
+                           '"envoy-gateway-system"']),
+], ids=["crd-get", "service-patch"])
+def test_a_missing_rule_is_named_in_the_error(cluster, play, identity, edit, expected):
+    cluster.kubectl("apply", "-f", "-", stdin=_without_rule(edit))
+    try:
+        run = play("site.yml", env=dict(_credential_env(identity), K8S_AUTH_KUBECONFIG="", KUBECONFIG=""))
+    finally:
+        cluster.kubectl("apply", "-f", str(RBAC / "clusterrole.yml"))
+    assert run.rc != 0, run.output[-3000:]
+    group = ENVOYPROXY_GROUP[cluster.matrix]
+    lines = [line for line in run.output.splitlines() if "forbidden (403)" in line]
+    assert lines, run.output[-3000:]
+    for fragment in expected:
+        assert fragment.format(group=group) in lines[0], lines[0]
+    assert "grant that verb on that resource" in lines[0]
+
+
+def _private_data_dir(tmp_path, cluster, identity):
+    """What AWX hands ansible-runner: project, inventory, env/envvars (the credential only), env/extravars."""
+    pdd = tmp_path / "pdd"
+    (pdd / "env").mkdir(parents=True)
+    (pdd / "inventory").mkdir()
+    (pdd / "project").symlink_to(REPO)  # AWX copies the project checkout here
+    ca = pdd / "env" / "k8s_ca.crt"  # AWX writes the credential's CA into the private data dir too
+    ca.write_text(Path(identity["ca"]).read_text())
+    (pdd / "env" / "envvars").write_text(yaml.safe_dump(dict(_credential_env(identity), K8S_AUTH_SSL_CA_CERT=str(ca))))
+    (pdd / "env" / "extravars").write_text(yaml.safe_dump(_site_vars(cluster)))
+    (pdd / "env" / "settings").write_text(yaml.safe_dump({"suppress_ansible_output": False}))
+    (pdd / "inventory" / "hosts").write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    # The project update: ansible-galaxy installs collections/requirements.yml (this checkout, as a collection).
+    collections = pdd / "requirements_collections"
+    galaxy = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-r", "collections/requirements.yml",
+                             "-p", str(collections)], cwd=REPO, capture_output=True, text=True, check=False,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"),
+                                 "ANSIBLE_COLLECTIONS_PATH": str(collections)})
+    assert galaxy.returncode == 0, galaxy.stdout + galaxy.stderr
+    assert (collections / "ansible_collections" / "teg" / "istio" / "MANIFEST.json").exists(), galaxy.stdout
+    return pdd, collections
+
+
+def test_site_as_an_awx_job(cluster, identity, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    pdd, collections = _private_data_dir(tmp_path, cluster, identity)
+    # Only what the job's process needs: no KUBECONFIG, and a HOME without ~/.kube/config.
+    env = {"PATH": f"{cluster.env['PATH'].split(':')[0]}:{BIN}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+           "ANSIBLE_COLLECTIONS_PATH": str(collections)}
+    position = cluster.audit_position()
+    proc = subprocess.run([str(BIN / "ansible-runner"), "run", str(pdd), "-p", "playbooks/site.yml", "-i", "job",
+                           "-vvv"], env=env, capture_output=True, text=True, check=False)
+    artifacts = pdd / "artifacts" / "job"
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert (artifacts / "status").read_text() == "successful"
+    assert "-vvv" in (artifacts / "command").read_text()
+    # The job used the collection the project update installed, and the token's identity did the writes.
+    assert str(collections / "ansible_collections" / "teg" / "istio") in proc.stdout
+    writes = cluster.mutations_since(position, user=SA_USER)
+    assert ("create", "peerauthentications") in {(e["verb"], e["objectRef"]["resource"]) for e in writes}, writes
+    assert cluster.mutations_since(position, user="admin") == []
+    mode = cluster.kubectl("get", "peerauthentication", "default", "-n", "istio-system",
+                           "-o", "jsonpath={.spec.mtls.mode}").stdout
+    assert mode == "STRICT"
+    # Nowhere in what the job leaves: not the token, nor its payload or signature on their own. One exception,
+    # ansible-runner's own: artifacts/<ident>/command records the process environment (the credential's variables
+    # included), mode 0600, in every run; AWX keeps a redacted copy (safe_env) and removes the private data dir.
+    secrets = [identity["token"], *identity["token"].split(".")[1:]]
+    leaks = [name for name, text in [("stdout", proc.stdout), ("stderr", proc.stderr)] if any(s in text for s in secrets)]
+    command = artifacts / "command"
+    for path in sorted(p for p in (pdd / "artifacts").rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        if path == command:
+            assert command.stat().st_mode & 0o077 == 0, oct(command.stat().st_mode)
+            recorded = json.loads(content)
+            assert recorded["env"].pop("K8S_AUTH_API_KEY") == identity["token"]
+            content = json.dumps(recorded).encode()
+        if any(s.encode() in content for s in secrets):
+            leaks.append(str(path.relative_to(pdd)))
+    assert leaks == [], f"the credential's token appears in {leaks}"
