@@ -407,7 +407,6 @@ def expose_app_plan(apps, settings):
     sample_objects = _sample_objects(settings)
     objects = sample_objects + [gateway] + routes + virtualservices
     namespaces = sorted(set(app_namespaces) | ({sample["namespace"]} if sample.get("enabled") else set()))
-    selector = ["%s=%s" % (k, v) for k, v in sorted(_labels(settings).items())]
     return {
         "errors": [],
         "apps": normalized,
@@ -416,7 +415,7 @@ def expose_app_plan(apps, settings):
         "sample_objects": sample_objects,
         "objects": objects,
         "owned": [_ref(o) for o in [gateway] + routes + virtualservices],
-        "prune_selectors": {"httproute": selector + [APP_LABEL], "virtualservice": selector},
+        "prune_selectors": {read["kind"].lower(): read["label_selectors"] for read in expose_app_owned_reads(settings)},
         "envoyproxy_ref": _envoyproxy_ref(cluster.get("gatewayclass")),
     }
 
@@ -459,6 +458,15 @@ def expose_app_unlabel(namespaces, names, labels):
         if present:
             out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": meta["name"], "labels": present}})
     return out
+
+
+def expose_app_owned_reads(settings):
+    """What to list to find the HTTPRoutes and VirtualServices made for this Gateway, as items of
+    teg.istio.cluster_facts `objects`. Needs only the declarations, so the role lists them in the same
+    read as everything else."""
+    selector = ["%s=%s" % (k, v) for k, v in sorted(_labels(settings).items())]
+    return [{"kind": "HTTPRoute", "label_selectors": selector + [APP_LABEL]},
+            {"kind": "VirtualService", "label_selectors": selector}]
 
 
 def expose_app_envoyproxy(existing, routing, api_version):
@@ -611,6 +619,7 @@ class FilterModule(object):
             "expose_app_input_errors": expose_app_input_errors,
             "expose_app_namespaces": expose_app_namespaces,
             "expose_app_envoyproxy": expose_app_envoyproxy,
+            "expose_app_owned_reads": expose_app_owned_reads,
             "expose_app_unlabel": expose_app_unlabel,
             "expose_app_stale": expose_app_stale,
             "expose_app_changed": expose_app_changed,

@@ -229,6 +229,15 @@ def istio_install_release_errors(releases, namespace):
     return errors
 
 
+def istio_install_release_current(release, chart, version, values):
+    """True when the helm_info result `release` is a deployed release of `chart` at `version` with
+    exactly `values` as user-supplied values: what kubernetes.core.helm compares before it decides not
+    to upgrade, so the role can skip running helm at all."""
+    status = (release or {}).get("status") or {}
+    return (status.get("status") == "deployed" and status.get("chart") == "%s-%s" % (chart, version)
+            and (status.get("values") or {}) == (values or {}))
+
+
 def istio_install_helm_error(result):
     """The one line that says why a helm command (run by kubernetes.core) failed: helm's last
     "Error: ..." line, else the first line of the module's message."""
@@ -295,6 +304,7 @@ class FilterModule(object):
             "istio_install_base_values": istio_install_base_values,
             "istio_install_istiod_values": istio_install_istiod_values,
             "istio_install_release_errors": istio_install_release_errors,
+            "istio_install_release_current": istio_install_release_current,
             "istio_install_helm_error": istio_install_helm_error,
             "istio_install_helm_hint": istio_install_helm_hint,
             "istio_install_k8s_error": istio_install_k8s_error,

@@ -151,6 +151,17 @@ def strict_mtls_stale(found, definitions):
     return sorted(out, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
 
+def strict_mtls_reads(check_namespaces, state):
+    """What the role reads, as items of teg.istio.cluster_facts `objects`: the PeerAuthentications
+    this collection made, then (state present) all namespaces and the pods of each namespace STRICT
+    reaches. One read, so that the role costs one module run however many namespaces it checks."""
+    reads = [{"kind": "PeerAuthentication", "label_selectors": ["%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY_VALUE)]}]
+    if state == "present":
+        reads.append({"kind": "Namespace", "api_version": "v1"})
+        reads.extend({"kind": "Pod", "api_version": "v1", "namespace": ns} for ns in check_namespaces)
+    return reads
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -160,4 +171,5 @@ class FilterModule(object):
             "strict_mtls_unmeshed": strict_mtls_unmeshed,
             "strict_mtls_changed": strict_mtls_changed,
             "strict_mtls_stale": strict_mtls_stale,
+            "strict_mtls_reads": strict_mtls_reads,
         }

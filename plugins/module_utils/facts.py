@@ -103,6 +103,59 @@ def _istiod(client):
     return _pick_istiod(doc.get("items") or [])
 
 
+def _referenced_envoyproxy(client, envoyproxy_api, ref):
+    """The EnvoyProxy a GatewayClass parametersRef points at, None when the reference is not to an
+    EnvoyProxy of the served group or the object does not exist. An unset namespace means "default"
+    to Envoy Gateway v1.7+ (platform notes)."""
+    if not ref or not envoyproxy_api or ref.get("kind") != "EnvoyProxy" or ref.get("group") != envoyproxy_api["group"]:
+        return None
+    namespace = ref.get("namespace") or "default"
+    with api_errors("read", describe("EnvoyProxy", ref.get("name"), namespace)):
+        return get_or_none(client, envoyproxy_api["api_version"], "EnvoyProxy", ref.get("name"), namespace)
+
+
+def _known_api_version(facts, kind):
+    """The served apiVersion of a kind whose API version differs between the flavours, None when the
+    cluster does not serve it (or the kind is not one of them)."""
+    if kind == "EnvoyProxy":
+        return (facts["envoyproxy"] or {}).get("api_version")
+    if kind in ("GatewayClass", "Gateway", "HTTPRoute"):
+        return (facts["gateway_api"] or {}).get("api_version")
+    return {
+        "VirtualService": facts["istio"]["virtualservice_api_version"],
+        "PeerAuthentication": facts["istio"]["peerauthentication_api_version"],
+    }.get(kind)
+
+
+def read_objects(client, facts, specs):
+    """Each spec of `specs` read in this one process, as k8s_info would return it: a dict with
+    `resources` (a list, empty when nothing matches or the API is not served) and `api_version`
+    (None when not served). A spec names `kind` and either `name` (one object) or nothing/
+    `label_selectors` (a list, in `namespace` or in all namespaces); `api_version` may be left out for
+    the kinds whose version the flavours differ in."""
+    results = []
+    for spec in specs:
+        kind = spec["kind"]
+        api_version = spec.get("api_version") or _known_api_version(facts, kind)
+        name, namespace = spec.get("name"), spec.get("namespace")
+        if not api_version:
+            results.append({"api_version": None, "resources": []})
+            continue
+        if name:
+            with api_errors("read", describe(kind, name, namespace)):
+                obj = get_or_none(client, api_version, kind, name, namespace)
+            resources = [obj] if obj else []
+        else:
+            selector = ",".join(spec.get("label_selectors") or [])
+            where = ("namespace %s" % namespace) if namespace else "all namespaces"
+            with api_errors("list", "%ss%s in %s" % (kind, (" labelled " + selector) if selector else "", where)):
+                listed = client.get(client.resource(kind, api_version), namespace=namespace,
+                                    label_selector=selector or None).to_dict()
+            resources = listed.get("items") or []
+        results.append({"api_version": api_version, "resources": resources})
+    return results
+
+
 def gather(client, gatewayclass=None, namespace=None):
     with api_errors("read", "the API server version"):
         version = _get_json(client, "/version").get("gitVersion")
@@ -125,10 +178,12 @@ def gather(client, gatewayclass=None, namespace=None):
             with api_errors("read", describe("GatewayClass", gatewayclass)):
                 obj = get_or_none(client, gateway_api, "GatewayClass", gatewayclass)
             if obj:
+                ref = _parameters_ref(obj)
                 facts["gatewayclass"] = {
                     "name": obj["metadata"]["name"],
                     "controller_name": (obj.get("spec") or {}).get("controllerName"),
-                    "parameters_ref": _parameters_ref(obj),
+                    "parameters_ref": ref,
+                    "envoyproxy": _referenced_envoyproxy(client, facts["envoyproxy"], ref),
                 }
     if namespace is not None:
         with api_errors("read", describe("Namespace", namespace)):

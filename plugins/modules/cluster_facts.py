@@ -36,6 +36,38 @@ options:
     description:
       - Name of a namespace to look for. When given, the result has C(namespace_exists).
     type: str
+  objects:
+    description:
+      - Objects to read in the same process, so that a role reads everything it checks in one task.
+      - Each item names one object (O(objects[].name)) or a list (no name, optionally
+        O(objects[].label_selectors)), in O(objects[].namespace) or, for a list without it, in all
+        namespaces.
+      - The result RV(objects) has one entry per item, in the same order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      kind:
+        description: The kind, for example C(Service) or C(EnvoyProxy).
+        type: str
+        required: true
+      api_version:
+        description:
+          - Its group and version. May be left out for C(EnvoyProxy), C(GatewayClass), C(Gateway),
+            C(HTTPRoute), C(VirtualService) and C(PeerAuthentication), whose served version is then
+            used (these differ between Envoy Gateway and Istio releases).
+        type: str
+      name:
+        description: The object's name; leave out to list.
+        type: str
+      namespace:
+        description: Its namespace; leave out for cluster-scoped kinds, or to list in all namespaces.
+        type: str
+      label_selectors:
+        description: Label selectors a listed object must match, as for M(kubernetes.core.k8s_info).
+        type: list
+        elements: str
+        default: []
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - teg.istio._attributes
@@ -150,10 +182,28 @@ cluster:
         parameters_ref:
           description: Its C(spec.parametersRef) with the keys C(group), C(kind), C(name), C(namespace) (C(null) where unset), or C(null).
           type: dict
+        envoyproxy:
+          description:
+            - The EnvoyProxy that C(parameters_ref) points at (an unset namespace meaning C(default)), or
+              C(null) when the reference is not to an EnvoyProxy of the served group or it does not exist.
+          type: dict
     namespace_exists:
       description: Whether the namespace named in O(namespace) exists.
       returned: when O(namespace) is given
       type: bool
+objects:
+  description: One entry per item of O(objects), in the same order.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    api_version:
+      description: The group and version read, C(null) when the cluster does not serve the kind.
+      type: str
+    resources:
+      description: The objects found, as M(kubernetes.core.k8s_info) returns them; empty when none.
+      type: list
+      elements: dict
 """
 
 import copy
@@ -164,7 +214,7 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors
-from ansible_collections.teg.istio.plugins.module_utils.facts import gather
+from ansible_collections.teg.istio.plugins.module_utils.facts import gather, read_objects
 
 
 def main():
@@ -172,17 +222,25 @@ def main():
     argument_spec.update(
         gatewayclass=dict(type="str"),
         namespace=dict(type="str"),
+        objects=dict(type="list", elements="dict", default=[], options=dict(
+            kind=dict(type="str", required=True),
+            api_version=dict(type="str"),
+            name=dict(type="str"),
+            namespace=dict(type="str"),
+            label_selectors=dict(type="list", elements="str", default=[]),
+        )),
     )
     module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
     try:
         with api_errors("read", "its version and API groups"):
             client = get_api_client(module)
         facts = gather(client, module.params["gatewayclass"], module.params["namespace"])
+        objects = read_objects(client, facts, module.params["objects"])
     except CoreException as e:
         module.fail_from_exception(e)
     except TegIstioError as e:
         module.fail_json(msg=str(e))
-    module.exit_json(changed=False, cluster=facts)
+    module.exit_json(changed=False, cluster=facts, objects=objects)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,28 @@ def play(cluster):
     return run
 
 
+class RolePlaybook:
+    """A role's test playbook run without the site vars: `run` returns the PlaybookRun; `fail` expects a
+    failure and returns (run, the failed task's msg, asserted to be one line), read from the json callback."""
+
+    def __init__(self, play, playbook):
+        self.play, self.playbook = play, playbook
+
+    def run(self, extra_vars=None, **kwargs):
+        return self.play(self.playbook, extra_vars=extra_vars, use_site_vars=False, **kwargs)
+
+    def fail(self, extra_vars=None):
+        result = self.play(self.playbook, extra_vars=extra_vars, use_site_vars=False,
+                           env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+        assert result.rc != 0, result.output[-3000:]
+        for task in (t for p in json.loads(result.stdout)["plays"] for t in p["tasks"]):
+            host = task["hosts"].get("localhost", {})
+            if host.get("failed"):
+                assert "\n" not in host["msg"], host["msg"]
+                return result, host["msg"]
+        raise AssertionError("no failed task:\n" + result.stdout[-3000:])
+
+
 @pytest.fixture
 def reset(cluster):
     return lambda: cluster.localcp("reset")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MATRIX, REPO, SITE_VARS
+from conftest import MATRIX, REPO, SITE_VARS, load_yaml
 
 API = {
     "current": {"gateway": "gateway.networking.k8s.io/v1", "envoyproxy": "gateway.envoyproxy.io/v1alpha1",
@@ -169,3 +169,26 @@ def test_a_run_cut_off_by_the_api_server_recovers_on_rerun(play, cluster):
     after = snapshot(cluster)
     assert sorted(set(after) ^ set(APPLIED)) == []
     assert {k: v for k, v in after.items() if v != APPLIED[k]} == {}
+
+
+def test_a_rollout_that_never_completes_stops_the_procedure_before_strict(play, cluster):
+    """A TEG Deployment whose pods can never be scheduled: teg_restart fails after its timeout naming
+    it, and neither the routes nor STRICT mTLS are applied after it (the sidecars are not proven)."""
+    cluster.localcp("reset")
+    cluster.kubectl("create", "deployment", "stuck", "-n", TEG_NS, "--image=registry.invalid/never-pulled:1")
+    cluster.kubectl("patch", "deployment", "stuck", "-n", TEG_NS, "--type=merge", "-p",
+                    json.dumps({"spec": {"template": {"spec": {"nodeSelector": {"teg.istio/no-such-node": "true"}}}}}))
+    deployments = load_yaml(REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"]
+    try:
+        run = play("site.yml", extra_vars={"teg_restart_deployments": deployments + ["stuck"],
+                                           "teg_restart_wait_timeout": 10})
+        assert run.rc != 0, run.output[-3000:]
+        assert "rollout not complete after 10s, not Available: Deployment envoy-gateway-system/stuck (" in run.output
+        written = {e["objectRef"]["resource"] for e in run.writes}
+        assert "deployments" in written  # the restart itself happened
+        assert not written & {"peerauthentications", "gateways", "httproutes", "virtualservices"}, sorted(written)
+        assert json.loads(cluster.kubectl("get", "peerauthentications.security.istio.io", "-A", "-o",
+                                          "json").stdout)["items"] == []
+    finally:
+        cluster.kubectl("delete", "deployment", "stuck", "-n", TEG_NS)
+        cluster.localcp("reset")

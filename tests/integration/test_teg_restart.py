@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, RolePlaybook
 
 PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "teg_restart.yml")
 NS = "envoy-gateway-system"
@@ -56,25 +56,12 @@ def mesh(teg, play):
 
 @pytest.fixture
 def run(play):
-    def _run(extra_vars=None, **kwargs):
-        return play(PLAYBOOK, extra_vars=extra_vars, use_site_vars=False, **kwargs)
-    return _run
+    return RolePlaybook(play, PLAYBOOK).run
 
 
 @pytest.fixture
 def fail(play):
-    """Run expecting a failure; returns (run, msg of the failed task), read from the json callback."""
-    def _fail(extra_vars=None):
-        result = play(PLAYBOOK, extra_vars=extra_vars, use_site_vars=False,
-                      env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-        assert result.rc != 0, result.output[-3000:]
-        for task in (t for p in json.loads(result.stdout)["plays"] for t in p["tasks"]):
-            host = task["hosts"].get("localhost", {})
-            if host.get("failed"):
-                assert "\n" not in host["msg"], host["msg"]
-                return result, host["msg"]
-        raise AssertionError("no failed task:\n" + result.stdout[-3000:])
-    return _fail
+    return RolePlaybook(play, PLAYBOOK).fail
 
 
 def _get(cluster, kind, name, namespace=NS):
