@@ -13,7 +13,7 @@ SITE_VARS := tests/localcp/site-vars.yml
 # The local cluster's kubeconfig, and the built kubectl/helm first on PATH.
 CLUSTER_ENV = eval "$$($(LOCALCP) env)"
 
-.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit integration lint bench molecule molecule-kind clean
+.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit units integration lint bench molecule molecule-kind clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,29 +47,58 @@ teardown: venv  ## run playbooks/teardown.yml against the local cluster
 demo: venv  ## cluster-up, site.yml, a summary of what changed; KEEP=1 leaves the cluster running
 	$(BIN)/python tests/localcp/demo.py --matrix $(MATRIX) $(if $(KEEP),--keep)
 
-unit: venv  ## unit tests (pure logic)
+unit: venv  ## unit tests (pure logic), plain pytest in the repository: the quick loop
 	$(BIN)/python -m pytest -q tests/unit
+
+units: venv  ## the same unit tests under ansible-test units, in an ansible_collections tree (offline)
+	tests/lint/collection-tree.sh units
 
 integration: venv  ## integration tests against a fresh local control plane, one flavour (MATRIX)
 	MATRIX=$(MATRIX) $(BIN)/python -m pytest -q tests/integration
 
-lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, ansible-test sanity
+lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, docs (ansible-doc, antsibull-docs), ansible-test sanity
 	tests/lint/lint.sh
 
-test: venv lint  ## everything CI runs: lint, unit tests, then integration tests on both flavours (in parallel)
-	$(BIN)/python -m pytest -q tests/unit
-	$(MAKE) --no-print-directory -j2 --output-sync=target integration-current integration-legacy
+test: venv lint units  ## everything CI runs: lint, unit tests, then per flavour (in parallel) integration tests and molecule
+	$(MAKE) --no-print-directory -j2 --output-sync=target ci-current ci-legacy
+
+# One lane per flavour: the integration tests, then the molecule localcp scenario, each on its own cluster.
+ci-%: venv
+	$(MAKE) --no-print-directory integration-$*
+	$(MAKE) --no-print-directory molecule-localcp-$*
 
 # One cluster per flavour, each in its own state directory: the two run side by side.
 integration-%: venv
 	mkdir -p tests/output
 	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/tests/output/pytest-$* tests/integration
 
+# The real Envoy Gateway controller and istiod (docs/real-controllers.md): not part of `make test`, since a
+# cold build of both takes long; `make demo CONTROLLERS=real` runs them too (localcp.py reads CONTROLLERS).
+.PHONY: integration-real controllers-build
+integration-real: venv controllers-build  ## site.yml with the real Envoy Gateway controller and istiod (MATRIX=current); builds them once
+	mkdir -p tests/output
+	CONTROLLERS=real MATRIX=$(MATRIX) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  --basetemp=$(CURDIR)/tests/output/pytest-real-$(MATRIX) tests/integration_real
+
+controllers-build:  ## build the real Envoy Gateway controller and istiod into the build cache (current flavour)
+	tests/localcp/build.sh --controllers
+
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)
 
-molecule: venv  ## molecule scenario localcp (MATRIX=current|legacy): check, converge, idempotence, verify
-	MATRIX=$(MATRIX) PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s localcp
+molecule: molecule-localcp-$(MATRIX)  ## molecule scenario localcp (MATRIX=current|legacy): check, converge, idempotence, verify
+
+# One flavour of the localcp scenario. Its cluster state (LOCALCP_DIR) and molecule's working directory
+# are per flavour under $(MOLECULE_STATE)-<flavour>, so both flavours run side by side. MOLECULE_GLOB
+# points molecule at molecule/ (it looks in extensions/molecule/ when it finds galaxy.yml); the Istio
+# version of the flavour comes from localcp.py's matrix, as `localcp.py env` would print it.
+MOLECULE_STATE ?= $(CURDIR)/tests/output/molecule
+molecule-localcp-%: venv
+	mkdir -p $(MOLECULE_STATE)-$*
+	MATRIX=$* LOCALCP_DIR=$(MOLECULE_STATE)-$*/localcp MOLECULE_EPHEMERAL_DIRECTORY=$(MOLECULE_STATE)-$*/ephemeral \
+	  TEG_ISTIO_TEST_ISTIO_VERSION=$$($(BIN)/python -c 'import sys; sys.path.insert(0, "tests/localcp"); import localcp; \
+	    print(localcp.MATRIX[sys.argv[1]]["istio"].removeprefix("istio-"))' $*) \
+	  PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s localcp
 
 molecule-kind: venv  ## molecule scenario kind: needs Docker, kind and internet (not runnable on this project's machines)
 	PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s kind

@@ -43,7 +43,7 @@ helm install istiod "$TEG_ISTIO_TEST_CHARTS/istiod-$version.tgz" -n istio-system
 deployments="envoy-gateway envoy-ratelimit teg-envoy-gateway teg-redis"
 # shellcheck disable=SC2086
 kubectl rollout restart deployment -n $ns $deployments
-for d in $deployments; do kubectl rollout status deployment/$d -n $ns --timeout=300s; done
+for d in $deployments; do kubectl rollout status "deployment/$d" -n $ns --timeout=300s; done
 
 # 4. The app, the Gateway and the HTTPRoute
 kubectl create namespace httpbin

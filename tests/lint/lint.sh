@@ -19,6 +19,10 @@ step "actionlint (.github/workflows)"
 "$("$repo/tests/localcp/build.sh" | tail -n 1)/actionlint" -color=false
 step "docs/roles.md generated from the argument specs"
 "$bin/python" tools/roles_doc.py --check
+step "every module renders in ansible-doc with EXAMPLES and RETURN"
+ANSIBLE_COLLECTIONS_PATH="$repo/.ansible/collections" "$bin/python" tests/lint/module_docs.py
+step "antsibull-docs lint-collection-docs (plugin docs and role argument specs)"
+tests/lint/collection-tree.sh docs
 step "ansible-test sanity (offline)"
-tests/lint/sanity.sh
+tests/lint/collection-tree.sh sanity
 echo "lint: all checks passed"

@@ -20,7 +20,12 @@ def test_defaults_and_argument_specs_agree(role):
     options = spec.get("options") or {}
     assert sorted(defaults) == sorted(options), "defaults/main.yml and meta/argument_specs.yml list different variables"
     for name, value in defaults.items():
-        assert options[name].get("default") == value, f"{name}: default {value!r} vs spec {options[name].get('default')!r}"
+        if isinstance(value, str) and "{{" in value and "default" not in options[name]:
+            # A default taken from another role's variable: a template is no value of type int, dict or list
+            # of dicts (antsibull-docs refuses it), so the spec leaves it out and its description names it.
+            assert "Defaults to" in str(options[name].get("description")), f"{name}: the description does not name its default"
+        else:
+            assert options[name].get("default") == value, f"{name}: default {value!r} vs spec {options[name].get('default')!r}"
         assert options[name].get("description"), f"{name} has no description"
         assert name.startswith(role.name + "_"), f"{name} lacks the role prefix {role.name}_"
 

@@ -19,7 +19,7 @@ regen_kubernetes() {
   go mod edit -go="$(sed -n 's/^go //p' "$upstream")"
   sed -n 's/^godebug //p' "$upstream" | while read -r line; do go mod edit -godebug="$line"; done
   go mod edit -require="k8s.io/kubernetes@$KUBERNETES_VERSION"
-  for m in $(sed -n 's|.*k8s.io/\([^ ]*\) => ./staging/src/k8s.io/.*|\1|p' "$upstream"); do
+  sed -n 's|.*k8s.io/\([^ ]*\) => ./staging/src/k8s.io/.*|\1|p' "$upstream" | while read -r m; do
     go mod edit -replace="k8s.io/$m=k8s.io/$m@$staging"
   done
   go mod tidy

@@ -10,7 +10,7 @@ from ansible_collections.teg.istio.plugins.module_utils import cluster
 from ansible_collections.teg.istio.plugins.module_utils import facts as cf
 from ansible_collections.teg.istio.plugins.modules import cluster_facts
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 CRDS = Path(os.environ.get("TEG_ISTIO_CRDS_DIR", REPO.parent / "shared" / "crds"))
 
 
@@ -145,3 +145,43 @@ def test_the_return_documentation_names_every_key_the_contract_has():
     assert set(documented["istio"]["contains"]) == {"virtualservice_api_version", "peerauthentication_api_version",
                                                     "istiod"}
     assert set(documented["istio"]["contains"]["istiod"]["contains"]) == {"namespace", "name", "version", "revision"}
+
+
+def test_objects_is_documented_with_its_two_keys():
+    documented = yaml.safe_load(cluster_facts.RETURN)["objects"]["contains"]
+    assert set(documented) == {"api_version", "resources"}
+
+
+FACTS = {"envoyproxy": {"group": "gateway.envoyproxy.io", "api_version": "gateway.envoyproxy.io/v1alpha1"},
+         "gateway_api": {"api_version": "gateway.networking.k8s.io/v1"},
+         "istio": {"virtualservice_api_version": None, "peerauthentication_api_version": "security.istio.io/v1"}}
+
+
+@pytest.mark.parametrize("kind, api_version", [
+    ("EnvoyProxy", "gateway.envoyproxy.io/v1alpha1"),
+    ("HTTPRoute", "gateway.networking.k8s.io/v1"),
+    ("VirtualService", None),  # Istio's networking API not served (yet)
+    ("PeerAuthentication", "security.istio.io/v1"),
+    ("Service", None),  # not a kind whose version the flavours differ in: the caller names it
+])
+def test_the_served_version_is_used_for_the_kinds_that_differ_between_flavours(kind, api_version):
+    assert cf._known_api_version(FACTS, kind) == api_version
+
+
+def test_an_unserved_kind_reads_as_nothing_without_asking_the_api_server():
+    class NoClient:
+        def __getattr__(self, name):
+            raise AssertionError("the API server must not be asked for an unserved kind")
+
+    assert cf.read_objects(NoClient(), FACTS, [{"kind": "VirtualService", "label_selectors": []}]) == [
+        {"api_version": None, "resources": []}]
+
+
+@pytest.mark.parametrize("ref", [
+    None,
+    {"group": "gateway.envoyproxy.io", "kind": "ConfigMap", "name": "x", "namespace": "ns"},
+    {"group": "config.gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "x", "namespace": "ns"},
+])
+def test_a_reference_that_is_not_to_a_served_envoyproxy_is_not_followed(ref):
+    assert cf._referenced_envoyproxy(object(), FACTS["envoyproxy"], ref) is None
+    assert cf._referenced_envoyproxy(object(), None, ref) is None

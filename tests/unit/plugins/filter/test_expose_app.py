@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
-REPO = Path(__file__).resolve().parents[2]
-_AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._install()
+from ansible_collections.teg.istio.plugins.filter import expose_app as f
 
-from ansible_collections.teg.istio.plugins.filter import expose_app as f  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[4]
 SAMPLE = yaml.safe_load((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text())["items"]
 
 CURRENT = {
@@ -440,3 +437,19 @@ def test_a_single_definition_is_judged_by_its_diff_not_by_the_overwritten_change
     assert f.expose_app_changed([definition], differs) == [definition]
     assert f.expose_app_changed([definition], same) == []
     assert f.expose_app_changed([definition], created) == [definition]
+
+
+def test_the_owned_reads_find_exactly_what_the_plan_labels_as_made_for_this_gateway():
+    plan = f.expose_app_plan([copy.deepcopy(HTTPBIN)], settings())
+    assert not plan["errors"]
+    reads = {r["kind"]: r["label_selectors"] for r in f.expose_app_owned_reads(settings())}
+    checked = False
+    for obj in plan["objects"]:
+        if obj["kind"] in reads:
+            labels = obj["metadata"]["labels"]
+            for selector in reads[obj["kind"]]:
+                key, _sep, value = selector.partition("=")
+                assert key in labels and (not value or labels[key] == value), (obj["kind"], selector)
+            checked = True
+    assert checked
+    assert plan["prune_selectors"] == {"httproute": reads["HTTPRoute"], "virtualservice": reads["VirtualService"]}

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(REPO / "tests" / "charts"))
 import prepare  # noqa: E402
 
-_AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._install()
 from ansible_collections.teg.istio.plugins.filter import istio_install as f  # noqa: E402
 
 CRDS = "# the real file's stand-in\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"

@@ -3,16 +3,10 @@ names, which istiod and gateways run, local chart lookup, chart metadata checks,
 API failures turned into one line. The helm and API side is covered by
 tests/integration/test_istio_install.py."""
 
-from pathlib import Path
-
 import pytest
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
-REPO = Path(__file__).resolve().parents[2]
-_AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._install()
-
-from ansible_collections.teg.istio.plugins.filter import istio_install as f  # noqa: E402
-from ansible_collections.teg.istio.plugins.module_utils.cluster import image_version  # noqa: E402
+from ansible_collections.teg.istio.plugins.filter import istio_install as f
+from ansible_collections.teg.istio.plugins.module_utils.cluster import image_version
 
 UPSTREAM = "https://istio-release.storage.googleapis.com/charts"
 
@@ -234,3 +228,19 @@ def test_crd_deletions_only_istio_groups():
              "peerauthentications.security.istio.io", "envoyproxies.gateway.envoyproxy.io", "fake.istio.io.example")]
     assert [d["metadata"]["name"] for d in f.istio_install_crd_deletions(crds)] == [
         "peerauthentications.security.istio.io", "virtualservices.networking.istio.io"]
+
+
+def _release(status="deployed", chart="istiod-1.29.6", values=None):
+    return {"item": "istiod", "status": {"status": status, "chart": chart, "values": values or {"a": 1}}}
+
+
+@pytest.mark.parametrize("release, current", [
+    (_release(), True),
+    (_release(status="failed"), False),
+    (_release(status="pending-upgrade"), False),
+    (_release(chart="istiod-1.28.0"), False),
+    (_release(values={"a": 2}), False),
+    ({"item": "istiod"}, False),  # no such release yet
+])
+def test_a_release_is_current_only_when_deployed_with_the_same_chart_version_and_values(release, current):
+    assert f.istio_install_release_current(release, "istiod", "1.29.6", {"a": 1}) is current

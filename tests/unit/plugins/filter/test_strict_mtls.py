@@ -175,3 +175,14 @@ def test_stale_keeps_only_ours_not_declared():
     assert sm.strict_mtls_stale(found, declared) == [
         {"apiVersion": V1, "kind": "PeerAuthentication", "metadata": {"name": "default", "namespace": "apps"}}]
     assert [o["metadata"]["namespace"] for o in sm.strict_mtls_stale(found, [])] == ["apps", "istio-system"]
+
+
+def test_the_reads_are_the_managed_policies_then_namespaces_then_pods_of_each_reached_namespace():
+    reads = sm.strict_mtls_reads(["httpbin", "envoy-gateway-system"], "present")
+    assert reads[0] == {"kind": "PeerAuthentication", "label_selectors": ["app.kubernetes.io/managed-by=teg.istio"]}
+    assert reads[1] == {"kind": "Namespace", "api_version": "v1"}
+    assert [(r["kind"], r["namespace"]) for r in reads[2:]] == [("Pod", "httpbin"), ("Pod", "envoy-gateway-system")]
+
+
+def test_teardown_reads_only_the_managed_policies():
+    assert [r["kind"] for r in sm.strict_mtls_reads(["httpbin"], "absent")] == ["PeerAuthentication"]

@@ -2,15 +2,9 @@
 presence, planned objects standing in for live ones, and the ownership check. The reads against a
 real API server are covered by tests/integration/test_expose_app.py."""
 
-from pathlib import Path
-
 import pytest
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
-REPO = Path(__file__).resolve().parents[2]
-_AnsibleCollectionFinder(paths=[str(REPO / ".ansible" / "collections")])._install()
-
-from ansible_collections.teg.istio.plugins.modules import backend_check as bc  # noqa: E402
+from ansible_collections.teg.istio.plugins.modules import backend_check as bc
 
 APP = {"name": "web", "namespace": "shop", "service": "web", "port": 8000}
 
