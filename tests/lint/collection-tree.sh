@@ -53,7 +53,11 @@ cd "$root/ansible_collections/teg/istio"
 git init -q . && git add -A >/dev/null
 if [ "$command" = docs ]; then
   # Plugin docs (RST generation, schema, markup and references) and role argument specs.
-  PATH="$venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$root" "$venv/bin/antsibull-docs" lint-collection-docs --plugin-docs "$@" .
+  # Only that root: ansible-galaxy lists the virtualenv's site-packages collections too, in an order
+  # that varies from run to run, and antsibull-docs copies kubernetes.core from the first path listed;
+  # from site-packages (inside our git checkout, ignored) it would copy nothing.
+  PATH="$venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$root" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+    "$venv/bin/antsibull-docs" lint-collection-docs --plugin-docs "$@" .
 else
   "$venv/bin/ansible-test" "$command" "$@"
 fi
