@@ -102,9 +102,18 @@ def test_the_installed_collection_is_the_one_ansible_finds(installed):
     assert list(found) == [str(collections / "ansible_collections")], found
 
 
-def test_site_runs_from_the_installed_collection(installed, cluster):
-    collections, workdir, env = installed
+@pytest.fixture
+def fresh_cluster(cluster):
+    """The cluster as cluster-up left it, before and after: the test files after this one (istio_install,
+    localcp) start from that state."""
     cluster.localcp("reset")
+    yield cluster
+    cluster.localcp("reset")
+
+
+def test_site_runs_from_the_installed_collection(installed, fresh_cluster):
+    collections, workdir, env = installed
+    cluster = fresh_cluster
     run_env = dict(_clean_env(cluster.env), ANSIBLE_COLLECTIONS_PATH=str(collections))
     proc = subprocess.run([str(BIN / "ansible-playbook"), "teg.istio.site", "-e", f"@{SITE_VARS}"], cwd=workdir,
                           env=run_env, capture_output=True, text=True, check=False)
