@@ -14,7 +14,7 @@ import difflib
 import json
 import re
 
-from ansible_collections.teg.istio.plugins.module_utils.cluster import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 APP_LABEL = "teg.istio/app"
 GATEWAY_LABEL = "teg.istio/gateway"

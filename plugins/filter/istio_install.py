@@ -19,7 +19,7 @@ import re
 
 import yaml
 
-from ansible_collections.teg.istio.plugins.module_utils.cluster import image_version
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Istio's chart versions are plain SemVer (1.29.6, 1.30.0-beta.0).
@@ -214,11 +214,10 @@ def istio_install_istiod_values(passthrough, namespace, revision, outbound_mode)
 
 def istio_install_release_errors(releases, namespace):
     """Messages for Helm releases stuck in a pending state (an interrupted helm run), which helm
-    refuses to upgrade. `releases` are helm_info results: {"item": name, "status": {...} or absent}."""
+    refuses to upgrade. `releases` is cluster_facts' helm_releases: {name: status dict or None}."""
     errors = []
-    for result in releases or []:
-        status = ((result.get("status") or {}).get("status") or "")
-        name = result.get("item")
+    for name, release in sorted((releases or {}).items()):
+        status = (release or {}).get("status") or ""
         if status.startswith("pending"):
             errors.append("Helm release %s in %s is %s (an interrupted helm run): run `helm rollback %s -n %s` "
                           "(or `helm uninstall %s -n %s` if it never deployed), then run again"
@@ -230,12 +229,12 @@ def istio_install_release_errors(releases, namespace):
 
 
 def istio_install_release_current(release, chart, version, values):
-    """True when the helm_info result `release` is a deployed release of `chart` at `version` with
-    exactly `values` as user-supplied values: what kubernetes.core.helm compares before it decides not
-    to upgrade, so the role can skip running helm at all."""
-    status = (release or {}).get("status") or {}
-    return (status.get("status") == "deployed" and status.get("chart") == "%s-%s" % (chart, version)
-            and (status.get("values") or {}) == (values or {}))
+    """True when `release` (a status from cluster_facts' helm_releases, or None) is a deployed release of
+    `chart` at `version` with exactly `values` as user-supplied values: what kubernetes.core.helm
+    compares before it decides not to upgrade, so the role can skip running helm at all."""
+    release = release or {}
+    return (release.get("status") == "deployed" and release.get("chart") == "%s-%s" % (chart, version)
+            and (release.get("values") or {}) == (values or {}))
 
 
 def istio_install_helm_error(result):

@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.teg.istio.plugins.module_utils.cluster import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 MODES = ("STRICT", "PERMISSIVE", "DISABLE", "UNSET")
 SIDECAR = "istio-proxy"

@@ -1,8 +1,9 @@
 # Copyright: teg.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What more than one teg.istio module needs: the API client the kubernetes.core way, discovery of
-the API versions a cluster serves, the label that marks what the collection manages, and API errors
-turned into one-line messages that name the object and the fix."""
+"""What more than one teg.istio module needs: discovery of the API versions a cluster serves, reads
+that tolerate absence, and API errors turned into one-line messages that name the object and the fix.
+The names and parsing that filter plugins share with modules live in names.py, which imports nothing
+heavy."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,11 +11,6 @@ __metaclass__ = type
 
 import contextlib
 import json
-
-# Objects the collection creates carry this label, so that a later run (or teardown) finds exactly
-# what the collection made and nothing it merely touched.
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "teg.istio"
 
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
@@ -29,10 +25,6 @@ except ImportError:
 
 class TegIstioError(Exception):
     """A failure whose message is the whole story for the user: one line, object named, fix given."""
-
-
-def describe(kind, name, namespace=None):
-    return "%s %s/%s" % (kind, namespace, name) if namespace else "%s %s" % (kind, name)
 
 
 def api_error_message(exc, action, what):
@@ -146,15 +138,3 @@ def without_managed_fields(obj):
     if "managedFields" in (copied.get("metadata") or {}):
         copied["metadata"] = {k: v for k, v in copied["metadata"].items() if k != "managedFields"}
     return copied
-
-
-def image_version(image):
-    """The tag of a container image reference without a leading "v" (docker.io/istio/pilot:1.29.6 ->
-    "1.29.6"); None when it has no tag (only a digest, or none at all)."""
-    if not image:
-        return None
-    name, colon, tag = image.split("@", 1)[0].rpartition(":")
-    # A colon before the last "/" belongs to a registry port (registry:5000/istio/pilot), not a tag.
-    if not colon or not name or "/" in tag:
-        return None
-    return tag[1:] if tag[:1] == "v" and tag[1:2].isdigit() else tag

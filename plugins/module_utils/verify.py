@@ -9,7 +9,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.teg.istio.plugins.module_utils.cluster import describe
+from ansible_collections.teg.istio.plugins.module_utils.names import describe
 
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
 

@@ -117,13 +117,11 @@ from ansible_collections.kubernetes.core.plugins.module_utils.args_common import
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.teg.istio.plugins.module_utils.cluster import (
+from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors, get_or_none
+from ansible_collections.teg.istio.plugins.module_utils.names import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
-    TegIstioError,
-    api_errors,
     describe,
-    get_or_none,
 )
 
 _HTTP2_APP_PROTOCOLS = ("http2", "kubernetes.io/h2c")

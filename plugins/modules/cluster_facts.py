@@ -35,7 +35,17 @@ options:
   namespace:
     description:
       - Name of a namespace to look for. When given, the result has C(namespace_exists).
+      - The namespace of the Helm releases in O(helm_releases).
     type: str
+  helm_releases:
+    description:
+      - Names of Helm releases in O(namespace) to read, without running helm, from the Secrets in which
+        Helm 3 keeps them (its default storage driver; releases stored with C(HELM_DRIVER=configmap) or
+        C(sql) are not seen). The result RV(helm_releases) has their newest revisions.
+      - Needs C(list) on C(secrets) in O(namespace).
+    type: list
+    elements: str
+    default: []
   objects:
     description:
       - Objects to read in the same process, so that a role reads everything it checks in one task.
@@ -191,6 +201,22 @@ cluster:
       description: Whether the namespace named in O(namespace) exists.
       returned: when O(namespace) is given
       type: bool
+helm_releases:
+  description:
+    - For each name in O(helm_releases), the newest revision of that release, in the shape of the
+      C(status) that M(kubernetes.core.helm_info) returns; C(null) when the release does not exist.
+  returned: success
+  type: dict
+  sample:
+    istiod:
+      name: istiod
+      namespace: istio-system
+      revision: "1"
+      status: deployed
+      chart: istiod-1.29.6
+      app_version: 1.29.6
+      updated: "2026-11-26T23:37:01.5Z"
+      values: {global: {istioNamespace: istio-system}}
 objects:
   description: One entry per item of O(objects), in the same order.
   returned: success
@@ -214,7 +240,7 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors
-from ansible_collections.teg.istio.plugins.module_utils.facts import gather, read_objects
+from ansible_collections.teg.istio.plugins.module_utils.facts import gather, read_helm_releases, read_objects
 
 
 def main():
@@ -222,6 +248,7 @@ def main():
     argument_spec.update(
         gatewayclass=dict(type="str"),
         namespace=dict(type="str"),
+        helm_releases=dict(type="list", elements="str", default=[]),
         objects=dict(type="list", elements="dict", default=[], options=dict(
             kind=dict(type="str", required=True),
             api_version=dict(type="str"),
@@ -231,16 +258,19 @@ def main():
         )),
     )
     module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
+    if module.params["helm_releases"] and not module.params["namespace"]:
+        module.fail_json(msg="helm_releases needs namespace: the namespace the Helm releases are in")
     try:
         with api_errors("read", "its version and API groups"):
             client = get_api_client(module)
         facts = gather(client, module.params["gatewayclass"], module.params["namespace"])
         objects = read_objects(client, facts, module.params["objects"])
+        releases = read_helm_releases(client, module.params["namespace"], module.params["helm_releases"])
     except CoreException as e:
         module.fail_from_exception(e)
     except TegIstioError as e:
         module.fail_json(msg=str(e))
-    module.exit_json(changed=False, cluster=facts, objects=objects)
+    module.exit_json(changed=False, cluster=facts, objects=objects, helm_releases=releases)
 
 
 if __name__ == "__main__":

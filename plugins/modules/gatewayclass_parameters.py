@@ -130,12 +130,12 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.service import
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     TegIstioError,
     api_errors,
-    describe,
     envoyproxy_group_version,
     get_or_none,
     pick_version,
     without_managed_fields,
 )
+from ansible_collections.teg.istio.plugins.module_utils.names import describe
 
 FIELD_MANAGER = "teg.istio"
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"

@@ -186,8 +186,8 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     NotFoundError,
     TegIstioError,
     api_errors,
-    describe,
 )
+from ansible_collections.teg.istio.plugins.module_utils.names import describe
 
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"

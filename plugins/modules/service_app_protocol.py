@@ -138,10 +138,10 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.service import
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     TegIstioError,
     api_errors,
-    describe,
     get_or_none,
     without_managed_fields,
 )
+from ansible_collections.teg.istio.plugins.module_utils.names import describe
 
 FIELD_MANAGER = "teg.istio"
 

@@ -318,8 +318,11 @@ def test_install_from_a_local_chart_directory(cluster, k8s, run, flavour):
             "istio-sidecar-injector registered") in result.stdout
 
 
-def test_second_run_changes_nothing_and_writes_nothing(run):
-    result = run(istio_install_outbound_traffic_policy="REGISTRY_ONLY", istio_install_istiod_values=PASSTHROUGH)
+def test_second_run_changes_nothing_writes_nothing_and_runs_no_helm(run):
+    # The releases are read from Helm's Secrets, so with nothing to do no helm process runs: a helm binary
+    # that does not exist is never found missing.
+    result = run(istio_install_outbound_traffic_policy="REGISTRY_ONLY", istio_install_istiod_values=PASSTHROUGH,
+                 istio_install_helm_binary="/nonexistent/bin/helm")
     assert result.rc == 0, result.output[-3000:]
     assert result.recap()["changed"] == 0
     assert result.writes == [], result.describe_writes()

@@ -10,6 +10,8 @@ Two ways to run these tests:
 
 from pathlib import Path
 
+import pytest
+
 from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,3 +20,9 @@ if REPO.parents[1].name == "ansible_collections":
 else:
     COLLECTIONS = REPO / ".ansible" / "collections"
 _AnsibleCollectionFinder(paths=[str(COLLECTIONS)])._install()
+
+
+@pytest.fixture(name="collections_root")
+def _collections_root():
+    """The directory holding ansible_collections/, for tests that import plugins in a fresh process."""
+    return COLLECTIONS

@@ -6,7 +6,7 @@ tests/integration/test_istio_install.py."""
 import pytest
 
 from ansible_collections.teg.istio.plugins.filter import istio_install as f
-from ansible_collections.teg.istio.plugins.module_utils.cluster import image_version
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version
 
 UPSTREAM = "https://istio-release.storage.googleapis.com/charts"
 
@@ -177,14 +177,14 @@ def test_values_without_revision_carry_no_revision_key():
 # --- releases and failures -------------------------------------------------------------------------
 
 def test_release_errors_only_for_stuck_releases():
-    releases = [{"item": "istio-base", "status": {"status": "deployed"}},
-                {"item": "istiod", "status": {"status": "pending-upgrade"}},
-                {"item": "istiod-x"}]
+    releases = {"istio-base": {"status": "deployed"}, "istiod": {"status": "pending-upgrade"}, "istiod-x": None}
     errors = f.istio_install_release_errors(releases, "istio-system")
     assert errors == ["Helm release istiod in istio-system is pending-upgrade (an interrupted helm run): run "
                       "`helm rollback istiod -n istio-system` (or `helm uninstall istiod -n istio-system` if it never "
                       "deployed), then run again"]
-    assert f.istio_install_release_errors([{"item": "istiod", "status": {"status": "failed"}}], "x") == []
+    assert f.istio_install_release_errors({"istiod": {"status": "failed"}}, "x") == []
+    assert f.istio_install_release_errors({"istiod": {"status": "uninstalling"}}, "x") == [
+        "Helm release istiod in x is being uninstalled: wait for `helm status istiod -n x` to finish, then run again"]
 
 
 def test_helm_error_is_helms_last_error_line():
@@ -231,7 +231,7 @@ def test_crd_deletions_only_istio_groups():
 
 
 def _release(status="deployed", chart="istiod-1.29.6", values=None):
-    return {"item": "istiod", "status": {"status": status, "chart": chart, "values": values or {"a": 1}}}
+    return {"name": "istiod", "status": status, "chart": chart, "values": values or {"a": 1}}
 
 
 @pytest.mark.parametrize("release, current", [
@@ -240,7 +240,7 @@ def _release(status="deployed", chart="istiod-1.29.6", values=None):
     (_release(status="pending-upgrade"), False),
     (_release(chart="istiod-1.28.0"), False),
     (_release(values={"a": 2}), False),
-    ({"item": "istiod"}, False),  # no such release yet
+    (None, False),  # no such release yet
 ])
 def test_a_release_is_current_only_when_deployed_with_the_same_chart_version_and_values(release, current):
     assert f.istio_install_release_current(release, "istiod", "1.29.6", {"a": 1}) is current

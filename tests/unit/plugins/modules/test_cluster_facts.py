@@ -8,6 +8,7 @@ import pytest
 import yaml
 from ansible_collections.teg.istio.plugins.module_utils import cluster
 from ansible_collections.teg.istio.plugins.module_utils import facts as cf
+from ansible_collections.teg.istio.plugins.module_utils import names
 from ansible_collections.teg.istio.plugins.modules import cluster_facts
 
 REPO = Path(__file__).resolve().parents[4]
@@ -61,7 +62,7 @@ def test_served_schema_ignores_versions_that_are_not_served():
     ("", None),
 ])
 def test_istiod_version_is_the_image_tag(image, version):
-    assert cluster.image_version(image) == version
+    assert names.image_version(image) == version
 
 
 def _deployment(namespace, name, revision=None, image="docker.io/istio/pilot:1.29.6"):
