@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.teg.istio.plugins.module_utils.merge_patch import pending_definitions
 from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 MODES = ("STRICT", "PERMISSIVE", "DISABLE", "UNSET")
@@ -115,6 +116,13 @@ def strict_mtls_unmeshed(pods):
     return sorted(out)
 
 
+def strict_mtls_pending(definitions, found):
+    """The definitions that are not in place: absent from `found` (the PeerAuthentications this
+    collection made, as read) or changed by their merge patch. Only these go to the server-side dry
+    run, so a run with nothing to do sends no request for them at all."""
+    return pending_definitions(definitions, found)
+
+
 def strict_mtls_changed(definitions, dry_run):
     """The definitions a server-side dry run of kubernetes.core.k8s found different from the cluster.
 
@@ -169,6 +177,7 @@ class FilterModule(object):
             "strict_mtls_policies": strict_mtls_policies,
             "strict_mtls_check_namespaces": strict_mtls_check_namespaces,
             "strict_mtls_unmeshed": strict_mtls_unmeshed,
+            "strict_mtls_pending": strict_mtls_pending,
             "strict_mtls_changed": strict_mtls_changed,
             "strict_mtls_stale": strict_mtls_stale,
             "strict_mtls_reads": strict_mtls_reads,

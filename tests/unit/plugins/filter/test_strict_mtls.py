@@ -165,6 +165,33 @@ class TestChanged:
             sm.strict_mtls_changed(self.defs, {"result": {"results": [{"changed": True}]}})
 
 
+def _as_read(definition, **spec):
+    """A definition as the API server returns it after create: nulls dropped, bookkeeping added."""
+    meta = dict(definition["metadata"], uid="u", resourceVersion="7", generation=1)
+    return {"apiVersion": definition["apiVersion"], "kind": "PeerAuthentication", "metadata": meta,
+            "spec": dict({"mtls": definition["spec"]["mtls"]}, **spec)}
+
+
+class TestPending:
+    declared = sm.strict_mtls_policies([{"namespace": "apps", "name": "metrics", "selector": {"app": "m"},
+                                         "port_level_mtls": {9443: "PERMISSIVE"}}], "istio-system", "STRICT", V1)
+
+    def test_policies_read_as_declared_are_in_place(self):
+        mesh, metrics = self.declared
+        found = [_as_read(mesh), _as_read(metrics, selector=metrics["spec"]["selector"],
+                                          portLevelMtls=metrics["spec"]["portLevelMtls"])]
+        assert sm.strict_mtls_pending(self.declared, found) == []
+
+    def test_absent_changed_or_carrying_a_field_no_longer_declared_are_pending(self):
+        mesh, metrics = self.declared
+        permissive = _as_read(mesh)
+        permissive["spec"]["mtls"] = {"mode": "PERMISSIVE"}
+        assert sm.strict_mtls_pending(self.declared, [permissive]) == self.declared
+        # A selector an earlier run declared is removed by the explicit null of the definition.
+        with_selector = _as_read(mesh, selector={"matchLabels": {"app": "old"}})
+        assert sm.strict_mtls_pending(self.declared[:1], [with_selector]) == [mesh]
+
+
 def test_stale_keeps_only_ours_not_declared():
     found = [
         {"apiVersion": V1, "metadata": {"namespace": "istio-system", "name": "default", "labels": LABELS}},

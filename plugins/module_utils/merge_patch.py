@@ -1,0 +1,62 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Whether a JSON merge patch (RFC 7386, what kubernetes.core.k8s sends with merge_type merge) would
+change an object: when it would not, the API server would answer the patch with the object as it is,
+so neither the patch nor a dry run of it needs to be sent. Standard library only, so that filter
+plugins can use it too (see names.py)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+def merge_patch_changes(target, patch):
+    """True when merging `patch` into `target` would give something other than `target`.
+
+    A dict in the patch merges key by key, None deletes a key, and anything else (lists included)
+    replaces the value, so a value counts as unchanged only when it is equal, type included (the
+    integer 80 is not the string "80")."""
+    if not isinstance(patch, dict):
+        return not _same(target, patch)
+    if not isinstance(target, dict):
+        return True
+    for key, value in patch.items():
+        if value is None:
+            if key in target:
+                return True
+        elif key not in target:
+            return True
+        elif isinstance(value, dict):
+            if merge_patch_changes(target[key], value):
+                return True
+        elif not _same(target[key], value):
+            return True
+    return False
+
+
+def _same(left, right):
+    # bool is an int in Python: True == 1, but the API server would store a different JSON value.
+    if type(left) is not type(right) and not (_number(left) and _number(right)):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    return left == right
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _key(obj):
+    meta = obj.get("metadata") or {}
+    return obj.get("kind"), meta.get("namespace"), meta.get("name")
+
+
+def pending_definitions(definitions, live_objects):
+    """The definitions a merge patch would change: those with no live object of the same kind,
+    namespace and name in `live_objects`, and those the live object differs from. Only these need a
+    server-side dry run and a write; the others are in place as they are."""
+    live = dict((_key(obj), obj) for obj in live_objects or [])
+    return [d for d in definitions or [] if _key(d) not in live or merge_patch_changes(live[_key(d)], d)]
