@@ -35,13 +35,20 @@ def merge_patch_changes(target, patch):
 
 
 def _same(left, right):
-    # bool is an int in Python: True == 1, but the API server would store a different JSON value.
-    if type(left) is not type(right) and not (_number(left) and _number(right)):
-        return False
-    if isinstance(left, list):
-        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right))
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    """Equal as JSON values. Compared by kind, not by exact type: in a filter, Ansible hands over
+    its own str, dict and list subclasses (tagged and lazily templated values)."""
+    for kind in (bool, str, dict, (list, tuple)):
+        if isinstance(left, kind) or isinstance(right, kind):
+            if not (isinstance(left, kind) and isinstance(right, kind)):
+                return False
+            if kind is dict:
+                return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+            if kind == (list, tuple):
+                return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right))
+            return left == right
+    # bool is an int in Python, so it was told apart above: True is not the integer 1 in JSON.
+    if _number(left) or _number(right):
+        return _number(left) and _number(right) and left == right
     return left == right
 
 

@@ -110,6 +110,8 @@ def test_refuses_with_the_unmeshed_pods_then_force_then_nothing_to_do(mesh, run,
     assert again.rc == 0, again.output[-3000:]
     assert again.recap()["changed"] == 0
     assert again.writes == [], again.describe_writes()
+    # In place as read, so not even dry-run (strict_mtls_pending).
+    assert again.dry_runs == [], [e["requestURI"] for e in again.dry_runs]
 
 
 def test_check_mode_reports_and_writes_nothing(mesh, run):
@@ -156,7 +158,8 @@ def test_namespace_policies_update_and_prune(mesh, run):
     assert found["apps/default"][1] == {"mtls": {"mode": "PERMISSIVE"}}
     assert found["apps/metrics"][1] == {"mtls": {"mode": "STRICT"}, "selector": {"matchLabels": {"app": "httpbin"}},
                                         "portLevelMtls": {"9090": {"mode": "DISABLE"}}}
-    assert run(declared).writes == []
+    rerun = run(declared)
+    assert rerun.writes == [] and rerun.dry_runs == [], rerun.describe_writes()
 
     # Port modes dropped from the declaration are removed; the namespace-wide policy is pruned.
     mesh.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({

@@ -56,3 +56,23 @@ def test_pending_definitions_are_the_absent_and_the_differing():
                    "spec": {"mtls": {"mode": "PERMISSIVE"}}}]
     assert pending_definitions([in_place, differing, absent, other_kind], live) == [differing, absent, other_kind]
     assert pending_definitions([], live) == [] and pending_definitions([in_place], None) == [in_place]
+
+
+class _TaggedStr(str):
+    """Stands in for the str, dict and list subclasses Ansible passes to filters (tagged, lazy)."""
+
+
+class _LazyDict(dict):
+    pass
+
+
+class _LazyList(list):
+    pass
+
+
+def test_ansibles_own_subclasses_compare_as_the_json_values_they_are():
+    live = {"metadata": {"labels": {"team": "mesh"}}, "spec": {"mtls": {"mode": "STRICT"}, "ports": [80]}}
+    patch = _LazyDict(metadata=_LazyDict(labels=_LazyDict(team=_TaggedStr("mesh"))),
+                      spec=_LazyDict(mtls=_LazyDict(mode=_TaggedStr("STRICT")), ports=_LazyList([80])))
+    assert merge_patch_changes(live, patch) is False
+    assert merge_patch_changes(live, _LazyDict(spec=_LazyDict(mtls=_LazyDict(mode=_TaggedStr("DISABLE"))))) is True
