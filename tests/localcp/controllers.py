@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -125,19 +124,6 @@ def start(name, cmd, state, cwd, env):
     state["pids"][name] = proc.pid
     save_state(state)
     return proc
-
-
-def stop(name, state, timeout=20):
-    pid = state["pids"].pop(name, None)
-    save_state(state)
-    if not pid or not _is_ours(pid, name):
-        return
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not localcp._exited(pid):
-        time.sleep(0.2)
-    if not localcp._exited(pid):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def _get_ok(url, timeout=3):
@@ -323,7 +309,7 @@ def cmd_down(args):
     if cluster:
         kubectl(cluster, "delete", "mutatingwebhookconfiguration", WEBHOOK_NAME, "--ignore-not-found", check=False)
     for name in reversed(PROCESSES):
-        stop(name, state)
+        localcp.stop_component(name, state, save=save_state, is_ours=_is_ours)
     STATE_FILE.unlink()
 
 

@@ -252,10 +252,12 @@ def _exited(pid):
     return fields[0] == "Z"
 
 
-def stop_component(name, state, timeout=20):
+def stop_component(name, state, timeout=20, save=None, is_ours=None):
+    """Stop the process group of `name` (TERM, then KILL after `timeout`) if it still runs what we
+    started. `save` and `is_ours` default to this cluster's; controllers.py passes its own."""
     pid = state["pids"].pop(name, None)
-    save_state(state)
-    if not pid or not _is_ours(pid, name):
+    (save or save_state)(state)
+    if not pid or not (is_ours or _is_ours)(pid, name):
         return
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
