@@ -15,10 +15,10 @@ import gzip
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -464,14 +464,19 @@ def test_uninstall_removes_releases_crds_and_namespace(cluster, k8s, run):
 
 # --- a mirror and a revision -----------------------------------------------------------------------
 
-def test_revision_installed_from_a_mirror(cluster, run, mirror, flavour):
+def test_revision_installed_from_a_mirror(cluster, run, mirror, flavour, tmp_path):
     variables = {"istio_install_chart_path": "", "istio_install_chart_repo_url": mirror,
                  "istio_install_revision": "canary"}
-    scratch = set(Path(tempfile.gettempdir()).glob("teg-istio-charts.*"))
-    result = run(**variables)
+    # A temporary directory of this run's own (TMPDIR), since the other flavour's lane may fetch charts into
+    # the shared one at the same moment; at -v the output names the directory the charts went to.
+    result = run(env={"TMPDIR": str(tmp_path), "ANSIBLE_VERBOSITY": "1"}, **variables)
     assert result.rc == 0, result.output[-3000:]
     # The charts were downloaded into a temporary directory, which is gone again.
-    assert set(Path(tempfile.gettempdir()).glob("teg-istio-charts.*")) <= scratch
+    fetched_into = set(re.findall(r'"path": "([^"]*/teg-istio-charts\.[^"/]+)"', result.stdout))
+    assert len(fetched_into) == 1, result.stdout[-3000:]
+    [scratch] = fetched_into
+    assert Path(scratch).parent == tmp_path and not Path(scratch).exists()
+    assert list(tmp_path.glob("teg-istio-charts.*")) == []
     found = releases(cluster)
     assert {n: r["chart"] for n, r in found.items()} == {
         "istio-base": f"base-{flavour['istio']}", "istiod-canary": f"istiod-{flavour['istio']}"}
