@@ -498,9 +498,9 @@ def cmd_reset(args):
     crds = kubectl(state, "get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
     istio = [c for c in crds if c.endswith(".istio.io")]
     if istio:
-        kubectl(state, "delete", "crd", *istio, "--wait=true")
+        kubectl(state, "delete", "crd", *istio, "--wait=true", "--ignore-not-found")
     doomed = [n for n in names if n not in BASE_NAMESPACES] + ["envoy-gateway-system"]
-    kubectl(state, "delete", "namespace", *doomed, "--wait=true", "--timeout=180s")
+    kubectl(state, "delete", "namespace", *doomed, "--wait=true", "--timeout=180s", "--ignore-not-found")
     kubectl(state, "delete", "gatewayclass", "--all", "--wait=true")
     kubectl(state, "apply", "--server-side", "-f", str(fixture_path(state["matrix"])))
     kubectl(state, "wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
