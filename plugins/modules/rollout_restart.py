@@ -188,33 +188,10 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     api_errors,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import describe
+from ansible_collections.teg.istio.plugins.module_utils.rollout import plan_restarts, rollout_state, template_annotations
 
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-
-
-def _template_annotations(deployment):
-    template = (deployment.get("spec") or {}).get("template") or {}
-    return dict((template.get("metadata") or {}).get("annotations") or {})
-
-
-def _plan(deployments, trigger, trigger_annotation, force):
-    """Split the selected Deployments into those to restart and those to leave, each with a reason."""
-    restart, unchanged = [], []
-    for deployment in deployments:
-        name = deployment["metadata"]["name"]
-        recorded = _template_annotations(deployment).get(trigger_annotation)
-        if recorded == trigger and not force:
-            unchanged.append({"name": name, "reason": "trigger unchanged"})
-            continue
-        if force:
-            reason = "force"
-        elif recorded is None:
-            reason = "no trigger recorded yet"
-        else:
-            reason = "trigger changed"
-        restart.append({"name": name, "reason": reason, "previous_trigger": recorded})
-    return restart, unchanged
 
 
 def _paused_error(deployments, restart, namespace):
@@ -235,36 +212,6 @@ def _restart_patch(trigger_annotation, trigger, restarted_at):
         trigger_annotation: trigger,
         RESTARTED_AT_ANNOTATION: restarted_at,
     }}}}}
-
-
-def _rollout_state(deployment, generation):
-    """("done" | "waiting" | "failed", detail) for a Deployment that must have rolled out `generation`.
-
-    The same checks as `kubectl rollout status`, plus the Available condition."""
-    if deployment is None:
-        return "failed", "deleted while waiting"
-    status = deployment.get("status") or {}
-    if (status.get("observedGeneration") or 0) < generation:
-        return "waiting", "the controller has not observed generation %d yet" % generation
-    conditions = dict((c.get("type"), c) for c in status.get("conditions") or [])
-    progressing = conditions.get("Progressing") or {}
-    if progressing.get("reason") == "ProgressDeadlineExceeded":
-        return "failed", "progress deadline exceeded (%s)" % progressing.get("message", "no message")
-    wanted = (deployment.get("spec") or {}).get("replicas", 1)
-    updated = status.get("updatedReplicas") or 0
-    total = status.get("replicas") or 0
-    available = status.get("availableReplicas") or 0
-    if updated < wanted:
-        return "waiting", "%d of %d replicas updated" % (updated, wanted)
-    if total > updated:
-        return "waiting", "%d old replica(s) pending termination" % (total - updated)
-    if available < updated:
-        return "waiting", "%d of %d updated replicas available" % (available, updated)
-    available_condition = conditions.get("Available")
-    if available_condition and available_condition.get("status") != "True":
-        return "waiting", "condition Available is %s (%s)" % (
-            available_condition.get("status"), available_condition.get("reason", "no reason"))
-    return "done", "rolled out"
 
 
 def _timeout_message(namespace, pending, timeout):
@@ -366,8 +313,8 @@ class _Restarter:
             with api_errors("patch", describe("Deployment", name, self.namespace)):
                 after = self.client.patch(self.resource, body, name=name, namespace=self.namespace,
                                           content_type="application/strategic-merge-patch+json").to_dict()
-            entry["before"] = _template_annotations(by_name[name])
-            entry["after"] = _template_annotations(after)
+            entry["before"] = template_annotations(by_name[name])
+            entry["after"] = template_annotations(after)
             generations[name] = after["metadata"].get("generation", 0)
             header = describe("Deployment", name, self.namespace)
             diffs.append({"before_header": header, "after_header": header,
@@ -385,7 +332,7 @@ class _Restarter:
             by_name = dict((d["metadata"]["name"], d) for d in self._list())
             details, failed = {}, {}
             for name, generation in pending.items():
-                state, detail = _rollout_state(by_name.get(name), generation)
+                state, detail = rollout_state(by_name.get(name), generation)
                 if state == "done":
                     revisions[name] = by_name[name]["metadata"].get("annotations", {}).get(REVISION_ANNOTATION)
                 elif state == "failed":
@@ -413,7 +360,8 @@ def _run(module, client):
         deployments, result["missing"] = restarter.select()
         for entry in result["missing"]:
             module.warn("%s: skipped" % entry["reason"])
-        restart, result["unchanged"] = _plan(deployments, params["trigger"], params["trigger_annotation"], params["force"])
+        restart, result["unchanged"] = plan_restarts(deployments, params["trigger"], params["trigger_annotation"],
+                                                     params["force"])
         refusal = _paused_error(deployments, restart, params["namespace"])
         if refusal:
             raise TegIstioError(refusal)

@@ -453,3 +453,86 @@ def test_the_owned_reads_find_exactly_what_the_plan_labels_as_made_for_this_gate
             checked = True
     assert checked
     assert plan["prune_selectors"] == {"httproute": reads["HTTPRoute"], "virtualservice": reads["VirtualService"]}
+
+
+def _read_results(reads, cluster):
+    """What cluster_facts would return for `reads` against `cluster`, a dict (kind, namespace) -> objects."""
+    results = []
+    for spec in reads:
+        objects = cluster.get((spec["kind"], spec.get("namespace")), [])
+        if spec.get("name"):
+            objects = [o for o in objects if o["metadata"]["name"] == spec["name"]]
+        for key, sep, value in (sel.partition("=") for sel in spec.get("label_selectors") or []):
+            objects = [o for o in objects if key in (o["metadata"].get("labels") or {})
+                       and (not sep or o["metadata"]["labels"][key] == value)]
+        results.append({"resources": copy.deepcopy(objects)})
+    return results
+
+
+WEB = {"name": "web", "namespace": "shop", "port": 8000, "hostnames": ["shop.example.com"]}
+
+
+class TestOneRead:
+    def test_reads_cover_every_namespace_backend_and_name_the_plan_writes(self):
+        s = settings(sample=True)
+        plan = f.expose_app_plan([copy.deepcopy(HTTPBIN), copy.deepcopy(WEB)], s)
+        reads = f.expose_app_reads([HTTPBIN, WEB], s, True)
+        named = {r["name"] for r in reads if r["kind"] == "Namespace"}
+        assert named == set(plan["namespaces"]) | {"envoy-gateway-system"}
+        lists = {(r["kind"], r.get("namespace")) for r in reads if not r.get("name") and not r.get("label_selectors")}
+        for app in plan["backends"]:
+            assert {("Service", app["namespace"]), ("Pod", app["namespace"])} <= lists
+        assert {(ref["kind"], ref["namespace"]) for ref in plan["owned"]} <= lists
+        assert [r for r in reads if r.get("label_selectors")] == f.expose_app_owned_reads(s)
+
+    def test_without_prune_and_with_service_routing_nothing_extra_is_read(self):
+        reads = f.expose_app_reads([HTTPBIN], settings(routing="service"), False)
+        assert not any(r.get("label_selectors") for r in reads)
+        assert "VirtualService" not in {r["kind"] for r in reads}
+
+    def test_apps_that_cannot_be_rendered_and_a_bad_sample_namespace_are_not_read(self):
+        s = settings(sample=True)
+        s["sample"]["namespace"] = "Not/A-Name"
+        reads = f.expose_app_reads([dict(WEB, namespace="Bad_NS"), 42], s, False)
+        assert {r.get("namespace") or r.get("name") for r in reads} == {"envoy-gateway-system"}
+
+    def test_found_objects_are_checked_and_indexed(self):
+        s = settings(sample=True)
+        plan = f.expose_app_plan([copy.deepcopy(HTTPBIN), copy.deepcopy(WEB)], s)
+        reads = f.expose_app_reads([HTTPBIN, WEB], s, True)
+        [stale] = [o for o in plan["objects"] if o["kind"] == "HTTPRoute" and o["metadata"]["name"] == "web"]
+        stale = copy.deepcopy(stale)
+        stale["metadata"]["name"] = "gone"
+        cluster = {
+            ("Namespace", None): [{"metadata": {"name": "shop", "labels": {"team": "a"}}},
+                                  {"metadata": {"name": "envoy-gateway-system"}}],
+            ("Service", "shop"): [{"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 8000}, {"name": "grpc", "port": 9000, "appProtocol": "kubernetes.io/h2c"}]}}],
+            ("Pod", "shop"): [{"metadata": {"name": "web-1", "labels": {"app": "web"}},
+                               "spec": {"containers": [{"name": "main", "ports": [{"name": "http", "containerPort": 80}]}]}}],
+            ("HTTPRoute", "shop"): [{"metadata": {"name": "web", "labels": {"team": "a"}}}],
+            ("HTTPRoute", None): [stale],
+        }
+        found = f.expose_app_backends(plan, reads, _read_results(reads, cluster))
+        assert found["namespaces"]["shop"] == {"exists": True, "labels": {"team": "a"}}
+        assert found["namespaces"]["httpbin"] == {"exists": False, "labels": {}}
+        # httpbin's namespace does not exist yet, but the sample plans its Service: no error for it.
+        assert found["services"]["httpbin/httpbin"]["planned"] is True
+        assert found["services"]["shop/web"]["planned"] is False
+        assert found["errors"] == [
+            "app web: Service shop/web port 9000 declares HTTP/2 (appProtocol kubernetes.io/h2c); " + f._CAVEAT
+            + ": rename the port (e.g. http-...) and drop appProtocol http2/kubernetes.io/h2c",
+            "HTTPRoute shop/web exists and is not managed by teg.istio (no label app.kubernetes.io/managed-by="
+            "teg.istio): rename the app or the Gateway, or remove that object",
+        ]
+        assert [o["metadata"]["name"] for o in found["managed"]] == ["gone"]
+
+    def test_an_app_in_a_missing_namespace_without_a_planned_service_is_refused(self):
+        plan = f.expose_app_plan([copy.deepcopy(WEB)], settings())
+        reads = f.expose_app_reads([WEB], settings(), False)
+        [error] = f.expose_app_backends(plan, reads, _read_results(reads, {}))["errors"]
+        assert error.startswith("app web: namespace shop does not exist, so Service shop/web cannot either")
+
+    def test_results_that_do_not_match_the_reads_are_an_error(self):
+        with pytest.raises(ValueError, match="2 results for 3 items"):
+            f.expose_app_backends({}, [{"kind": "Pod"}] * 3, [{}, {}])

@@ -24,7 +24,7 @@ print(sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("kuber
 
 
 def test_every_filter_plugin_is_found():
-    assert {"expose_app", "istio_install", "strict_mtls", "teg_istio_prep", "istio_pending"} <= set(FILTERS)
+    assert {"expose_app", "istio_install", "strict_mtls", "teg_istio_prep", "istio_pending", "teg_restart"} <= set(FILTERS)
 
 
 def test_filter_plugins_do_not_import_the_kubernetes_client(collections_root):

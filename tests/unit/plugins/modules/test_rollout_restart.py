@@ -3,6 +3,7 @@ counts as done. The API side is covered by tests/integration/test_teg_restart.py
 
 import pytest
 
+from ansible_collections.teg.istio.plugins.module_utils import rollout
 from ansible_collections.teg.istio.plugins.modules import rollout_restart as rr
 
 ANNOTATION = "teg.istio/restart-trigger"
@@ -28,38 +29,38 @@ def rolled_out(generation=2, replicas=1, **overrides):
 
 class TestPlan:
     def test_no_trigger_recorded_restarts(self):
-        restart, unchanged = rr._plan([deployment("a", None)], "t1", ANNOTATION, False)
+        restart, unchanged = rollout.plan_restarts([deployment("a", None)], "t1", ANNOTATION, False)
         assert restart == [{"name": "a", "reason": "no trigger recorded yet", "previous_trigger": None}]
         assert unchanged == []
 
     def test_changed_trigger_restarts_and_reports_previous(self):
-        restart, unchanged = rr._plan([deployment("a", {ANNOTATION: "t0"})], "t1", ANNOTATION, False)
+        restart, unchanged = rollout.plan_restarts([deployment("a", {ANNOTATION: "t0"})], "t1", ANNOTATION, False)
         assert restart == [{"name": "a", "reason": "trigger changed", "previous_trigger": "t0"}]
 
     def test_same_trigger_skips(self):
-        restart, unchanged = rr._plan([deployment("a", {ANNOTATION: "t1", "other": "x"})], "t1", ANNOTATION, False)
+        restart, unchanged = rollout.plan_restarts([deployment("a", {ANNOTATION: "t1", "other": "x"})], "t1", ANNOTATION, False)
         assert restart == []
         assert unchanged == [{"name": "a", "reason": "trigger unchanged"}]
 
     def test_force_restarts_even_with_same_trigger(self):
-        restart, unchanged = rr._plan([deployment("a", {ANNOTATION: "t1"})], "t1", ANNOTATION, True)
+        restart, unchanged = rollout.plan_restarts([deployment("a", {ANNOTATION: "t1"})], "t1", ANNOTATION, True)
         assert [r["reason"] for r in restart] == ["force"]
         assert unchanged == []
 
     def test_other_annotation_name_is_honoured(self):
-        restart, _unchanged = rr._plan([deployment("a", {ANNOTATION: "t1"})], "t1", "example.com/hash", False)
+        restart, _unchanged = rollout.plan_restarts([deployment("a", {ANNOTATION: "t1"})], "t1", "example.com/hash", False)
         assert restart[0]["reason"] == "no trigger recorded yet"
 
     def test_order_is_kept(self):
         deps = [deployment(n, {ANNOTATION: "old"}) for n in ("z", "a", "m")]
-        restart, _unchanged = rr._plan(deps, "new", ANNOTATION, False)
+        restart, _unchanged = rollout.plan_restarts(deps, "new", ANNOTATION, False)
         assert [r["name"] for r in restart] == ["z", "a", "m"]
 
 
 class TestPaused:
     def test_paused_deployment_to_restart_is_refused_in_one_line(self):
         deps = [deployment("a", paused=True), deployment("b")]
-        restart, _unchanged = rr._plan(deps, "t", ANNOTATION, False)
+        restart, _unchanged = rollout.plan_restarts(deps, "t", ANNOTATION, False)
         msg = rr._paused_error(deps, restart, "ns")
         assert "\n" not in msg
         assert "a" in msg.split("in namespace")[0] and "rollout resume deployment/a" in msg
@@ -67,7 +68,7 @@ class TestPaused:
 
     def test_paused_but_unchanged_is_not_refused(self):
         deps = [deployment("a", {ANNOTATION: "t"}, paused=True)]
-        restart, _unchanged = rr._plan(deps, "t", ANNOTATION, False)
+        restart, _unchanged = rollout.plan_restarts(deps, "t", ANNOTATION, False)
         assert rr._paused_error(deps, restart, "ns") is None
 
 
@@ -79,54 +80,54 @@ def test_patch_sets_trigger_and_restarted_at_like_kubectl():
 
 class TestRolloutState:
     def test_done(self):
-        assert rr._rollout_state(deployment("a", status=rolled_out()), 2) == ("done", "rolled out")
+        assert rollout.rollout_state(deployment("a", status=rolled_out()), 2) == ("done", "rolled out")
 
     def test_generation_not_observed(self):
-        state, detail = rr._rollout_state(deployment("a", generation=3, status=rolled_out(generation=2)), 3)
+        state, detail = rollout.rollout_state(deployment("a", generation=3, status=rolled_out(generation=2)), 3)
         assert state == "waiting" and "generation 3" in detail
 
     def test_newer_generation_observed_counts(self):
-        assert rr._rollout_state(deployment("a", generation=4, status=rolled_out(generation=4)), 3)[0] == "done"
+        assert rollout.rollout_state(deployment("a", generation=4, status=rolled_out(generation=4)), 3)[0] == "done"
 
     def test_not_all_updated(self):
         status = rolled_out(replicas=3, updatedReplicas=1)
-        assert rr._rollout_state(deployment("a", replicas=3, status=status), 2) == (
+        assert rollout.rollout_state(deployment("a", replicas=3, status=status), 2) == (
             "waiting", "1 of 3 replicas updated")
 
     def test_old_replicas_left(self):
         status = rolled_out(replicas=2)
         status["updatedReplicas"] = 1
-        state, detail = rr._rollout_state(deployment("a", replicas=1, status=status), 2)
+        state, detail = rollout.rollout_state(deployment("a", replicas=1, status=status), 2)
         assert (state, detail) == ("waiting", "1 old replica(s) pending termination")
 
     def test_updated_not_available(self):
         status = rolled_out(availableReplicas=0)
-        assert rr._rollout_state(deployment("a", status=status), 2) == (
+        assert rollout.rollout_state(deployment("a", status=status), 2) == (
             "waiting", "0 of 1 updated replicas available")
 
     def test_missing_status_fields_wait(self):
-        state, _detail = rr._rollout_state(deployment("a", status={"observedGeneration": 2}), 2)
+        state, _detail = rollout.rollout_state(deployment("a", status={"observedGeneration": 2}), 2)
         assert state == "waiting"
 
     def test_available_condition_false_waits(self):
         status = rolled_out()
         status["conditions"][0] = {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"}
-        state, detail = rr._rollout_state(deployment("a", status=status), 2)
+        state, detail = rollout.rollout_state(deployment("a", status=status), 2)
         assert state == "waiting" and "MinimumReplicasUnavailable" in detail
 
     def test_progress_deadline_fails(self):
         status = rolled_out(availableReplicas=0)
         status["conditions"][1] = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                                    "message": "ReplicaSet x has timed out progressing."}
-        state, detail = rr._rollout_state(deployment("a", status=status), 2)
+        state, detail = rollout.rollout_state(deployment("a", status=status), 2)
         assert state == "failed" and "timed out progressing" in detail
 
     def test_deleted_fails(self):
-        assert rr._rollout_state(None, 1)[0] == "failed"
+        assert rollout.rollout_state(None, 1)[0] == "failed"
 
     def test_zero_replicas_is_done(self):
         status = {"observedGeneration": 2, "conditions": [{"type": "Available", "status": "True"}]}
-        assert rr._rollout_state(deployment("a", replicas=0, status=status), 2)[0] == "done"
+        assert rollout.rollout_state(deployment("a", replicas=0, status=status), 2)[0] == "done"
 
 
 def test_timeout_message_names_every_pending_deployment_in_one_line():

@@ -1,10 +1,12 @@
-"""Pure logic of teg.istio.backend_check: the HTTP/2 caveat on Service and container ports, port
-presence, planned objects standing in for live ones, and the ownership check. The reads against a
-real API server are covered by tests/integration/test_expose_app.py."""
+"""The backend checks of expose_app (expose_app_reads, expose_app_backends and their helpers in
+plugins/filter/expose_app.py): the HTTP/2 caveat on Service and container ports, port presence,
+planned objects standing in for live ones, the ownership check, and that the one read lists
+everything the checks need. The reads against a real API server are covered by
+tests/integration/test_expose_app.py."""
 
 import pytest
 
-from ansible_collections.teg.istio.plugins.modules import backend_check as bc
+from ansible_collections.teg.istio.plugins.filter import expose_app as bc
 
 APP = {"name": "web", "namespace": "shop", "service": "web", "port": 8000}
 
