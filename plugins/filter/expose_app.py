@@ -165,7 +165,7 @@ def _listeners(settings, namespaces):
     every namespace of the cluster."""
     out = []
     for listener in settings["gateway"]["listeners"]:
-        listener = copy.deepcopy(listener)
+        listener = _plain_copy(listener)
         if "allowedRoutes" not in listener:
             if namespaces:
                 listener["allowedRoutes"] = {"namespaces": {"from": "Selector", "selector": {"matchExpressions": [
@@ -261,6 +261,15 @@ def _virtualservices(apps, settings, api_version):
     return out
 
 
+def _plain_copy(value):
+    """A deep copy of YAML-born data as plain dicts, lists and scalars.
+
+    Ansible 2.19 hands filters its tagged types (each value carries its origin), and copy.deepcopy
+    copies those tags too: for the httpbin manifest that took 0.25 s of every expose_app run, a JSON
+    round trip a fraction of a millisecond (profile_tasks, docs/architecture.md)."""
+    return json.loads(json.dumps(value))
+
+
 def _sample_objects(settings):
     sample = settings.get("sample") or {}
     if not sample.get("enabled"):
@@ -269,7 +278,7 @@ def _sample_objects(settings):
     for doc in sample.get("manifest") or []:
         if not doc:
             continue
-        obj = copy.deepcopy(doc)
+        obj = _plain_copy(doc)
         meta = obj.setdefault("metadata", {})
         meta["namespace"] = sample["namespace"]
         meta.setdefault("labels", {})[MANAGED_BY_LABEL] = MANAGED_BY_VALUE

@@ -536,3 +536,16 @@ class TestOneRead:
     def test_results_that_do_not_match_the_reads_are_an_error(self):
         with pytest.raises(ValueError, match="2 results for 3 items"):
             f.expose_app_backends({}, [{"kind": "Pod"}] * 3, [{}, {}])
+
+
+def test_the_sample_and_the_listeners_are_copied_as_plain_data():
+    class Tagged(dict):
+        """Stands in for Ansible's tagged dict, which filters receive instead of dict."""
+
+    s = settings(sample=True)
+    s["sample"]["manifest"] = [Tagged(doc) for doc in s["sample"]["manifest"]]
+    s["gateway"]["listeners"] = [Tagged(s["gateway"]["listeners"][0])]
+    p = f.expose_app_plan([copy.deepcopy(HTTPBIN)], s)
+    copied = p["sample_objects"] + [by_kind(p, "Gateway")[0]["spec"]["listeners"][0]]
+    assert copied and not any(isinstance(obj, Tagged) for obj in copied)
+    assert all("namespace" not in (doc.get("metadata") or {}) for doc in s["sample"]["manifest"])
