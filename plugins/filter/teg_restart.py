@@ -8,26 +8,24 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.teg.istio.plugins.module_utils.rollout import plan_restarts, rollout_state
+from ansible_collections.teg.istio.plugins.module_utils.rollout import (
+    TRIGGER_ANNOTATION,
+    plan_restarts,
+    rollout_state,
+    select_deployments,
+)
 
 
 def teg_restart_pending(deployments, names, data_plane, trigger, force=False, wait=True,
-                        trigger_annotation="teg.istio/restart-trigger"):
+                        trigger_annotation=TRIGGER_ANNOTATION):
     """False only when rollout_restart would merely read: every Deployment in `names` exists among
     `deployments` (those of the namespace), none of them or of `data_plane` (those the label selector
     matched, None when off) needs a restart for `trigger`, and, with `wait`, each has rolled out its
     current generation. Anything else runs the module: a restart, a rollout still to wait for (so that a
     rerun after a stuck rollout fails again), a missing Deployment to warn about, `force`, or nothing
     selected at all (the module names the missing namespace)."""
-    if force:
-        return True
-    by_name = {d["metadata"]["name"]: d for d in deployments or []}
-    names = list(names or [])
-    if any(name not in by_name for name in names):
-        return True
-    selected = [by_name[name] for name in names]
-    selected += [d for d in data_plane or [] if d["metadata"]["name"] not in names]
-    if not selected:
+    selected, missing = select_deployments(deployments, names, data_plane)
+    if force or missing or not selected:
         return True
     restart, _unchanged = plan_restarts(selected, trigger, trigger_annotation, False)
     if restart:

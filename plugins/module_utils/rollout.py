@@ -8,6 +8,27 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+# The pod-template annotation that records the trigger of the last restart.
+TRIGGER_ANNOTATION = "teg.istio/restart-trigger"
+
+
+def _unique(values):
+    seen = set()
+    return [v for v in values if not (v in seen or seen.add(v))]
+
+
+def select_deployments(listed, names, matches):
+    """(selected, missing names): the Deployments of `listed` named in `names`, in that order, then
+    those of `matches` (what a label selector matched) not already taken, sorted by name."""
+    by_name = dict((d["metadata"]["name"], d) for d in listed or [])
+    names = _unique(names or [])
+    selected = [by_name[name] for name in names if name in by_name]
+    missing = [name for name in names if name not in by_name]
+    taken = set(d["metadata"]["name"] for d in selected)
+    selected.extend(d for d in sorted(matches or [], key=lambda d: d["metadata"]["name"])
+                    if d["metadata"]["name"] not in taken)
+    return selected, missing
+
 
 def template_annotations(deployment):
     """The pod-template annotations of a Deployment (a copy)."""

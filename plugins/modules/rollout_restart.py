@@ -188,7 +188,13 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     api_errors,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import describe
-from ansible_collections.teg.istio.plugins.module_utils.rollout import plan_restarts, rollout_state, template_annotations
+from ansible_collections.teg.istio.plugins.module_utils.rollout import (
+    TRIGGER_ANNOTATION,
+    plan_restarts,
+    rollout_state,
+    select_deployments,
+    template_annotations,
+)
 
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -227,11 +233,6 @@ def _failed_message(namespace, failed):
     names = ", ".join("%s (%s)" % (describe("Deployment", name, namespace), detail)
                       for name, detail in sorted(failed.items()))
     return "rollout failed: %s; see kubectl -n %s describe deployment %s" % (names, namespace, sorted(failed)[0])
-
-
-def _unique(values):
-    seen = set()
-    return [v for v in values if not (v in seen or seen.add(v))]
 
 
 def _summary(namespace, restarted, unchanged, missing, check_mode, waited):
@@ -283,19 +284,12 @@ class _Restarter:
 
     def select(self):
         """The Deployments to consider (names first, then label matches) and the names not found."""
-        names = _unique(self.params["names"] or [])
-        selected, missing = [], []
-        if names:
-            by_name = dict((d["metadata"]["name"], d) for d in self._list())
-            for name in names:
-                if name in by_name:
-                    selected.append(by_name[name])
-                else:
-                    missing.append({"name": name, "reason": "%s not found" % describe("Deployment", name, self.namespace)})
-        if self.params["label_selector"]:
-            taken = set(d["metadata"]["name"] for d in selected)
-            matches = sorted(self._list(self.params["label_selector"]), key=lambda d: d["metadata"]["name"])
-            selected.extend(d for d in matches if d["metadata"]["name"] not in taken)
+        names = self.params["names"] or []
+        listed = self._list() if names else []
+        matches = self._list(self.params["label_selector"]) if self.params["label_selector"] else []
+        selected, missing_names = select_deployments(listed, names, matches)
+        missing = [{"name": name, "reason": "%s not found" % describe("Deployment", name, self.namespace)}
+                   for name in missing_names]
         if not selected:
             self._require_namespace()
         return selected, missing
@@ -393,7 +387,7 @@ def main():
         names=dict(type="list", elements="str", default=[]),
         label_selector=dict(type="str"),
         trigger=dict(type="str", required=True, no_log=False),
-        trigger_annotation=dict(type="str", default="teg.istio/restart-trigger"),
+        trigger_annotation=dict(type="str", default=TRIGGER_ANNOTATION),
         force=dict(type="bool", default=False),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=300),

@@ -146,4 +146,4 @@ def test_summary():
 
 @pytest.mark.parametrize("values,expected", [([], []), (["a", "b", "a"], ["a", "b"]), (["b", "a"], ["b", "a"])])
 def test_unique_keeps_first_order(values, expected):
-    assert rr._unique(values) == expected
+    assert rollout._unique(values) == expected
