@@ -1,9 +1,10 @@
 # Copyright: teg.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What more than one teg.istio module needs: discovery of the API versions a cluster serves, reads
-that tolerate absence, and API errors turned into one-line messages that name the object and the fix.
-The names and parsing that filter plugins share with modules live in names.py, which imports nothing
-heavy."""
+"""What more than one teg.istio module needs: the API client the kubernetes.core way, discovery of the
+API versions a cluster serves, reads that tolerate absence, and API and connection errors turned into
+one-line messages that name the object and the fix. The rules that need no client live in names.py,
+merge_patch.py and rollout.py, which import nothing heavy, so that the pure plans and their unit tests
+do not load the Kubernetes client."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,6 +12,7 @@ __metaclass__ = type
 
 import contextlib
 import json
+import os
 
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
@@ -22,9 +24,15 @@ try:
 except ImportError:
     Urllib3HTTPError = OSError
 
+try:
+    import yaml
+    _YAML_ERRORS = (yaml.YAMLError,)
+except ImportError:  # reported by AnsibleK8SModule's own dependency check
+    _YAML_ERRORS = ()
 
-class TegIstioError(Exception):
-    """A failure whose message is the whole story for the user: one line, object named, fix given."""
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError  # noqa: F401  pylint: disable=unused-import
 
 
 def api_error_message(exc, action, what):
@@ -47,6 +55,62 @@ def api_error_message(exc, action, what):
     return "failed to %s %s (%s): %s" % (action, what, status, reason)
 
 
+def connect(module):
+    """The API client the kubernetes.core way (K8S_AUTH_*, kubeconfig, context, module_defaults), with a
+    connection settings problem (no kubeconfig, a context it does not have) as one line naming the
+    cause and the fix."""
+    try:
+        # The client's discovery asks the API server for its version when the client is built.
+        with api_errors("read", "its version and API groups"):
+            return get_api_client(module)
+    except CoreException as exc:
+        raise TegIstioError(connection_error_message(exc, module.params)) from exc
+
+
+def _kubeconfig_source(params):
+    """(path or None, how it was chosen) of the kubeconfig the client loads, as kubernetes.core picks it."""
+    kubeconfig = params.get("kubeconfig")
+    if isinstance(kubeconfig, dict):
+        return None, "the kubeconfig option (a dict)"
+    if kubeconfig:
+        return kubeconfig, "the kubeconfig option"
+    for variable in ("K8S_AUTH_KUBECONFIG", "KUBECONFIG"):
+        if os.environ.get(variable):
+            # KUBECONFIG may list several files; the first one names it well enough for a message.
+            return os.environ[variable].split(os.pathsep)[0], variable
+    return os.path.expanduser("~/.kube/config"), "the default location"
+
+
+def _context_names(path):
+    try:
+        with open(path) as handle:
+            doc = yaml.safe_load(handle) or {}
+        return sorted(c.get("name") for c in doc.get("contexts") or [] if c.get("name"))
+    except (OSError, AttributeError, ValueError, TypeError) + _YAML_ERRORS:
+        return []
+
+
+def connection_error_message(exc, params):
+    """One line for a failure to build the API client from the connection settings in `params` (a
+    module's parameters) and the environment: what is wrong, with which file, and what to set."""
+    text = str(exc)
+    text = text.split("Could not create API client: ", 1)[-1]
+    path, chosen = _kubeconfig_source(params)
+    context = params.get("context") or os.environ.get("K8S_AUTH_CONTEXT")
+    where = "kubeconfig %s (from %s)" % (path, chosen) if path else chosen
+    if context and "Expected object with name %s in" % context in text and "contexts" in text:
+        names = _context_names(path) if path else []
+        return ("context %s is not in %s: set K8S_AUTH_CONTEXT (or the context option) to one of its contexts (%s), "
+                "or leave it unset to use the kubeconfig's current context"
+                % (context, where, ", ".join(names) or "it has none"))
+    if "No configuration found" in text or "File does not exist" in text or (path and not os.path.exists(path)):
+        return ("no Kubernetes connection settings: %s does not exist or is empty, and K8S_AUTH_HOST is not set; "
+                "set K8S_AUTH_KUBECONFIG (or KUBECONFIG) to a kubeconfig file, or K8S_AUTH_HOST with "
+                "K8S_AUTH_API_KEY" % where)
+    return ("cannot load the Kubernetes connection settings from %s: %s; fix that file or point K8S_AUTH_KUBECONFIG "
+            "at another one" % (where, _first_line(text)))
+
+
 def _api_reason(exc):
     body = getattr(exc, "body", None)
     if body:
@@ -60,6 +124,50 @@ def _api_reason(exc):
 def _first_line(value):
     text = value.decode() if isinstance(value, bytes) else str(value)
     return text.strip().splitlines()[0] if text.strip() else text
+
+
+# Aggregated discovery (Kubernetes 1.26 beta, 1.30 GA): one request returns every group, its versions in
+# order of preference, and the resources each serves, where the classic discovery asks once per group and
+# once per group version. Older API servers answer with a plain APIGroupList, and the classic requests are
+# used then.
+_AGGREGATED_DISCOVERY = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+                         "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
+
+
+class Discovery(object):
+    """What the API server serves, read fresh (not the client's discovery cache), so that CRDs installed a
+    moment ago by an earlier task are seen: one aggregated discovery request where the server supports
+    it, else a request per group and group version, made as they are asked for."""
+
+    def __init__(self, client):
+        self.client = client
+        self._groups = None
+        response = client.client.request("GET", "/apis", serialize=False,
+                                         header_params={"Accept": _AGGREGATED_DISCOVERY})
+        doc = json.loads(response.data)
+        if doc.get("kind") == "APIGroupDiscoveryList":
+            self._groups = dict(
+                (item["metadata"]["name"],
+                 [(v["version"], set(r["resource"] for r in v.get("resources") or [])) for v in item.get("versions") or []])
+                for item in doc.get("items") or [])
+
+    def served_versions(self, group):
+        """The versions of `group` the server serves, preferred first; [] when the group is absent."""
+        if self._groups is not None:
+            return [version for version, _resources in self._groups.get(group, [])]
+        return served_versions(self.client, group)
+
+    def resource_served(self, group, version, plural):
+        if self._groups is not None:
+            return any(v == version and plural in resources for v, resources in self._groups.get(group, []))
+        return resource_served(self.client, group, version, plural)
+
+    def pick_version(self, group, plural, candidates):
+        """The first of `candidates` (e.g. ("v1", "v1beta1")) under which `group` serves `plural`."""
+        for version in candidates:
+            if self.resource_served(group, version, plural):
+                return version
+        return None
 
 
 def served_versions(client, group):
@@ -110,10 +218,11 @@ def get_or_none(client, api_version, kind, name, namespace=None):
 ENVOYPROXY_GROUPS = ("gateway.envoyproxy.io", "config.gateway.envoyproxy.io")
 
 
-def envoyproxy_group_version(client):
+def envoyproxy_group_version(client, discovery=None):
     """(group, version) of the API that serves EnvoyProxy, or (None, None) when no group does."""
+    discovery = discovery or Discovery(client)
     for group in ENVOYPROXY_GROUPS:
-        version = pick_version(client, group, "envoyproxies", served_versions(client, group))
+        version = discovery.pick_version(group, "envoyproxies", discovery.served_versions(group))
         if version:
             return group, version
     return None, None

@@ -12,13 +12,13 @@ import gzip
 import json
 
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
+    Discovery,
     TegIstioError,
     api_errors,
     envoyproxy_group_version,
     get_or_none,
-    pick_version,
 )
-from ansible_collections.teg.istio.plugins.module_utils.names import describe, image_version
+from ansible_collections.teg.istio.plugins.module_utils.names import describe, image_version, referenced_envoyproxy
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 # Field paths in the EnvoyProxy CRD schema that decide what the roles may write.
@@ -76,26 +76,28 @@ def _get_json(client, path, **params):
     return json.loads(response.data)
 
 
-def _envoyproxy_facts(client):
+def _envoyproxy_facts(client, discovery, schema):
+    """The EnvoyProxy API; with `schema`, also the features of its CRD schema (None when not read: the
+    CRD of EnvoyProxy is large, so only the plans that decide by a feature read it)."""
     with api_errors("discover", "the EnvoyProxy API"):
-        group, version = envoyproxy_group_version(client)
+        group, version = envoyproxy_group_version(client, discovery)
     if not group:
         return None
-    crd_name = "envoyproxies.%s" % group
-    with api_errors("read", describe("CustomResourceDefinition", crd_name)):
-        crd = _get_json(client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s" % crd_name)
-    schema = _served_schema(crd, version)
-    return {
-        "api_version": "%s/%s" % (group, version),
-        "group": group,
-        "pod_annotations": _schema_has(schema, POD_ANNOTATIONS_PATH),
-        "routing_type": _schema_has(schema, ROUTING_TYPE_PATH),
-    }
+    facts = {"api_version": "%s/%s" % (group, version), "group": group, "pod_annotations": None,
+             "routing_type": None}
+    if schema:
+        crd_name = "envoyproxies.%s" % group
+        with api_errors("read", describe("CustomResourceDefinition", crd_name)):
+            crd = _get_json(client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s" % crd_name)
+        served = _served_schema(crd, version)
+        facts.update(pod_annotations=_schema_has(served, POD_ANNOTATIONS_PATH),
+                     routing_type=_schema_has(served, ROUTING_TYPE_PATH))
+    return facts
 
 
-def _api_version(client, group, plural, candidates):
+def _api_version(discovery, group, plural, candidates):
     with api_errors("discover", "the %s API" % plural):
-        version = pick_version(client, group, plural, candidates)
+        version = discovery.pick_version(group, plural, candidates)
     return "%s/%s" % (group, version) if version else None
 
 
@@ -107,13 +109,13 @@ def _istiod(client):
 
 def _referenced_envoyproxy(client, envoyproxy_api, ref):
     """The EnvoyProxy a GatewayClass parametersRef points at, None when the reference is not to an
-    EnvoyProxy of the served group or the object does not exist. An unset namespace means "default"
-    to Envoy Gateway v1.7+ (platform notes)."""
-    if not ref or not envoyproxy_api or ref.get("kind") != "EnvoyProxy" or ref.get("group") != envoyproxy_api["group"]:
+    EnvoyProxy of the served group or the object does not exist. An unset namespace means "default",
+    as Envoy Gateway reads it (names.referenced_envoyproxy)."""
+    target = referenced_envoyproxy(ref, (envoyproxy_api or {}).get("group"))
+    if not envoyproxy_api or not target:
         return None
-    namespace = ref.get("namespace") or "default"
-    with api_errors("read", describe("EnvoyProxy", ref.get("name"), namespace)):
-        return get_or_none(client, envoyproxy_api["api_version"], "EnvoyProxy", ref.get("name"), namespace)
+    with api_errors("read", describe("EnvoyProxy", target["name"], target["namespace"])):
+        return get_or_none(client, envoyproxy_api["api_version"], "EnvoyProxy", target["name"], target["namespace"])
 
 
 # Helm 3 keeps every revision of a release as a Secret of this type in the release namespace (its
@@ -177,12 +179,13 @@ def _known_api_version(facts, kind):
     """The served apiVersion of a kind whose API version differs between the flavours, None when the
     cluster does not serve it (or the kind is not one of them)."""
     if kind == "EnvoyProxy":
-        return (facts["envoyproxy"] or {}).get("api_version")
+        return (facts.get("envoyproxy") or {}).get("api_version")
     if kind in ("GatewayClass", "Gateway", "HTTPRoute"):
-        return (facts["gateway_api"] or {}).get("api_version")
+        return (facts.get("gateway_api") or {}).get("api_version")
+    istio = facts.get("istio") or {}
     return {
-        "VirtualService": facts["istio"]["virtualservice_api_version"],
-        "PeerAuthentication": facts["istio"]["peerauthentication_api_version"],
+        "VirtualService": istio.get("virtualservice_api_version"),
+        "PeerAuthentication": istio.get("peerauthentication_api_version"),
     }.get(kind)
 
 
@@ -191,48 +194,68 @@ def read_objects(client, facts, specs):
     `resources` (a list, empty when nothing matches or the API is not served) and `api_version`
     (None when not served). A spec names `kind` and either `name` (one object) or nothing/
     `label_selectors` (a list, in `namespace` or in all namespaces); `api_version` may be left out for
-    the kinds whose version the flavours differ in."""
-    results = []
-    for spec in specs:
-        kind = spec["kind"]
-        api_version = spec.get("api_version") or _known_api_version(facts, kind)
-        name, namespace = spec.get("name"), spec.get("namespace")
-        if not api_version:
-            results.append({"api_version": None, "resources": []})
-            continue
-        if name:
-            with api_errors("read", describe(kind, name, namespace)):
-                obj = get_or_none(client, api_version, kind, name, namespace)
-            resources = [obj] if obj else []
-        else:
-            selector = ",".join(spec.get("label_selectors") or [])
-            where = ("namespace %s" % namespace) if namespace else "all namespaces"
-            with api_errors("list", "%ss%s in %s" % (kind, (" labelled " + selector) if selector else "", where)):
-                listed = client.get(client.resource(kind, api_version), namespace=namespace,
-                                    label_selector=selector or None).to_dict()
-            resources = listed.get("items") or []
-        results.append({"api_version": api_version, "resources": resources})
-    return results
+    the kinds whose version the flavours differ in. `specs` is a dict keyed by names the caller
+    chooses (the result is keyed the same), or a list (the result is in the same order)."""
+    if isinstance(specs, dict):
+        return dict((key, _read_one(client, facts, spec)) for key, spec in specs.items())
+    return [_read_one(client, facts, spec) for spec in specs]
 
 
-def gather(client, gatewayclass=None, namespace=None):
-    with api_errors("read", "the API server version"):
-        version = _get_json(client, "/version").get("gitVersion")
-    gateway_api = _api_version(client, GATEWAY_API_GROUP, "gatewayclasses", ("v1", "v1beta1"))
-    facts = {
-        "kubernetes_version": version,
-        "envoyproxy": _envoyproxy_facts(client),
-        "gateway_api": {"api_version": gateway_api} if gateway_api else None,
-        "istio": {
-            "virtualservice_api_version": _api_version(client, "networking.istio.io", "virtualservices",
-                                                       ("v1", "v1beta1")),
-            "peerauthentication_api_version": _api_version(client, "security.istio.io", "peerauthentications",
-                                                           ("v1", "v1beta1")),
-            "istiod": _istiod(client),
-        },
-    }
+def _read_one(client, facts, spec):
+    kind = spec["kind"]
+    api_version = spec.get("api_version") or _known_api_version(facts, kind)
+    name, namespace = spec.get("name"), spec.get("namespace")
+    if not api_version:
+        return {"api_version": None, "resources": []}
+    if name:
+        with api_errors("read", describe(kind, name, namespace)):
+            obj = get_or_none(client, api_version, kind, name, namespace)
+        resources = [obj] if obj else []
+    else:
+        selector = ",".join(spec.get("label_selectors") or [])
+        where = ("namespace %s" % namespace) if namespace else "all namespaces"
+        with api_errors("list", "%ss%s in %s" % (kind, (" labelled " + selector) if selector else "", where)):
+            listed = client.get(client.resource(kind, api_version), namespace=namespace,
+                                label_selector=selector or None).to_dict()
+        resources = listed.get("items") or []
+    return {"api_version": api_version, "resources": resources}
+
+
+# What gather can read; a plan asks only for what it decides by (each part costs requests).
+PARTS = frozenset(["version", "envoyproxy", "envoyproxy_schema", "gateway_api", "istio_apis", "istiod"])
+
+
+def gather(client, gatewayclass=None, namespace=None, parts=PARTS):
+    """What the cluster serves, in one discovery request where the server supports it: the parts asked
+    for (all of them for cluster_facts), the GatewayClass `gatewayclass` with the EnvoyProxy it
+    references, and whether the namespace `namespace` exists. A part not asked for is left out."""
+    parts = set(parts)
+    if gatewayclass is not None:
+        parts |= {"envoyproxy", "gateway_api"}
+    with api_errors("discover", "the API groups"):
+        discovery = Discovery(client)
+    facts = {}
+    if "version" in parts:
+        with api_errors("read", "the API server version"):
+            facts["kubernetes_version"] = _get_json(client, "/version").get("gitVersion")
+    if parts & {"envoyproxy", "envoyproxy_schema"}:
+        facts["envoyproxy"] = _envoyproxy_facts(client, discovery, "envoyproxy_schema" in parts)
+    if "gateway_api" in parts:
+        gateway_api = _api_version(discovery, GATEWAY_API_GROUP, "gatewayclasses", ("v1", "v1beta1"))
+        facts["gateway_api"] = {"api_version": gateway_api} if gateway_api else None
+    if parts & {"istio_apis", "istiod"}:
+        facts["istio"] = {}
+    if "istio_apis" in parts:
+        facts["istio"].update(
+            virtualservice_api_version=_api_version(discovery, "networking.istio.io", "virtualservices",
+                                                    ("v1", "v1beta1")),
+            peerauthentication_api_version=_api_version(discovery, "security.istio.io", "peerauthentications",
+                                                        ("v1", "v1beta1")))
+    if "istiod" in parts:
+        facts["istio"]["istiod"] = _istiod(client)
     if gatewayclass is not None:
         facts["gatewayclass"] = None
+        gateway_api = (facts["gateway_api"] or {}).get("api_version")
         if gateway_api:
             with api_errors("read", describe("GatewayClass", gatewayclass)):
                 obj = get_or_none(client, gateway_api, "GatewayClass", gatewayclass)

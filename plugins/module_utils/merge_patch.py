@@ -2,8 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Whether a JSON merge patch (RFC 7386, what kubernetes.core.k8s sends with merge_type merge) would
 change an object: when it would not, the API server would answer the patch with the object as it is,
-so neither the patch nor a dry run of it needs to be sent. Standard library only, so that filter
-plugins can use it too (see names.py)."""
+so neither the patch nor a dry run of it needs to be sent. Standard library only (see names.py)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -35,7 +34,7 @@ def merge_patch_changes(target, patch):
 
 
 def _same(left, right):
-    """Equal as JSON values. Compared by kind, not by exact type: in a filter, Ansible hands over
+    """Equal as JSON values. Compared by kind, not by exact type: values that come from Ansible may be
     its own str, dict and list subclasses (tagged and lazily templated values)."""
     for kind in (bool, str, dict, (list, tuple)):
         if isinstance(left, kind) or isinstance(right, kind):
@@ -67,3 +66,17 @@ def pending_definitions(definitions, live_objects):
     server-side dry run and a write; the others are in place as they are."""
     live = dict((_key(obj), obj) for obj in live_objects or [])
     return [d for d in definitions or [] if _key(d) not in live or merge_patch_changes(live[_key(d)], d)]
+
+
+def apply_merge_patch(target, patch):
+    """`target` with the JSON merge patch `patch` applied (RFC 7386), as a new value: what the API server
+    stores for a merge patch that kubernetes.core.k8s sends, told without asking it."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result

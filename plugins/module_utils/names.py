@@ -1,11 +1,11 @@
 # Copyright: teg.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What modules and filter plugins share: the label that marks what the collection manages, how an
-object is named in messages, and the version in an image reference.
+"""What the modules and the roles' plans share: the labels that mark what the collection manages, how an
+object is named in messages, the version in an image reference, how a GatewayClass parametersRef is
+read, and the error every module and plan raises.
 
-No imports beyond the standard library on purpose: Ansible loads a collection's filter plugins anew in
-the worker of every task that uses one, and importing the kubernetes client there (as cluster.py
-does) cost about 0.35 s per task."""
+No imports beyond the standard library on purpose: the pure plans and their unit tests use it without
+loading the Kubernetes client (cluster.py does)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -15,6 +15,24 @@ __metaclass__ = type
 # what the collection made and nothing it merely touched.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "teg.istio"
+# What expose_app labels its objects with: the app an HTTPRoute serves, and the Gateway they were made for
+# (a second Gateway's objects are told apart by these, by expose_app's prune and teardown and by verify).
+APP_LABEL = "teg.istio/app"
+GATEWAY_LABEL = "teg.istio/gateway"
+GATEWAY_NAMESPACE_LABEL = "teg.istio/gateway-namespace"
+# The field manager of every patch the collection's modules send, so that the objects' managedFields name
+# the collection as the owner of the fields it set.
+FIELD_MANAGER = "teg.istio"
+
+
+class TegIstioError(Exception):
+    """A failure whose message is the whole story for the user: one line, object named, fix given.
+    `result` holds what the failed task still returns beside the message (what was done before it
+    failed)."""
+
+    def __init__(self, message, result=None):
+        super(TegIstioError, self).__init__(message)
+        self.result = result or {}
 
 
 def describe(kind, name, namespace=None):
@@ -31,3 +49,21 @@ def image_version(image):
     if not colon or not name or "/" in tag:
         return None
     return tag[1:] if tag[:1] == "v" and tag[1:2].isdigit() else tag
+
+
+# Envoy Gateway v1.7 and later read a GatewayClass parametersRef without a namespace as one in
+# "default"; v1.1 to v1.6 require the namespace (the GatewayClass is then not Accepted) and up to v1.0
+# the EnvoyProxy must also live in Envoy Gateway's own namespace (docs/architecture.md). Every reader
+# of a parametersRef in this collection goes through this one function.
+PARAMETERS_REF_DEFAULT_NAMESPACE = "default"
+
+
+def referenced_envoyproxy(ref, group=None):
+    """{"name", "namespace"} of the EnvoyProxy a GatewayClass spec.parametersRef (as read, or as
+    cluster_facts returns it) points at, an unset namespace read as "default"; None when there is no
+    reference, or it is not to an EnvoyProxy (of `group`, when given)."""
+    if not ref or ref.get("kind") != "EnvoyProxy" or not ref.get("name"):
+        return None
+    if group is not None and ref.get("group") != group:
+        return None
+    return {"name": ref["name"], "namespace": ref.get("namespace") or PARAMETERS_REF_DEFAULT_NAMESPACE}

@@ -1,8 +1,8 @@
 # Copyright: teg.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What decides a restart and a finished rollout, without the Kubernetes client: shared by the module
-rollout_restart and the filter teg_restart_pending (which tells from one read whether the module has
-anything to do)."""
+rollout_restart and teg_restart's plan (module_utils/_teg_restart/plan.py, restart_pending, which tells
+from one read whether the module has anything to do)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -83,3 +83,16 @@ def rollout_state(deployment, generation):
         return "waiting", "condition Available is %s (%s)" % (
             available_condition.get("status"), available_condition.get("reason", "no reason"))
     return "done", "rolled out"
+
+
+def paused_error(deployments, restart, namespace):
+    """The one-line refusal when a Deployment to restart is paused, else None: a paused Deployment
+    takes the new pod template but never rolls it out, so the wait could only time out."""
+    wanted = set(entry["name"] for entry in restart)
+    paused = [d["metadata"]["name"] for d in deployments
+              if d["metadata"]["name"] in wanted and (d.get("spec") or {}).get("paused")]
+    if not paused:
+        return None
+    return ("cannot restart paused Deployment(s) %s in namespace %s: resume them first "
+            "(kubectl -n %s rollout resume deployment/%s) or leave them out of names"
+            % (", ".join(paused), namespace, namespace, " deployment/".join(paused)))

@@ -9,7 +9,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.teg.istio.plugins.module_utils.names import describe
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    APP_LABEL,
+    GATEWAY_LABEL,
+    GATEWAY_NAMESPACE_LABEL,
+    describe,
+    referenced_envoyproxy,
+)
 
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
 
@@ -56,8 +62,13 @@ def _prep_findings(observed, expected):
         findings.append("GatewayClass %s references no EnvoyProxy (spec.parametersRef): run the teg_istio_prep role"
                         % expected["gatewayclass"])
         return findings
+    target = referenced_envoyproxy(ref)
+    if not target:
+        findings.append("GatewayClass %s references %s %s, not an EnvoyProxy: run the teg_istio_prep role"
+                        % (expected["gatewayclass"], ref.get("kind"), ref.get("name")))
+        return findings
     envoyproxy = observed.get("envoyproxy")
-    ep_where = describe("EnvoyProxy", ref.get("name"), ref.get("namespace"))
+    ep_where = describe("EnvoyProxy", target["name"], target["namespace"])
     if not envoyproxy:
         findings.append("%s, which GatewayClass %s references, does not exist: run the teg_istio_prep role"
                         % (ep_where, expected["gatewayclass"]))
@@ -113,20 +124,31 @@ def _mesh_claims(virtualservices):
     return claims
 
 
+def _made_for(obj, gateway):
+    """Whether `obj` was made for the Gateway `gateway` ({name, namespace}); any object when None, and an
+    object without the Gateway labels (not made by expose_app) as well."""
+    labels = _meta(obj).get("labels") or {}
+    if gateway is None or GATEWAY_LABEL not in labels:
+        return True
+    return (labels.get(GATEWAY_LABEL), labels.get(GATEWAY_NAMESPACE_LABEL)) == (gateway["name"], gateway["namespace"])
+
+
 def _route_findings(observed, expected):
     findings = []
-    routes = observed.get("httproutes") or []
+    gateway = expected.get("gateway")
+    # Another Gateway's routes are neither this Gateway's apps nor judged against its VirtualServices.
+    routes = [r for r in observed.get("httproutes") or [] if _made_for(r, gateway)]
     by_app = {}
     for route in routes:
-        app = (_meta(route).get("labels") or {}).get("teg.istio/app")
-        by_app.setdefault(app, []).append(route)
+        app = (_meta(route).get("labels") or {}).get(APP_LABEL)
+        by_app.setdefault((app, _meta(route).get("namespace")), []).append(route)
     for app in expected.get("apps") or []:
-        if app["name"] not in by_app:
+        if (app["name"], app["namespace"]) not in by_app:
             findings.append("app %s has no HTTPRoute in namespace %s: run the expose_app role"
                             % (app["name"], app["namespace"]))
     if expected.get("routing") != "virtualservice":
         return findings
-    mesh = _mesh_claims(observed.get("virtualservices") or [])
+    mesh = _mesh_claims([vs for vs in observed.get("virtualservices") or [] if _made_for(vs, gateway)])
     edge = set()
     for route in routes:
         for host, prefix, fqdn, port in _route_claims(route):
@@ -190,10 +212,14 @@ def verify_status_findings(observed, expected):
         findings.append("GatewayClass %s is not Accepted (%s): check the Envoy Gateway controller logs and the "
                         "EnvoyProxy it references" % (expected["gatewayclass"], (accepted or {}).get("reason", "no status")))
     for gateway in observed.get("gateways") or []:
+        if not _made_for(gateway, expected.get("gateway")):
+            continue
         programmed = _condition(gateway, "Programmed")
         if not programmed or programmed.get("status") != "True":
             findings.append("%s is not Programmed (%s)" % (_where(gateway), (programmed or {}).get("reason", "no status")))
     for route in observed.get("httproutes") or []:
+        if not _made_for(route, expected.get("gateway")):
+            continue
         parents = ((route.get("status") or {}).get("parents")) or []
         for kind in ("Accepted", "ResolvedRefs"):
             ok = any(c.get("type") == kind and c.get("status") == "True"

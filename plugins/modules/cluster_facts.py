@@ -232,45 +232,12 @@ objects:
       elements: dict
 """
 
-import copy
-
-from ansible_collections.kubernetes.core.plugins.module_utils.ansiblemodule import AnsibleModule
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors
-from ansible_collections.teg.istio.plugins.module_utils.facts import gather, read_helm_releases, read_objects
+from ansible_collections.teg.istio.plugins.module_utils._cluster_facts import ARGUMENT_CONSTRAINTS, ARGUMENT_SPEC, run
+from ansible_collections.teg.istio.plugins.module_utils._k8s_module import run_as_module
 
 
 def main():
-    argument_spec = copy.deepcopy(AUTH_ARG_SPEC)
-    argument_spec.update(
-        gatewayclass=dict(type="str"),
-        namespace=dict(type="str"),
-        helm_releases=dict(type="list", elements="str", default=[]),
-        objects=dict(type="list", elements="dict", default=[], options=dict(
-            kind=dict(type="str", required=True),
-            api_version=dict(type="str"),
-            name=dict(type="str"),
-            namespace=dict(type="str"),
-            label_selectors=dict(type="list", elements="str", default=[]),
-        )),
-    )
-    module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
-    if module.params["helm_releases"] and not module.params["namespace"]:
-        module.fail_json(msg="helm_releases needs namespace: the namespace the Helm releases are in")
-    try:
-        with api_errors("read", "its version and API groups"):
-            client = get_api_client(module)
-        facts = gather(client, module.params["gatewayclass"], module.params["namespace"])
-        objects = read_objects(client, facts, module.params["objects"])
-        releases = read_helm_releases(client, module.params["namespace"], module.params["helm_releases"])
-    except CoreException as e:
-        module.fail_from_exception(e)
-    except TegIstioError as e:
-        module.fail_json(msg=str(e))
-    module.exit_json(changed=False, cluster=facts, objects=objects, helm_releases=releases)
+    run_as_module(ARGUMENT_SPEC, run, ARGUMENT_CONSTRAINTS)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,40 @@ def fixture_state(cluster):
     ({"teg_istio_prep_service_port": 18999}, ["has no port 18999", "no port is ever added"]),
     ({"expose_app_apps": [{"name": "a", "namespace": "httpbin", "service": "httpbin", "port": 8000,
                            "hostnames": ["Not_A_Host"], "path_prefix": "/a"}]}, ["Not_A_Host"]),
-], ids=["invalid-variable", "namespace-missing", "gatewayclass-missing", "service-port-missing", "invalid-hostname"])
-def test_bad_variables_stop_before_any_write(play, extra_vars, fragments):
-    _assert_refused(play("site.yml", extra_vars=extra_vars), *fragments)
+    # As a new user tries it: each of these used to stop only in its own role, after the roles before it
+    # had written (36 writes before expose_app, 3 before istio_install). site.yml plans every role first.
+    ({"expose_app_apps": [{"name": "web", "namespace": "no-such-ns", "service": "web", "port": 8000,
+                           "hostnames": ["web.example.com"]}]},
+     ["app web: namespace no-such-ns does not exist, so Service no-such-ns/web cannot either"]),
+    ({"istio_install_version": "latest"}, ["istio_install_version 'latest' is not an Istio chart version"]),
+    ({"istio_install_version": "1.2.3"}, ["chart base and istiod version 1.2.3 not found in the local chart directory"]),
+    ({"strict_mtls_namespace_policies": [{"namespace": "no-such-ns"}]}, ["namespace(s) no-such-ns not found"]),
+    ({"teg_restart_deployments": ["envoy-gateway", "paused"]}, ["cannot restart paused Deployment(s) paused"]),
+], ids=["invalid-variable", "namespace-missing", "gatewayclass-missing", "service-port-missing", "invalid-hostname",
+        "app-namespace-missing", "istio-version-latest", "istio-chart-version-missing", "mtls-namespace-missing",
+        "paused-deployment"])
+def test_bad_variables_stop_before_any_write(play, cluster, extra_vars, fragments):
+    paused = "paused" in extra_vars.get("teg_restart_deployments", [])
+    if paused:
+        cluster.kubectl("create", "deployment", "paused", "-n", TEG_NS, "--image=registry.invalid/paused:1")
+        cluster.kubectl("rollout", "pause", "deployment/paused", "-n", TEG_NS)
+    try:
+        _assert_refused(play("site.yml", extra_vars=extra_vars), *fragments)
+    finally:
+        if paused:
+            cluster.kubectl("delete", "deployment", "paused", "-n", TEG_NS)
+
+
+@pytest.mark.parametrize("env, fragments", [
+    ({"K8S_AUTH_KUBECONFIG": "/nonexistent/kubeconfig"},
+     ["no Kubernetes connection settings: kubeconfig /nonexistent/kubeconfig (from K8S_AUTH_KUBECONFIG) does not exist",
+      "set K8S_AUTH_KUBECONFIG (or KUBECONFIG) to a kubeconfig file"]),
+    ({"K8S_AUTH_CONTEXT": "no-such-context"},
+     ["context no-such-context is not in kubeconfig", "set K8S_AUTH_CONTEXT (or the context option) to one of its "
+                                                      "contexts"]),
+], ids=["kubeconfig-missing", "context-missing"])
+def test_connection_settings_that_cannot_work_are_one_line(play, env, fragments):
+    _assert_refused(play("site.yml", env=env), *fragments)
 
 
 def test_an_unreachable_api_server_is_one_line(play, cluster):

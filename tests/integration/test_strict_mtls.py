@@ -99,7 +99,7 @@ def test_refuses_with_the_unmeshed_pods_then_force_then_nothing_to_do(mesh, run,
 
     forced = run({"strict_mtls_force": True})
     assert forced.rc == 0, forced.output[-3000:]
-    assert "WARNING: strict_mtls_force is set" in forced.output
+    assert "[WARNING]: strict_mtls_force is set; STRICT mTLS cuts off 4 pod(s)" in forced.output
     assert forced.recap()["changed"] == 1
     assert _policies(mesh) == {"istio-system/default": ({"app.kubernetes.io/managed-by": "teg.istio"},
                                                         {"mtls": {"mode": "STRICT"}})}
@@ -110,7 +110,7 @@ def test_refuses_with_the_unmeshed_pods_then_force_then_nothing_to_do(mesh, run,
     assert again.rc == 0, again.output[-3000:]
     assert again.recap()["changed"] == 0
     assert again.writes == [], again.describe_writes()
-    # In place as read, so not even dry-run (strict_mtls_pending).
+    # In place as read, so not even dry-run (merge_patch.pending_definitions).
     assert again.dry_runs == [], [e["requestURI"] for e in again.dry_runs]
 
 

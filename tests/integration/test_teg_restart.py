@@ -162,6 +162,9 @@ def test_restart_then_nothing_then_changed_settings_then_force(mesh, run):
     assert forced.recap()["changed"] == 1
     _assert_restarted(relabelled, _states(mesh))
     assert _patched(forced) == sorted(CONTROL_PLANE)
+    # Each restart patch names this collection as its field manager, as the other modules' patches do.
+    assert {e["requestURI"].split("fieldManager=")[-1].split("&")[0] for e in forced.writes
+            if e["objectRef"]["resource"] == "deployments"} == {"teg.istio"}, [e["requestURI"] for e in forced.writes]
 
 
 def test_the_envoyproxy_annotation_alone_changes_the_trigger(mesh, run):

@@ -37,7 +37,8 @@ def _observed():
     return {
         "teg_namespace": {"metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
         "service": {"spec": {"ports": [{"name": "grpc", "port": 18000, "appProtocol": "tls"}]}},
-        "gatewayclass": {"name": "teg", "parameters_ref": {"name": "teg-envoy-proxy", "namespace": NS}},
+        "gatewayclass": {"name": "teg", "parameters_ref": {
+            "group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "teg-envoy-proxy", "namespace": NS}},
         "envoyproxy": {"spec": {"provider": {"kubernetes": {"envoyDeployment": {"pod": {"annotations": {
             "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}},
         "httproutes": [_httproute()],
@@ -129,3 +130,38 @@ def test_status_reports_conditions_and_unmeshed_pods():
         "pods without an istio-proxy sidecar: Pod envoy-gateway-system/a; run the teg_restart role (and check the "
         "namespace's injection label)",
     ]
+
+
+def _labelled(obj, gateway="apps", gateway_namespace=NS):
+    obj["metadata"].setdefault("labels", {}).update({
+        "app.kubernetes.io/managed-by": "teg.istio", "teg.istio/gateway": gateway,
+        "teg.istio/gateway-namespace": gateway_namespace})
+    return obj
+
+
+def test_routes_are_matched_to_apps_by_gateway_as_well_as_by_name():
+    expected = dict(EXPECTED, gateway={"name": "apps", "namespace": NS})
+    # The only HTTPRoute of app httpbin was made for another Gateway: this Gateway's app has none.
+    other = _labelled(_httproute(prefix="/other", host="other.example.com"), gateway="other")
+    observed = dict(_observed(), httproutes=[other])
+    findings = verify_config_findings(observed, expected)
+    assert "app httpbin has no HTTPRoute in namespace httpbin: run the expose_app role" in findings
+    # ... and that other Gateway's route is not judged against this Gateway's VirtualServices.
+    assert not [f for f in findings if "other.example.com" in f], findings
+
+
+def test_another_gateways_virtualservices_are_not_judged_against_this_gateways_routes():
+    expected = dict(EXPECTED, gateway={"name": "apps", "namespace": NS})
+    theirs = _labelled(_virtualservice(prefix="/shop/", host="shop.example.com"), gateway="shop")
+    observed = dict(_observed(), httproutes=[_labelled(_httproute())],
+                    virtualservices=[_labelled(_virtualservice()), theirs])
+    assert verify_config_findings(observed, expected) == []
+
+
+def test_a_parameters_ref_without_namespace_names_the_envoyproxy_in_default():
+    # Envoy Gateway reads an unset namespace as "default" (docs/architecture.md).
+    observed = dict(_observed(), envoyproxy=None)
+    observed["gatewayclass"]["parameters_ref"] = {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                                  "name": "teg-envoy-proxy", "namespace": None}
+    findings = verify_config_findings(observed, EXPECTED)
+    assert any(f.startswith("EnvoyProxy default/teg-envoy-proxy, which GatewayClass teg references") for f in findings)

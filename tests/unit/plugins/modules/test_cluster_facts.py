@@ -1,6 +1,7 @@
 """Pure logic of teg.istio.cluster_facts: schema features, image versions, which istiod to report, and
-which API group is taken to serve EnvoyProxy. The API side runs in every integration test's preflight."""
+which API group is taken to serve EnvoyProxy. The API side runs in every integration test's plan."""
 
+import json
 import os
 from pathlib import Path
 
@@ -101,7 +102,10 @@ class _Discovery(object):
         self.client = self
         self.docs = docs
 
-    def request(self, method, path):
+    def request(self, method, path, serialize=True, header_params=None):
+        if path == "/apis" and not serialize:
+            # An API server without aggregated discovery answers /apis with a plain APIGroupList.
+            return type("Response", (), {"data": json.dumps(self.docs.get("/apis", {"kind": "APIGroupList"}))})()
         if path not in self.docs:
             raise cluster.NotFoundError(type("E", (Exception,), {"status": 404, "reason": "", "body": "",
                                                                  "headers": {}})())
@@ -186,3 +190,22 @@ def test_an_unserved_kind_reads_as_nothing_without_asking_the_api_server():
 def test_a_reference_that_is_not_to_a_served_envoyproxy_is_not_followed(ref):
     assert cf._referenced_envoyproxy(object(), FACTS["envoyproxy"], ref) is None
     assert cf._referenced_envoyproxy(object(), None, ref) is None
+
+
+def test_aggregated_discovery_answers_the_same_in_one_request():
+    """Where the API server serves aggregated discovery (Kubernetes 1.26+), /apis lists every group with
+    its versions (preferred first) and resources, and no further discovery request is made."""
+    def group(name, versions):
+        return {"metadata": {"name": name},
+                "versions": [{"version": v, "resources": [{"resource": r} for r in resources]} for v, resources in versions]}
+
+    client = _Discovery({"/apis": {"kind": "APIGroupDiscoveryList", "items": [
+        group("gateway.envoyproxy.io", [("v1alpha1", ["authenticationfilters"])]),
+        group("config.gateway.envoyproxy.io", [("v1alpha1", ["envoyproxies"])]),
+        group("gateway.networking.k8s.io", [("v1", ["gatewayclasses"]), ("v1beta1", ["gatewayclasses"])]),
+    ]}})
+    discovery = cluster.Discovery(client)
+    assert cluster.envoyproxy_group_version(client, discovery) == ("config.gateway.envoyproxy.io", "v1alpha1")
+    assert discovery.served_versions("gateway.networking.k8s.io") == ["v1", "v1beta1"]
+    assert discovery.pick_version("gateway.networking.k8s.io", "gatewayclasses", ("v1", "v1beta1")) == "v1"
+    assert discovery.served_versions("networking.istio.io") == []

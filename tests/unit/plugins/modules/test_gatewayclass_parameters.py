@@ -9,26 +9,14 @@ import json
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError
-from ansible_collections.teg.istio.plugins.modules import gatewayclass_parameters as gp
+from ansible_collections.teg.istio.plugins.module_utils import _gatewayclass_parameters as gp
+from ansible_collections.teg.istio.plugins.module_utils.merge_patch import apply_merge_patch
 
 NS = "envoy-gateway-system"
 TEG_REF = {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "teg-envoy-proxy", "namespace": NS}
 OURS = {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "data-plane-sidecars", "namespace": NS}
 LEGACY = {"group": "config.gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "data-plane-sidecars",
           "namespace": NS}
-
-
-def merge_patch(target, patch):
-    """RFC 7386 section 2."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def gatewayclass(ref=None, annotations=None):
@@ -44,7 +32,7 @@ def gatewayclass(ref=None, annotations=None):
 def apply(gc, patch):
     patch = copy.deepcopy(patch)
     assert patch["metadata"].pop("resourceVersion") == gc["metadata"]["resourceVersion"]
-    return merge_patch(gc, patch)
+    return apply_merge_patch(gc, patch)
 
 
 def test_pointing_a_class_without_reference_records_no_previous_one():

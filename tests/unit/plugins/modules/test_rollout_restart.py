@@ -4,7 +4,7 @@ counts as done. The API side is covered by tests/integration/test_teg_restart.py
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils import rollout
-from ansible_collections.teg.istio.plugins.modules import rollout_restart as rr
+from ansible_collections.teg.istio.plugins.module_utils import _rollout_restart as rr
 
 ANNOTATION = "teg.istio/restart-trigger"
 
@@ -61,7 +61,7 @@ class TestPaused:
     def test_paused_deployment_to_restart_is_refused_in_one_line(self):
         deps = [deployment("a", paused=True), deployment("b")]
         restart, _unchanged = rollout.plan_restarts(deps, "t", ANNOTATION, False)
-        msg = rr._paused_error(deps, restart, "ns")
+        msg = rollout.paused_error(deps, restart, "ns")
         assert "\n" not in msg
         assert "a" in msg.split("in namespace")[0] and "rollout resume deployment/a" in msg
         assert "b" not in msg.split("in namespace")[0]
@@ -69,7 +69,7 @@ class TestPaused:
     def test_paused_but_unchanged_is_not_refused(self):
         deps = [deployment("a", {ANNOTATION: "t"}, paused=True)]
         restart, _unchanged = rollout.plan_restarts(deps, "t", ANNOTATION, False)
-        assert rr._paused_error(deps, restart, "ns") is None
+        assert rollout.paused_error(deps, restart, "ns") is None
 
 
 def test_patch_sets_trigger_and_restarted_at_like_kubectl():

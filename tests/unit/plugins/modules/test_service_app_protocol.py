@@ -9,7 +9,7 @@ import jsonpatch
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError
-from ansible_collections.teg.istio.plugins.modules import service_app_protocol as sap
+from ansible_collections.teg.istio.plugins.module_utils import _service_app_protocol as sap
 
 WHAT = "Service envoy-gateway-system/envoy-gateway"
 

@@ -1,0 +1,248 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: the pure decisions of the istio_install role: input checks the argument specs
+cannot express, the names Istio's charts give istiod and its sidecar injector, which istiod and which
+gateways a cluster runs, where a chart lies in a local directory, the chart values, which releases are
+already what is wanted. Unit-tested in tests/unit/plugins/module_utils/test_istio_install.py. It can
+change at any time."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import posixpath
+import re
+
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# Istio's chart versions are plain SemVer (1.29.6, 1.30.0-beta.0).
+_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
+
+
+_REPO_SCHEMES = ("https://", "http://", "oci://")
+
+
+# The namespace whose injector webhook carries no namespace suffix (Istio's istiod chart).
+_DEFAULT_NAMESPACE = "istio-system"
+
+
+def input_errors(namespace, revision, version, chart_path, chart_repo_url):
+    """One-line messages for inputs the API server or helm would refuse later (empty when all is well)."""
+    errors = []
+    if not _DNS_LABEL.match(namespace or "") or len(namespace) > 63:
+        errors.append("istio_install_namespace %r is not a namespace name (lower-case letters, digits and '-', "
+                      "at most 63 characters)" % (namespace,))
+    if revision:
+        if revision == "default":
+            errors.append("istio_install_revision 'default' is the name Istio gives the unrevisioned control plane: "
+                          "leave istio_install_revision empty for it")
+        elif not _DNS_LABEL.match(revision) or len("istiod-" + revision) > 63:
+            errors.append("istio_install_revision %r is not a valid revision (lower-case letters, digits and '-', "
+                          "at most 56 characters, since istiod-<revision> names a Deployment)" % (revision,))
+    if not _VERSION.match(version or ""):
+        errors.append("istio_install_version %r is not an Istio chart version such as 1.29.6" % (version,))
+    if chart_path:
+        if not chart_path.startswith("/"):
+            errors.append("istio_install_chart_path %r must be an absolute path" % (chart_path,))
+    elif not (chart_repo_url or "").startswith(_REPO_SCHEMES):
+        errors.append("istio_install_chart_repo_url %r must start with https://, http:// or oci:// "
+                      "(or set istio_install_chart_path to a local chart directory)" % (chart_repo_url,))
+    return errors
+
+
+def istiod_name(revision):
+    """Name of the istiod Deployment, Service and Helm release for a revision (Istio's convention)."""
+    return "istiod-%s" % revision if revision else "istiod"
+
+
+def injector_name(namespace, revision):
+    """Name of the sidecar-injector MutatingWebhookConfiguration that Istio's istiod chart creates:
+    istio-sidecar-injector, suffixed by the revision, and by the namespace outside istio-system."""
+    name = "istio-sidecar-injector"
+    if revision:
+        name += "-" + revision
+    if namespace != _DEFAULT_NAMESPACE:
+        name += "-" + namespace
+    return name
+
+
+def _labels(obj):
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _available(deployment):
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Available":
+            return condition.get("status") == "True"
+    return False
+
+
+def _istiod_summary(deployment):
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    # istiod's container is "discovery" in every chart version; the first one is the fallback.
+    container = next((c for c in containers if c.get("name") == "discovery"), containers[0] if containers else {})
+    meta = deployment.get("metadata") or {}
+    return {
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name"),
+        "revision": _labels(deployment).get("istio.io/rev") or "default",
+        "version": image_version(container.get("image")),
+        "available": _available(deployment),
+        "helm_release": (meta.get("annotations") or {}).get("meta.helm.sh/release-name"),
+    }
+
+
+def _is_gateway(deployment):
+    labels = _labels(deployment)
+    istio = labels.get("istio") or ""
+    # istiod is istio=pilot; egress gateways are not an ingress path, so they are no concern here.
+    return labels.get("app") != "istiod" and istio not in ("", "pilot") and "egress" not in istio
+
+
+def inventory(deployments, namespace, revision):
+    """From the Deployments labelled `istio` in all namespaces: `istiod`, the istiod of this namespace
+    and revision (or None); `other_istiods`, every other one; `gateways`, Istio gateway Deployments
+    (an ingress gateway the procedure does not need, since TEG is the edge)."""
+    name = istiod_name(revision)
+    istiod, others, gateways = None, [], []
+    for deployment in sorted(deployments or [], key=lambda d: ((d.get("metadata") or {}).get("namespace") or "",
+                                                               (d.get("metadata") or {}).get("name") or "")):
+        meta = deployment.get("metadata") or {}
+        if _labels(deployment).get("app") == "istiod":
+            summary = _istiod_summary(deployment)
+            if meta.get("namespace") == namespace and meta.get("name") == name:
+                istiod = summary
+            else:
+                others.append(summary)
+        elif _is_gateway(deployment):
+            gateways.append({"namespace": meta.get("namespace"), "name": meta.get("name"),
+                             "istio": _labels(deployment).get("istio")})
+    return {"istiod": istiod, "other_istiods": others, "gateways": gateways}
+
+
+def local_charts(found, directory, version, charts=("base", "istiod")):
+    """Where each chart of `version` lies in a local `directory`, from ansible.builtin.find's `files`:
+    the archive <chart>-<version>.tgz (what `helm pull` writes) first, else an unpacked <chart>/ folder
+    (its Chart.yaml version is checked later). Returns {"refs": {chart: path or None}, "listing": [...]}
+    where listing names the chart-like entries seen, for the error message."""
+    directory = directory.rstrip("/") or "/"
+    entries = {}
+    for item in found or []:
+        path = item.get("path") or ""
+        if posixpath.dirname(path.rstrip("/")) != directory:
+            continue
+        entries[posixpath.basename(path.rstrip("/"))] = bool(item.get("isdir"))
+    refs = {}
+    for chart in charts:
+        archive = "%s-%s.tgz" % (chart, version)
+        if archive in entries and not entries[archive]:
+            refs[chart] = posixpath.join(directory, archive)
+        elif entries.get(chart):
+            refs[chart] = posixpath.join(directory, chart)
+        else:
+            refs[chart] = None
+    listing = sorted(n + ("/" if d else "") for n, d in entries.items() if d or n.endswith((".tgz", ".tar.gz")))
+    return {"refs": refs, "listing": listing}
+
+
+def chart_source(chart_path, chart_repo_url):
+    """How the role names its chart source in messages."""
+    if chart_path:
+        return "local chart directory %s" % chart_path
+    return "chart repository %s" % chart_repo_url
+
+
+def _deep_merge(base, override):
+    out = copy.deepcopy(base or {})
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def base_values(passthrough, namespace):
+    """Values for the base chart: the passthrough dict, with the namespace where istiod lives."""
+    return _deep_merge(passthrough, {"global": {"istioNamespace": namespace}})
+
+
+def istiod_values(passthrough, namespace, revision, outbound_mode):
+    """Values for the istiod chart: the passthrough dict under the role's own settings (which win)."""
+    managed = {
+        "global": {"istioNamespace": namespace},
+        "meshConfig": {"outboundTrafficPolicy": {"mode": outbound_mode}},
+    }
+    if revision:
+        managed["revision"] = revision
+    return _deep_merge(passthrough, managed)
+
+
+def release_errors(releases, namespace):
+    """Messages for Helm releases stuck in a pending state (an interrupted helm run), which helm
+    refuses to upgrade. `releases` is cluster_facts' helm_releases: {name: status dict or None}."""
+    errors = []
+    for name, release in sorted((releases or {}).items()):
+        status = (release or {}).get("status") or ""
+        if status.startswith("pending"):
+            errors.append("Helm release %s in %s is %s (an interrupted helm run): run `helm rollback %s -n %s` "
+                          "(or `helm uninstall %s -n %s` if it never deployed), then run again"
+                          % (name, namespace, status, name, namespace, name, namespace))
+        elif status in ("uninstalling",):
+            errors.append("Helm release %s in %s is being uninstalled: wait for `helm status %s -n %s` to finish, "
+                          "then run again" % (name, namespace, name, namespace))
+    return errors
+
+
+def release_current(release, chart, version, values):
+    """True when `release` (a status from cluster_facts' helm_releases, or None) is a deployed release of
+    `chart` at `version` with exactly `values` as user-supplied values: what kubernetes.core.helm
+    compares before it decides not to upgrade, so the role can skip running helm at all."""
+    release = release or {}
+    return (release.get("status") == "deployed" and release.get("chart") == "%s-%s" % (chart, version)
+            and (release.get("values") or {}) == (values or {}))
+
+
+def crd_deletions(crds):
+    """Deletion stubs for the CRDs of Istio's API groups (*.istio.io), the set Istio's uninstall guide
+    removes, from a list of CustomResourceDefinitions."""
+    names = sorted((c.get("metadata") or {}).get("name") or "" for c in crds or [])
+    return [{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": n}}
+            for n in names if n.endswith(".istio.io")]
+
+
+def chart_errors(checked, version, source):
+    """Messages for the charts found but not usable: `checked` maps chart -> (reference, its Chart.yaml as a
+    dict, or the reason it could not be read as a string)."""
+    errors = []
+    for chart in ("base", "istiod"):
+        if chart not in checked:
+            continue
+        ref, meta = checked[chart]
+        if not isinstance(meta, dict):
+            errors.append("%s in the %s is not a readable Helm chart (%s): replace it" % (ref, source, meta))
+        elif meta.get("name") != chart:
+            errors.append("%s in the %s is chart %r, not %r: put Istio's %s chart there"
+                          % (ref, source, meta.get("name"), chart, chart))
+        elif str(meta.get("version")) != version:
+            errors.append("chart %s in the %s (%s) is version %s, not %s: put %s-%s.tgz there "
+                          "(helm pull istio/%s --version %s) or set istio_install_version to %s"
+                          % (chart, source, ref, meta.get("version"), version, chart, version, chart, version,
+                             meta.get("version")))
+    return errors
+
+
+# Istio 1.22 promoted networking.istio.io and security.istio.io to v1 (docs/architecture.md).
+_V1_FROM = (1, 22)
+
+
+def predicted_apis(version):
+    """The VirtualService and PeerAuthentication API versions the Istio `version` (1.29.6) serves."""
+    parts = str(version).lstrip("v").split(".")
+    served = "v1" if (int(parts[0]), int(parts[1])) >= _V1_FROM else "v1beta1"
+    return {"virtualservice_api_version": "networking.istio.io/" + served,
+            "peerauthentication_api_version": "security.istio.io/" + served}

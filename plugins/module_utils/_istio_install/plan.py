@@ -1,0 +1,332 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: the plan of the istio_install role (step 2: Istio's control plane with Helm,
+charts base then istiod, never the gateway chart), its verification after the install, and the
+uninstall. One read (Istio's Deployments, the injector, Helm's release Secrets); helm runs only to look
+at charts in a repository (`helm show chart`, which leaves no file behind) and only when something is
+to install. It can change at any time."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import time
+
+try:
+    import yaml
+except ImportError:  # reported by AnsibleK8SModule's own dependency check
+    yaml = None
+
+from ansible_collections.teg.istio.plugins.module_utils._helm import (
+    chart_metadata,
+    helm_binary,
+    helm_environment,
+    helm_error_line,
+    run_helm,
+    scratch_directory,
+)
+from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions import (
+    base_values,
+    chart_errors,
+    chart_source,
+    crd_deletions,
+    injector_name,
+    input_errors,
+    inventory,
+    istiod_name,
+    istiod_values,
+    local_charts,
+    predicted_apis,
+    release_current,
+    release_errors,
+)
+from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+
+BASE_RELEASE = "istio-base"
+CHARTS = ("base", "istiod")
+
+
+def _names(settings):
+    return {"base": BASE_RELEASE, "istiod": istiod_name(settings["revision"]),
+            "injector": injector_name(settings["namespace"], settings["revision"])}
+
+
+def _values(settings):
+    return {"base": base_values(settings["base_values"], settings["namespace"]),
+            "istiod": istiod_values(settings["istiod_values"], settings["namespace"], settings["revision"],
+                                    settings["outbound_traffic_policy"])}
+
+
+def _where(items):
+    return ", ".join("%s/%s" % (i["namespace"], i["name"]) for i in items)
+
+
+def _helm_error(settings, view):
+    """The refusal when helm cannot run, else None (`helm version`, as a real run would start it)."""
+    binary = helm_binary(settings["helm_binary"])
+    scratch = scratch_directory("teg-istio-helm.")
+    try:
+        rc, out, err = run_helm(binary, ["version", "--short"], helm_environment(view.params, scratch)) if binary \
+            else (127, "", "no helm found on PATH")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if rc == 0:
+        return None
+    reason = (err or out).strip().splitlines()[0] if (err or out).strip() else "exit %d" % rc
+    where = ("helm binary %s cannot run (%s)" % (settings["helm_binary"], reason)) if settings["helm_binary"] else \
+        ("no helm binary on the PATH of %s (%s)" % (settings["host"], reason))
+    return (where + ": install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
+            "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
+
+
+def _local_chart_errors(settings, source):
+    """(chart references, errors) for charts in a local directory."""
+    directory = settings["chart_path"]
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return None, ["%s does not exist or is not a readable directory: set istio_install_chart_path to the directory "
+                      "holding the base and istiod charts" % directory]
+    found = [{"path": os.path.join(directory, name), "isdir": os.path.isdir(os.path.join(directory, name))}
+             for name in entries if name.startswith(CHARTS)]
+    located = local_charts(found, directory, settings["version"])
+    missing = [chart for chart in CHARTS if located["refs"][chart] is None]
+    if missing:
+        return None, ["chart %s version %s not found in the %s (looked for <chart>-%s.tgz and <chart>/; it holds: %s): "
+                      "put them there (helm pull istio/%s --version %s) or set istio_install_version"
+                      % (" and ".join(missing), settings["version"], source, settings["version"],
+                         ", ".join(located["listing"]) or "nothing", missing[0], settings["version"])]
+    checked = {}
+    for chart in CHARTS:
+        ref = located["refs"][chart]
+        try:
+            checked[chart] = (ref, chart_metadata(ref))
+        except Exception as exc:  # TegIstioError with the reason: reported as an unreadable chart
+            checked[chart] = (ref, str(exc))
+    return located["refs"], chart_errors(checked, settings["version"], source)
+
+
+def _repository_chart_errors(settings, source, view):
+    """Errors for charts in a repository, looked at with `helm show chart` (no file is left behind)."""
+    url = settings["chart_repo_url"]
+    binary = helm_binary(settings["helm_binary"])
+    scratch = scratch_directory("teg-istio-helm.")
+    checked = {}
+    try:
+        env = helm_environment(view.params, scratch)
+        for chart in CHARTS:
+            if url.startswith("oci://"):
+                args = ["show", "chart", url.rstrip("/") + "/" + chart]
+            else:
+                args = ["show", "chart", chart, "--repo", url]
+            args += ["--version", settings["version"]]
+            if settings["chart_repo_username"]:
+                args += ["--username", settings["chart_repo_username"], "--password", settings["chart_repo_password"]]
+            rc, out, err = run_helm(binary, args, env, timeout=300)
+            if rc != 0:
+                return ["cannot get chart %s version %s from the %s: %s; set istio_install_version to a version that "
+                        "source serves, or istio_install_chart_repo_url / istio_install_chart_path to a source that "
+                        "has it" % (chart, settings["version"], source, helm_error_line(err or out))]
+            try:
+                checked[chart] = ("chart %s" % chart, yaml.safe_load(out) or {})
+            except yaml.YAMLError as exc:
+                checked[chart] = ("chart %s" % chart, str(exc).splitlines()[0])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return chart_errors(checked, settings["version"], source)
+
+
+def plan(view, settings, predicted, check_mode):
+    if settings["state"] == "absent":
+        return teardown(view, settings)
+    errors = input_errors(settings["namespace"], settings["revision"], settings["version"], settings["chart_path"],
+                          settings["chart_repo_url"])
+    if errors:
+        return {"errors": errors}
+    names, values = _names(settings), _values(settings)
+    manage = settings["manage"]
+    facts = view.facts(namespace=settings["namespace"])
+    read = view.read(facts, {
+        # One list for istiod (istio=pilot) and the gateways (istio=<gateway>): both carry the label `istio`.
+        "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
+        "injector": {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1",
+                     "name": names["injector"]},
+    })
+    found = inventory(read["Istio Deployments"]["resources"], settings["namespace"], settings["revision"])
+    releases = view.helm_releases(settings["namespace"], [names["base"], names["istiod"]]) if manage else {}
+    warnings = []
+    if found["gateways"]:
+        warnings.append("Istio gateway Deployment(s) %s found. TEG is the ingress of this mesh, so this role never "
+                        "installs Istio's gateway chart; remove the gateway if nothing else needs it."
+                        % _where(found["gateways"]))
+    if not manage:
+        if found["istiod"] is None:
+            where = (": found %s, so set istio_install_namespace / istio_install_revision to match"
+                     % _where(found["other_istiods"])) if found["other_istiods"] else \
+                ": install Istio first, or set istio_install_manage: true to install it with this role"
+            return {"errors": ["istio_install_manage is false but no Deployment %s (label app=istiod) runs in namespace "
+                               "%s%s" % (names["istiod"], settings["namespace"], where)], "warnings": warnings}
+        settled = found["istiod"]["available"] and bool(read["injector"]["resources"])
+        return {"errors": [], "warnings": warnings, "writes": {"namespace": False, "releases": [], "check_mode_note": None},
+                "predicts": {}, "settled": settled, "changes": not settled}
+
+    current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
+               for chart in CHARTS}
+    if not all(current.values()):
+        error = _helm_error(settings, view)
+        if error:
+            return {"errors": [error], "warnings": warnings}
+    errors = release_errors(releases, settings["namespace"])
+    istiod = found["istiod"]
+    if istiod is not None and istiod["helm_release"] != names["istiod"]:
+        errors.append("Deployment %s/%s (Istio %s) exists but is not part of Helm release %s%s: set "
+                      "istio_install_manage: false to use that Istio as it is, or remove it first"
+                      % (settings["namespace"], names["istiod"], istiod["version"] or "?", names["istiod"],
+                         (" (it belongs to release %s)" % istiod["helm_release"]) if istiod["helm_release"]
+                         else " (istioctl or operator install?)"))
+    if errors:
+        return {"errors": errors, "warnings": warnings}
+    source = chart_source(settings["chart_path"], settings["chart_repo_url"])
+    charts = dict((chart, chart) for chart in CHARTS)
+    if not all(current.values()):
+        if settings["chart_path"]:
+            refs, errors = _local_chart_errors(settings, source)
+            charts = refs or charts
+        else:
+            errors = _repository_chart_errors(settings, source, view)
+        if errors:
+            return {"errors": errors, "warnings": warnings}
+    to_install = [{"name": names[chart], "chart": charts[chart], "values": values[chart],
+                   # A release left failed by an earlier run is upgraded again with --force, as its values
+                   # alone would not tell it apart.
+                   "force": ((releases.get(names[chart]) or {}).get("status") == "failed")}
+                  for chart in CHARTS if not current[chart]]
+    create_namespace = not facts["namespace_exists"]
+    note = None
+    if create_namespace or to_install:
+        note = ("would %sinstall or upgrade %s with charts %s from the %s (found and checked; helm renders and applies "
+                "them only in a real run, so the API server has not validated their objects)"
+                % ("create namespace %s, " % settings["namespace"] if create_namespace else "",
+                   " and ".join(r["name"] for r in to_install), settings["version"], source))
+    predicts = {}
+    if to_install or create_namespace:
+        istiod_now = istiod or {}
+        predicts = {"istio": dict(predicted_apis(settings["version"]), istiod={
+            "namespace": settings["namespace"], "name": names["istiod"],
+            "version": settings["version"] if to_install else istiod_now.get("version"),
+            "revision": settings["revision"] or "default"})}
+    if create_namespace:
+        predicts["namespaces"] = {settings["namespace"]: {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
+    settled = not (create_namespace or to_install) and bool(istiod and istiod["available"]) \
+        and bool(read["injector"]["resources"])
+    return {
+        "errors": [],
+        "warnings": warnings,
+        # A run with nothing to install that finds istiod not (yet) available still has to wait for it.
+        "changes": not settled,
+        "writes": {
+            "namespace": create_namespace,
+            "releases": to_install,
+            # For helm_releases: charts by name from a repository, else paths in the local directory.
+            "chart_repo_url": None if settings["chart_path"] else settings["chart_repo_url"],
+            "chart_version": None if settings["chart_path"] else settings["version"],
+            "check_mode_note": note,
+        },
+        "predicts": predicts,
+        # istiod and its injector in place as read, and nothing to install: nothing to wait for.
+        "settled": settled,
+    }
+
+
+def _deployment_state(deployment):
+    if deployment is None:
+        return "missing"
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Available":
+            return "available" if condition.get("status") == "True" else "not Available"
+    return "not Available"
+
+
+def verify(view, settings, predicted, check_mode):
+    """After the install: wait until istiod is Available and its sidecar injector registered (polling,
+    up to istio_install_wait_timeout), check that the Istio APIs are served, and say what runs."""
+    names = _names(settings)
+    manage = settings["manage"]
+    timeout = settings["wait_timeout"]
+    # An Istio this role does not manage is not waited for: it is there or it is not.
+    deadline = time.monotonic() + (timeout if manage else 0)
+    while True:
+        deployment = view.get("apps/v1", "Deployment", names["istiod"], settings["namespace"])
+        webhook = view.get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", names["injector"])
+        state = _deployment_state(deployment)
+        if (state == "available" and webhook is not None) or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
+    if state != "available":
+        return {"errors": ["Deployment %s/%s is %s after %ss: look at `kubectl -n %s describe deployment %s` and its "
+                           "pods' events, or raise istio_install_wait_timeout"
+                           % (settings["namespace"], names["istiod"], "missing" if state == "missing" else "not Available",
+                              timeout, settings["namespace"], names["istiod"])]}
+    if webhook is None:
+        return {"errors": ["MutatingWebhookConfiguration %s (Istio's sidecar injector for revision %s) does not exist, so "
+                           "no pod would get a sidecar: %s"
+                           % (names["injector"], settings["revision"] or "default",
+                              "the istiod chart did not create it; check istio_install_istiod_values "
+                              "(sidecarInjectorWebhook)" if manage else
+                              "set istio_install_revision to the revision that runs, or repair that Istio install")]}
+    istio = view.facts(parts={"istio_apis"})["istio"]
+    if not istio["virtualservice_api_version"] or not istio["peerauthentication_api_version"]:
+        return {"errors": ["Istio's CRDs are not served (virtualservices.networking.istio.io, "
+                           "peerauthentications.security.istio.io): %s"
+                           % ("the base chart did not install them; check istio_install_base_values" if manage else
+                              "install Istio base chart (or set istio_install_manage: true)")]}
+    now = inventory([deployment], settings["namespace"], settings["revision"])["istiod"]
+    return {"errors": [], "report": "Istio %s: Deployment %s/%s (revision %s) available, sidecar injector %s registered, "
+                                    "%s and %s served%s"
+            % (now["version"] or "(untagged image)", settings["namespace"], names["istiod"], now["revision"],
+               names["injector"], istio["virtualservice_api_version"], istio["peerauthentication_api_version"],
+               "" if manage else "; istio_install_manage is false, so it is used as it is")}
+
+
+def teardown(view, settings):
+    """The reverse of the install: istiod, then base and, when asked, the CRDs, unless another istiod still
+    uses them; the namespace only when this role created it and no other istiod runs there."""
+    names = _names(settings)
+    if not settings["manage"]:
+        return {"errors": [], "writes": {"releases": [], "delete": []}, "changes": False}
+    facts = view.facts()
+    reads = {
+        "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
+        "namespace": {"kind": "Namespace", "api_version": "v1", "name": settings["namespace"]},
+    }
+    if settings["remove_crds"]:
+        reads["CRDs"] = {"kind": "CustomResourceDefinition", "api_version": "apiextensions.k8s.io/v1"}
+    read = view.read(facts, reads)
+    found = inventory(read["Istio Deployments"]["resources"], settings["namespace"], settings["revision"])
+    releases = view.helm_releases(settings["namespace"], [names["istiod"], names["base"]])
+    others = found["other_istiods"]
+    uninstall = [{"name": names["istiod"]}]
+    warnings = []
+    if others:
+        # The base chart's CRDs and cluster roles serve every istiod of the cluster.
+        warnings.append("release %s kept, since istiod Deployment(s) %s still use its CRDs and cluster roles"
+                        % (names["base"], _where(others)))
+    else:
+        uninstall.append({"name": names["base"]})
+    delete = []
+    if settings["remove_crds"] and not others:
+        # Helm keeps CRDs on uninstall, as Istio's uninstall guide notes; deleting them deletes every Istio
+        # resource of the cluster.
+        delete.extend(crd_deletions(read["CRDs"]["resources"]))
+    namespace = (read["namespace"]["resources"] or [None])[0]
+    if namespace is not None and ((namespace["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE) \
+            and not [o for o in others if o["namespace"] == settings["namespace"]]:
+        delete.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": settings["namespace"]}})
+    to_uninstall = [r for r in uninstall if releases.get(r["name"]) is not None]
+    error = _helm_error(settings, view) if to_uninstall else None
+    if error:
+        return {"errors": [error]}
+    return {"errors": [], "writes": {"releases": to_uninstall, "delete": delete}, "warnings": warnings,
+            "changes": bool(to_uninstall or delete)}

@@ -1,0 +1,122 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: the module mesh_verify, run in-process by its action plugin or as a module
+process (module_utils/_k8s_module.py). It can change at any time; do not use it from other collections."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors, connect, get_or_none
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    describe,
+    referenced_envoyproxy,
+)
+from ansible_collections.teg.istio.plugins.module_utils.facts import gather
+from ansible_collections.teg.istio.plugins.module_utils.verify import (
+    verify_config_findings,
+    verify_status_findings,
+)
+
+_MANAGED = "%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY_VALUE)
+
+ARGUMENT_SPEC = copy.deepcopy(AUTH_ARG_SPEC)
+ARGUMENT_SPEC.update(
+    level=dict(type="str", choices=["config", "status"], default="config"),
+    teg_namespace=dict(type="str", default="envoy-gateway-system"),
+    revision=dict(type="str", default=""),
+    service=dict(type="str", default="envoy-gateway"),
+    service_port=dict(type="int", default=18000),
+    app_protocol=dict(type="str", default="tls"),
+    gatewayclass=dict(type="str", default="teg"),
+    pod_annotations=dict(type="dict", default={"traffic.sidecar.istio.io/includeInboundPorts": ""}),
+    apps=dict(type="list", elements="dict", default=[]),
+    routing=dict(type="str", choices=["virtualservice", "service"], default="virtualservice"),
+    virtualservice_namespace=dict(type="str", default="envoy-gateway-system"),
+    gateway_name=dict(type="str", default="apps"),
+    gateway_namespace=dict(type="str", default="envoy-gateway-system"),
+    mtls_mode=dict(type="str", default="STRICT"),
+    mtls_root_namespace=dict(type="str", default="istio-system"),
+    mesh_namespaces=dict(type="list", elements="str", default=[]),
+    fail_on_findings=dict(type="bool", default=True),
+)
+ARGUMENT_CONSTRAINTS = {}
+
+
+def _list(client, api_version, kind, namespace=None, label_selector=None):
+    if not api_version:
+        return []
+    where = "%s in %s" % (kind, "namespace %s" % namespace if namespace else "all namespaces")
+    with api_errors("list", where):
+        resource = client.resource(kind, api_version)
+        return client.get(resource, namespace=namespace, label_selector=label_selector).to_dict().get("items") or []
+
+
+def _get(client, api_version, kind, name, namespace=None):
+    if not api_version or not name:
+        return None
+    with api_errors("read", describe(kind, name, namespace)):
+        return get_or_none(client, api_version, kind, name, namespace)
+
+
+def _observe(client, params, facts):
+    # An unset namespace of the reference is "default", as everywhere in the collection (names.py).
+    ref = referenced_envoyproxy((facts.get("gatewayclass") or {}).get("parameters_ref")) or {}
+    gateway_api = (facts.get("gateway_api") or {}).get("api_version")
+    istio = facts.get("istio") or {}
+    observed = {
+        "teg_namespace": _get(client, "v1", "Namespace", params["teg_namespace"]),
+        "service": _get(client, "v1", "Service", params["service"], params["teg_namespace"]),
+        "gatewayclass": facts.get("gatewayclass"),
+        "envoyproxy": _get(client, (facts.get("envoyproxy") or {}).get("api_version"), "EnvoyProxy",
+                           ref.get("name"), ref.get("namespace")),
+        "httproutes": _list(client, gateway_api, "HTTPRoute", label_selector=_MANAGED),
+        "virtualservices": _list(client, istio.get("virtualservice_api_version"), "VirtualService",
+                                 params["virtualservice_namespace"]),
+        "peerauthentication": _get(client, istio.get("peerauthentication_api_version"), "PeerAuthentication",
+                                   "default", params["mtls_root_namespace"]) if params["mtls_mode"] else None,
+    }
+    if params["level"] == "status":
+        observed["gatewayclass_object"] = _get(client, gateway_api, "GatewayClass", params["gatewayclass"])
+        observed["gateways"] = _list(client, gateway_api, "Gateway", label_selector=_MANAGED)
+        observed["mesh_pods"] = [pod for ns in params["mesh_namespaces"] for pod in _list(client, "v1", "Pod", ns)]
+    return observed
+
+
+def _expected(params):
+    return {
+        "teg_namespace": params["teg_namespace"],
+        "injection_labels": {"istio.io/rev": params["revision"]} if params["revision"] else {"istio-injection": "enabled"},
+        "service": params["service"],
+        "service_port": params["service_port"],
+        "app_protocol": params["app_protocol"],
+        "gatewayclass": params["gatewayclass"],
+        "pod_annotations": params["pod_annotations"],
+        "apps": [{"name": a.get("name"), "namespace": a.get("namespace")} for a in params["apps"]],
+        "routing": params["routing"],
+        "gateway": {"name": params["gateway_name"], "namespace": params["gateway_namespace"]},
+        "peerauthentication": ({"namespace": params["mtls_root_namespace"], "mode": params["mtls_mode"]}
+                               if params["mtls_mode"] else None),
+    }
+
+
+def run(module):
+    params = module.params
+    client = connect(module)
+    facts = gather(client, gatewayclass=params["gatewayclass"])
+    observed = _observe(client, params, facts)
+    expected = _expected(params)
+    findings = verify_config_findings(observed, expected)
+    if params["level"] == "status":
+        findings += verify_status_findings(observed, expected)
+    checked = {"level": params["level"], "httproutes": len(observed["httproutes"]),
+               "virtualservices": len(observed["virtualservices"]), "apps": len(expected["apps"])}
+    result = {"changed": False, "findings": findings, "checked": checked}
+    if findings and params["fail_on_findings"]:
+        raise TegIstioError("%d problem(s): %s" % (len(findings), " | ".join(findings)), result)
+    return result

@@ -1,0 +1,122 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: the smallest definitions the teg_istio_prep role sends, from the objects as read
+and what is wanted; {} when nothing is to change, which lets the role skip the API call (kubernetes.core.k8s
+sends a PATCH for every existing object it is given). Pure: unit-tested in
+tests/unit/plugins/module_utils/test_teg_istio_prep.py. It can change at any time."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE, TegIstioError
+
+INJECTION_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+
+
+def _wanted_injection_labels(revision):
+    # Istio: when both labels are on a namespace, istio-injection wins and the revision is ignored,
+    # so the style not chosen is removed (null in a merge patch) rather than left to override or
+    # confuse (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/).
+    if revision:
+        return {REVISION_LABEL: revision, INJECTION_LABEL: None}
+    return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
+
+
+def injection_labels_patch(namespace, revision="", state="present"):
+    """Merge-patch definition that labels `namespace` (a Namespace as read) for sidecar injection:
+    istio-injection=enabled, or istio.io/rev=<revision> when a revision is given; with
+    state="absent", the one that takes both injection labels off (teardown)."""
+    if not namespace or not (namespace.get("metadata") or {}).get("name"):
+        raise TegIstioError("injection_labels_patch needs a Namespace object as read from the API server")
+    labels = namespace["metadata"].get("labels") or {}
+    changes = {}
+    wanted = _wanted_injection_labels(revision) if state == "present" else {INJECTION_LABEL: None, REVISION_LABEL: None}
+    for key, value in wanted.items():
+        if value is None and key in labels:
+            changes[key] = None
+        elif value is not None and labels.get(key) != value:
+            changes[key] = value
+    if not changes:
+        return {}
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace["metadata"]["name"], "labels": changes}}
+
+
+def _check_annotations(annotations):
+    if not isinstance(annotations, dict) or not annotations:
+        raise TegIstioError("pod annotations must be a non-empty mapping of names to strings")
+    for key, value in annotations.items():
+        if not isinstance(value, str):
+            # null in a merge patch would delete the annotation; "" is the value that disables
+            # inbound capture (traffic.sidecar.istio.io/includeInboundPorts).
+            raise TegIstioError('pod annotation %s must be a string (write "" for an empty value), got %r'
+                                % (key, value))
+
+
+def _workload_key(kubernetes):
+    # EG v1.5+ can run Envoy as a DaemonSet; its pods take annotations from envoyDaemonSet, and the
+    # CRD refuses envoyDeployment next to it.
+    return "envoyDaemonSet" if (kubernetes or {}).get("envoyDaemonSet") is not None else "envoyDeployment"
+
+
+def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, state="present"):
+    """Definition that gives the Envoy pods of an EnvoyProxy the pod `annotations`.
+
+    `envoyproxy` is the object as read, or None/{} when it does not exist: then the whole new
+    EnvoyProxy (labelled managed-by teg.istio) is returned. For an existing one, only the missing or
+    different annotations are returned as a merge patch, so every other setting and annotation stays.
+    With state="absent" (teardown), the merge patch that removes those of `annotations` the
+    EnvoyProxy carries, and {} when it carries none or does not exist."""
+    _check_annotations(annotations)
+    if state == "absent":
+        return _annotations_removal(envoyproxy, annotations, api_version, name, namespace)
+    if not envoyproxy:
+        return {
+            "apiVersion": api_version, "kind": "EnvoyProxy",
+            "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "spec": {"provider": {"type": "Kubernetes",
+                                  "kubernetes": {"envoyDeployment": {"pod": {"annotations": dict(annotations)}}}}},
+        }
+    provider = (envoyproxy.get("spec") or {}).get("provider") or {}
+    if provider and provider.get("type") != "Kubernetes":
+        raise TegIstioError("EnvoyProxy %s/%s has provider type %s; pod annotations need type Kubernetes"
+                            % (namespace, name, provider.get("type")))
+    kubernetes = provider.get("kubernetes") or {}
+    workload = _workload_key(kubernetes)
+    current = ((kubernetes.get(workload) or {}).get("pod") or {}).get("annotations") or {}
+    missing = {key: value for key, value in annotations.items() if current.get(key) != value}
+    if not missing:
+        return {}
+    return {
+        "apiVersion": api_version, "kind": "EnvoyProxy",
+        "metadata": {"name": name, "namespace": namespace},
+        # type is required by the schema once provider exists; it is already Kubernetes or absent.
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": missing}}}}},
+    }
+
+
+def _annotations_removal(envoyproxy, annotations, api_version, name, namespace):
+    kubernetes = (((envoyproxy or {}).get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
+    workload = _workload_key(kubernetes)
+    pod = (kubernetes.get(workload) or {}).get("pod") or {}
+    current = pod.get("annotations") or {}
+    present = {key: None for key in annotations if key in current}
+    if not present:
+        return {}
+    # Leave no empty maps behind: null the highest level that would hold nothing else, so the
+    # EnvoyProxy reads as it did before the annotations were added.
+    if len(present) < len(current):
+        change = {workload: {"pod": {"annotations": present}}}
+    elif len(pod) > 1:
+        change = {workload: {"pod": {"annotations": None}}}
+    elif len(kubernetes.get(workload) or {}) > 1:
+        change = {workload: {"pod": None}}
+    elif len(kubernetes) > 1:
+        change = {workload: None}
+    else:
+        change = None
+    provider = {"type": "Kubernetes", "kubernetes": change}
+    return {"apiVersion": api_version, "kind": "EnvoyProxy", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"provider": provider}}

@@ -1,0 +1,288 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: the plan of the teg_istio_prep role (step 1: the TEG namespace's injection label,
+appProtocol on the xDS port, the Envoy pods' sidecar annotations through the EnvoyProxy the GatewayClass
+references). read_* list what to read; decide_* turn what was read into the writes and the errors,
+without I/O, unit-tested in tests/unit/plugins/module_utils/test_teg_istio_prep.py; plan() and
+teardown() glue them to one read. It can change at any time."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.teg.istio.plugins.module_utils._diffs import merge_patch_diff
+from ansible_collections.teg.istio.plugins.module_utils._gatewayclass_parameters import ref_after_absent
+from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches import (
+    envoyproxy_pod_annotations_patch,
+    injection_labels_patch,
+)
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    describe,
+    referenced_envoyproxy,
+)
+
+# The group up to Envoy Gateway v0.5, which only reads the GatewayClass's EnvoyProxy in its own namespace.
+LEGACY_ENVOYPROXY_GROUP = "config.gateway.envoyproxy.io"
+
+
+def read_present(settings):
+    return {
+        "namespace": {"kind": "Namespace", "api_version": "v1", "name": settings["namespace"]},
+        "service": {"kind": "Service", "api_version": "v1", "name": settings["service"],
+                    "namespace": settings["namespace"]},
+        # The EnvoyProxy mode create would make (or finds made by an earlier run).
+        "own_envoyproxy": {"kind": "EnvoyProxy", "name": settings["envoyproxy_name"],
+                           "namespace": settings["namespace"]},
+    }
+
+
+def _first(read, key):
+    resources = (read.get(key) or {}).get("resources") or []
+    return resources[0] if resources else None
+
+
+def _annotation_errors(annotations):
+    bad = sorted(key for key, value in (annotations or {}).items() if not isinstance(value, str))
+    if not bad:
+        return []
+    return ["teg_istio_prep_pod_annotations %s must be a string (write \"\" for an empty value; null would delete "
+            "the annotation)" % ", ".join(bad)]
+
+
+def _port_matches(service, settings):
+    ports = (service.get("spec") or {}).get("ports") or []
+    if settings["service_port_name"]:
+        return ports, [p for p in ports if p.get("name") == settings["service_port_name"]]
+    return ports, [p for p in ports if p.get("port") == settings["service_port"]]
+
+
+def _port_error(service, settings):
+    ports, matches = _port_matches(service, settings)
+    if len(matches) == 1:
+        return None
+    wanted = ("named " + settings["service_port_name"]) if settings["service_port_name"] else settings["service_port"]
+    return ("Service %s/%s has %s port%s %s (its ports: %s): set %s to the one xDS port (no port is ever added)"
+            % (settings["namespace"], settings["service"], "no" if not matches else len(matches),
+               "s" if len(matches) > 1 else "", wanted, ", ".join(str(p.get("port")) for p in ports),
+               "teg_istio_prep_service_port_name" if len(matches) > 1 else
+               "teg_istio_prep_service_port or teg_istio_prep_service_port_name"))
+
+
+def _cluster_errors(facts, read, settings):
+    """What stops the role before anything else can be decided, in the order a reader would fix it."""
+    if not _first(read, "namespace"):
+        return ["namespace %s not found: set teg_istio_prep_namespace to the namespace TEG (Envoy Gateway) is "
+                "installed in" % settings["namespace"]]
+    envoyproxy = facts.get("envoyproxy")
+    if envoyproxy is None:
+        return ["no API group serves envoyproxies (neither gateway.envoyproxy.io nor config.gateway.envoyproxy.io): "
+                "install TEG / Envoy Gateway with its CRDs before this role"]
+    if not envoyproxy["pod_annotations"]:
+        return ["the EnvoyProxy API %s has no spec.provider.kubernetes.envoyDeployment.pod.annotations (Envoy Gateway "
+                "older than v0.4): upgrade TEG / Envoy Gateway to v0.4 or later" % envoyproxy["api_version"]]
+    if facts.get("gatewayclass") is None:
+        if facts.get("gateway_api") is not None:
+            return ["GatewayClass %s not found: set teg_istio_prep_gatewayclass to the GatewayClass TEG installed "
+                    "(kubectl get gatewayclass)" % settings["gatewayclass"]]
+        return ["the Gateway API (gateway.networking.k8s.io gatewayclasses) is not served, so GatewayClass %s cannot "
+                "exist: install TEG / Envoy Gateway with its CRDs first" % settings["gatewayclass"]]
+    errors = []
+    service = _first(read, "service")
+    if not service:
+        errors.append("Service %s/%s not found: set teg_istio_prep_service to Envoy Gateway's control-plane Service"
+                      % (settings["namespace"], settings["service"]))
+    else:
+        error = _port_error(service, settings)
+        if error:
+            errors.append(error)
+    return errors
+
+
+def decide_mode(facts, settings):
+    if settings["envoyproxy_mode"] != "auto":
+        return settings["envoyproxy_mode"]
+    return "merge" if facts["gatewayclass"]["parameters_ref"] is not None else "create"
+
+
+def _merge_errors(facts, settings):
+    ref = facts["gatewayclass"]["parameters_ref"]
+    group = facts["envoyproxy"]["group"]
+    name = settings["gatewayclass"]
+    if ref is None:
+        return ["GatewayClass %s has no parametersRef, so mode merge has no EnvoyProxy to annotate: set "
+                "teg_istio_prep_envoyproxy_mode to create or auto" % name]
+    if ref.get("kind") != "EnvoyProxy" or ref.get("group") != group:
+        return ["GatewayClass %s parametersRef points at %s of group %s, not at an EnvoyProxy of %s: set "
+                "teg_istio_prep_envoyproxy_mode to create to replace the reference"
+                % (name, ref.get("kind"), ref.get("group"), group)]
+    return []
+
+
+def decide_present(facts, read, settings, check_mode):
+    """(decisions, errors): what step 1 writes, from the facts (cluster_facts' `cluster` with the
+    GatewayClass) and the read of read_present()."""
+    errors = _annotation_errors(settings["pod_annotations"])
+    if errors:
+        return None, errors
+    errors = _cluster_errors(facts, read, settings)
+    if errors:
+        return None, errors
+    mode = decide_mode(facts, settings)
+    if mode == "merge":
+        errors = _merge_errors(facts, settings)
+        if errors:
+            return None, errors
+        target = referenced_envoyproxy(facts["gatewayclass"]["parameters_ref"])
+        envoyproxy = facts["gatewayclass"]["envoyproxy"]
+    else:
+        target = {"name": settings["envoyproxy_name"], "namespace": settings["namespace"]}
+        envoyproxy = _first(read, "own_envoyproxy")
+    where = describe("EnvoyProxy", target["name"], target["namespace"])
+    group = facts["envoyproxy"]["group"]
+    if group == LEGACY_ENVOYPROXY_GROUP and target["namespace"] != settings["namespace"]:
+        return None, ["GatewayClass %s references %s, but Envoy Gateway %s (v0.5 or older) only reads EnvoyProxies in "
+                      "%s: set teg_istio_prep_envoyproxy_mode to create"
+                      % (settings["gatewayclass"], where, group, settings["namespace"])]
+    if mode == "merge" and envoyproxy is None:
+        return None, ["GatewayClass %s references %s, which does not exist: create it, or set "
+                      "teg_istio_prep_envoyproxy_mode to create" % (settings["gatewayclass"], where)]
+    provider = ((envoyproxy or {}).get("spec") or {}).get("provider") or {}
+    if provider.get("type", "Kubernetes") != "Kubernetes":
+        return None, ["%s has provider type %s; pod annotations need type Kubernetes: choose another EnvoyProxy "
+                      "(teg_istio_prep_envoyproxy_name with mode create)" % (where, provider.get("type"))]
+
+    api_version = facts["envoyproxy"]["api_version"]
+    namespace_patch = injection_labels_patch(_first(read, "namespace"), settings["revision"])
+    envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, settings["pod_annotations"], api_version,
+                                                        target["name"], target["namespace"])
+    port = _port_matches(_first(read, "service"), settings)[1][0]
+    wanted_ref = {"group": group, "kind": "EnvoyProxy", "name": target["name"], "namespace": target["namespace"]}
+    point_gatewayclass = mode == "create" and facts["gatewayclass"]["parameters_ref"] != wanted_ref
+    decisions = {
+        "mode": mode,
+        "envoyproxy": target,
+        # One kubernetes.core.k8s call (state present, merge): the namespace exists (read above), the
+        # EnvoyProxy may have to be created.
+        "objects": [d for d in (namespace_patch, envoyproxy_patch) if d],
+        "service_port": port.get("appProtocol") != settings["app_protocol"],
+        "gatewayclass": {
+            "name": target["name"], "namespace": target["namespace"],
+            # In check mode a new EnvoyProxy was only created as a dry run, so it cannot be read back yet.
+            "must_exist": envoyproxy is not None or not check_mode,
+        } if point_gatewayclass else None,
+    }
+    diff = []
+    if namespace_patch:
+        diff.append(merge_patch_diff(_first(read, "namespace"), namespace_patch))
+    if envoyproxy_patch:
+        diff.append(merge_patch_diff(envoyproxy, envoyproxy_patch))
+    decisions["diff"] = diff
+    return decisions, []
+
+
+def _labels_after(namespace, patch):
+    labels = dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
+    for key, value in (((patch or {}).get("metadata") or {}).get("labels") or {}).items():
+        if value is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+    return labels
+
+
+def predictions(facts, read, settings, decisions):
+    """What step 1 leaves for the later roles to see, before it is written (check mode, site plan)."""
+    namespace_patch = next((d for d in decisions["objects"] if d["kind"] == "Namespace"), None)
+    annotations = dict(settings["pod_annotations"])
+    return {
+        "teg_namespace": {"name": settings["namespace"],
+                          "labels": _labels_after(_first(read, "namespace"), namespace_patch)},
+        "gatewayclass": {
+            "name": settings["gatewayclass"],
+            "parameters_ref": {"group": facts["envoyproxy"]["group"], "kind": "EnvoyProxy",
+                               "name": decisions["envoyproxy"]["name"],
+                               "namespace": decisions["envoyproxy"]["namespace"]},
+        },
+        "envoyproxy_pod_annotations": annotations,
+    }
+
+
+def plan(view, settings, predicted, check_mode):
+    if settings["state"] == "absent":
+        return teardown(view, settings)
+    facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"envoyproxy_schema"})
+    read = view.read(facts, read_present(settings))
+    decisions, errors = decide_present(facts, read, settings, check_mode)
+    if errors:
+        return {"errors": errors}
+    diff = decisions.pop("diff")
+    changes = bool(decisions["objects"]) or decisions["service_port"] or decisions["gatewayclass"] is not None
+    return {"errors": [], "writes": decisions, "changes": changes, "predicts": predictions(facts, read, settings, decisions),
+            "diff": diff}
+
+
+def read_absent(settings, facts):
+    reads = {
+        "namespace": {"kind": "Namespace", "api_version": "v1", "name": settings["namespace"]},
+        "service": {"kind": "Service", "api_version": "v1", "name": settings["service"],
+                    "namespace": settings["namespace"]},
+        # Served or not, the key is there: an unserved kind reads as no objects.
+        "owned_envoyproxies": {"kind": "EnvoyProxy", "namespace": settings["namespace"],
+                               "label_selectors": ["%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY_VALUE)]},
+    }
+    if facts.get("gatewayclass") is not None:
+        reads["gatewayclass"] = {"kind": "GatewayClass", "name": settings["gatewayclass"]}
+    return reads
+
+
+def _app_protocol_set(service, settings):
+    if not service:
+        return False
+    matches = _port_matches(service, settings)[1]
+    return len(matches) == 1 and matches[0].get("appProtocol") == settings["app_protocol"]
+
+
+def decide_absent(facts, read, referenced, settings):
+    """The teardown's writes: the GatewayClass reference this collection set taken back (restoring the
+    one it replaced), the annotations taken off the EnvoyProxy it references then (`referenced`, as
+    read), the EnvoyProxies this collection made deleted, appProtocol and the injection labels removed."""
+    owned = (read.get("owned_envoyproxies") or {}).get("resources") or []
+    owned_names = set((o["metadata"]["namespace"], o["metadata"]["name"]) for o in owned)
+    patches = []
+    if referenced and (referenced["metadata"]["namespace"], referenced["metadata"]["name"]) not in owned_names:
+        removal = envoyproxy_pod_annotations_patch(referenced, settings["pod_annotations"],
+                                                   facts["envoyproxy"]["api_version"],
+                                                   referenced["metadata"]["name"], referenced["metadata"]["namespace"],
+                                                   "absent")
+        if removal:
+            patches.append(removal)
+    namespace = _first(read, "namespace")
+    if namespace:
+        unlabel = injection_labels_patch(namespace, "", "absent")
+        if unlabel:
+            patches.append(unlabel)
+    gatewayclass = _first(read, "gatewayclass")
+    return {
+        "gatewayclass": gatewayclass is not None and ref_after_absent(gatewayclass)[1],
+        "patches": patches,
+        "delete": [{"apiVersion": o["apiVersion"], "kind": o["kind"],
+                    "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"]}}
+                   for o in owned],
+        "service_port": _app_protocol_set(_first(read, "service"), settings),
+    }
+
+
+def teardown(view, settings):
+    facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"envoyproxy"})
+    read = view.read(facts, read_absent(settings, facts))
+    referenced = None
+    gatewayclass = _first(read, "gatewayclass")
+    if gatewayclass is not None and facts.get("envoyproxy") is not None:
+        # The EnvoyProxy the GatewayClass references once the teardown took back what it set.
+        target = referenced_envoyproxy(ref_after_absent(gatewayclass)[0], facts["envoyproxy"]["group"])
+        if target:
+            referenced = view.get(facts["envoyproxy"]["api_version"], "EnvoyProxy", target["name"], target["namespace"])
+    writes = decide_absent(facts, read, referenced, settings)
+    return {"errors": [], "writes": writes, "changes": any(writes.values())}

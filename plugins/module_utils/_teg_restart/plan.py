@@ -1,0 +1,124 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: the plan of the teg_restart role (step 3: restart the TEG control plane and the
+Envoy data plane so that they come back with sidecars). The restart trigger is a hash of what the new
+pods must pick up (the namespace's injection labels, the includeInboundPorts annotation, istiod's
+revision and version); whether rollout_restart has anything to do is decided with its own rules
+(module_utils/rollout.py), so that a run with nothing to restart runs nothing. It can change at any time."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+
+from ansible_collections.teg.istio.plugins.module_utils.rollout import (
+    TRIGGER_ANNOTATION,
+    paused_error,
+    plan_restarts,
+    rollout_state,
+    select_deployments,
+)
+
+INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+
+
+def trigger(namespace_labels, include_inbound, istiod):
+    """The restart trigger: sha256 of the JSON (keys sorted) of what the restarted pods pick up. An absent
+    annotation (None) and the empty string stay apart. The same value the role computed in YAML before
+    (to_json(sort_keys=true) | hash('sha256')), so that an upgrade of the collection restarts nothing."""
+    istiod = istiod or {}
+    value = {
+        "injection": {"istio-injection": (namespace_labels or {}).get("istio-injection"),
+                      "istio.io/rev": (namespace_labels or {}).get("istio.io/rev")},
+        "includeInboundPorts": include_inbound,
+        "istiod": {"revision": istiod.get("revision"), "version": istiod.get("version")},
+    }
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def restart_pending(deployments, names, data_plane, trigger_value, force=False, wait=True,
+                    trigger_annotation=TRIGGER_ANNOTATION):
+    """False only when rollout_restart would merely read: every Deployment in `names` exists among
+    `deployments` (those of the namespace), none of them or of `data_plane` (those the label selector
+    matched, None when off) needs a restart for `trigger_value`, and, with `wait`, each has rolled out its
+    current generation. Anything else runs the module: a restart, a rollout still to wait for (so that a
+    rerun after a stuck rollout fails again), a missing Deployment to warn about, `force`, or nothing
+    selected at all (the module names the missing namespace)."""
+    selected, missing = select_deployments(deployments, names, data_plane)
+    if force or missing or not selected:
+        return True
+    restart, _unchanged = plan_restarts(selected, trigger_value, trigger_annotation, False)
+    if restart:
+        return True
+    return bool(wait) and any(rollout_state(d, d["metadata"].get("generation", 0))[0] != "done" for d in selected)
+
+
+def reads(settings):
+    out = {
+        "namespace": {"kind": "Namespace", "api_version": "v1", "name": settings["namespace"]},
+        "deployments": {"kind": "Deployment", "api_version": "apps/v1", "namespace": settings["namespace"]},
+    }
+    if settings["data_plane"]:
+        out["data plane"] = {"kind": "Deployment", "api_version": "apps/v1", "namespace": settings["namespace"],
+                             "label_selectors": [settings["data_plane_selector"]]}
+    return out
+
+
+def _pod_annotations(envoyproxy):
+    kubernetes = (((envoyproxy or {}).get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
+    workload = kubernetes.get("envoyDaemonSet") if kubernetes.get("envoyDaemonSet") is not None else \
+        kubernetes.get("envoyDeployment")
+    return ((workload or {}).get("pod") or {}).get("annotations") or {}
+
+
+def decide(facts, read, settings, predicted, check_mode):
+    """(decisions, errors, warnings)."""
+    namespace = (read["namespace"]["resources"] or [None])[0]
+    if namespace is None:
+        return None, ["namespace %s not found: install TEG first, or set teg_restart_namespace to the namespace TEG "
+                      "runs in" % settings["namespace"]], []
+    istiod = facts["istio"]["istiod"] or ((predicted.get("istio") or {}).get("istiod"))
+    warnings = []
+    if settings["require_istiod"] and istiod is None:
+        # Alone in check mode, an istio_install before it may only have been predicted; with predictions or
+        # when site.yml plans every role, what the roles before it do is known, so it is an error.
+        if not check_mode or predicted or settings.get("planning"):
+            return None, ["istiod not found in the cluster: run teg.istio.istio_install before teg_restart (the sidecar "
+                          "injector must exist before the pods restart), or set teg_restart_require_istiod: false if "
+                          "the injector runs where cluster_facts cannot see it"], []
+        warnings.append("istiod not found; in check mode this is expected when istio_install runs before this role, "
+                        "but a real run of teg_restart alone would refuse")
+    labels = (namespace["metadata"].get("labels") or {})
+    teg_namespace = predicted.get("teg_namespace") or {}
+    if teg_namespace.get("name") == settings["namespace"]:
+        labels = teg_namespace["labels"]
+    annotations = _pod_annotations((facts.get("gatewayclass") or {}).get("envoyproxy"))
+    if "envoyproxy_pod_annotations" in predicted:
+        annotations = dict(annotations, **predicted["envoyproxy_pod_annotations"])
+    value = trigger(labels, annotations.get(INCLUDE_INBOUND), istiod)
+    deployments = read["deployments"]["resources"]
+    data_plane = read["data plane"]["resources"] if settings["data_plane"] else None
+    selected, _missing = select_deployments(deployments, settings["deployments"], data_plane)
+    restart, _unchanged = plan_restarts(selected, value, TRIGGER_ANNOTATION, settings["force"])
+    # rollout_restart refuses them too, but only after it has patched the others.
+    error = paused_error(selected, restart, settings["namespace"])
+    if error:
+        return None, [error], warnings
+    return {
+        "trigger": value,
+        "restart": restart_pending(deployments, settings["deployments"], data_plane, value, settings["force"],
+                                   settings["wait"]),
+        "restarts": [entry["name"] for entry in restart],
+    }, [], warnings
+
+
+def plan(view, settings, predicted, check_mode):
+    facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"istiod"})
+    read = view.read(facts, reads(settings))
+    decisions, errors, warnings = decide(facts, read, settings, predicted, check_mode)
+    if errors:
+        return {"errors": errors, "warnings": warnings}
+    return {"errors": [], "warnings": warnings, "writes": decisions, "changes": decisions["restart"],
+            "predicts": {"restarted": {settings["namespace"]: decisions["restarts"]}}}

@@ -1,0 +1,207 @@
+# Copyright: teg.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to teg.istio: run a module of this collection inside the ansible-playbook process.
+
+A module task is a new Python process that spends about a second importing the Kubernetes client
+before it sends its first request. An action plugin whose file imports the client when it is loaded
+avoids that: the linear and free strategies load a task's action plugin in the ansible-playbook
+process before they fork the worker that runs the task, so every worker inherits the imported client
+and the task costs a few hundredths of a second (docs/architecture.md, "In-process tasks").
+
+Each module of this collection has an action plugin of the same name built on InProcessAction. When
+the task runs on the controller as the same user (connection local, no delegate_to, no become) and
+the controller has the Kubernetes client, the action runs the module's own code (the run() function
+of its private module_utils file) here, doing by hand what Ansible does for a module process:
+
+- argument validation against the module's own argument spec, with its constraints (required_if...),
+  and the parameters handed over as plain JSON values, as a module process receives them;
+- the task's `environment:` applied to os.environ for the task's duration (K8S_AUTH_*, KUBECONFIG);
+- check mode (the client sends every write as a server-side dry run) and diff mode;
+- no_log: the values of no_log options (api_key, password, a kubeconfig dict) masked in the result;
+- warnings and the `invocation` block, as a module returns them.
+
+Otherwise it runs the module as a module process (the fallback), so the Kubernetes client then runs
+where the module runs. It can change at any time; do not use it from other collections."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import json
+import os
+import traceback
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+from ansible.utils.vars import merge_hash
+
+try:
+    # Imported when the plugin is loaded, in the ansible-playbook process, on purpose: see above.
+    import kubernetes  # noqa: F401  pylint: disable=unused-import
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as _k8s_client  # noqa: F401
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import has_at_least, requires
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+    HAS_KUBERNETES = True
+except ImportError:
+    # The module process reports the missing library the kubernetes.core way.
+    HAS_KUBERNETES = False
+
+from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError
+
+
+class ModuleExit(Exception):
+    """exit_json or fail_json of an in-process module: carries the result."""
+
+    def __init__(self, result):
+        super(ModuleExit, self).__init__(result.get("msg", ""))
+        self.result = result
+
+
+class InProcessModule(object):
+    """What the modules' run() functions and kubernetes.core's get_api_client and K8sService use of
+    AnsibleK8SModule, for a module run inside the ansible-playbook process."""
+
+    def __init__(self, name, params, check_mode, diff):
+        self._name = name
+        self.params = params
+        self.check_mode = check_mode
+        self._diff = diff
+        self.warnings = []
+
+    @property
+    def server_side_dry_run(self):
+        return self.check_mode and self.has_at_least("kubernetes", "18.20.0")
+
+    def has_at_least(self, dependency, minimum=None, warn=False):
+        supported = has_at_least(dependency, minimum)
+        if not supported and warn:
+            self.warn("%s<%s is not supported or tested. Some features may not work." % (dependency, minimum))
+        return supported
+
+    def requires(self, dependency, minimum=None, reason=None):
+        try:
+            requires(dependency, minimum, reason=reason)
+        except Exception as exc:  # kubernetes.core raises a bare Exception with the message
+            self.fail_json(msg=to_text(exc))
+
+    def warn(self, warning):
+        self.warnings.append(warning)
+
+    def deprecate(self, msg, version=None, date=None, collection_name=None):
+        self.warn(msg)
+
+    def debug(self, msg):
+        pass
+
+    def exit_json(self, **kwargs):
+        raise ModuleExit(dict(kwargs, failed=False))
+
+    def fail_json(self, msg, **kwargs):
+        raise ModuleExit(dict(kwargs, msg=msg, failed=True))
+
+    def fail_from_exception(self, exception):
+        tb = "".join(traceback.format_exception(None, exception, exception.__traceback__))
+        self.fail_json(msg=to_text(exception), exception=tb)
+
+
+@contextlib.contextmanager
+def task_environment(values):
+    """The task's `environment:` in os.environ for the block, as a module process would have it.
+
+    The worker process runs one task, but the previous values are put back all the same."""
+    saved = dict((key, os.environ.get(key)) for key in values)
+    os.environ.update(dict((key, to_text(value)) for key, value in values.items()))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class InProcessAction(ActionBase):
+    """Run the module MODULE in-process with ARGUMENT_SPEC, ARGUMENT_CONSTRAINTS and RUN(module)."""
+
+    MODULE = None
+    ARGUMENT_SPEC = None
+    ARGUMENT_CONSTRAINTS = {}
+    RUN = None
+
+    _supports_check_mode = True
+    _supports_async = True
+
+    def _reason_to_run_as_module(self):
+        """Why the module must run as a module process, or None when it can run here."""
+        if not HAS_KUBERNETES:
+            return "the controller's Python has no Kubernetes client"
+        if self._task.delegate_to:
+            return "delegate_to"
+        if getattr(self._connection, "transport", None) != "local":
+            return "connection %s" % getattr(self._connection, "transport", None)
+        if self._play_context.become:
+            return "become"
+        if self._task.async_val:
+            return "async"
+        return None
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(InProcessAction, self).run(tmp, task_vars)
+        del tmp
+        reason = self._reason_to_run_as_module()
+        if reason:
+            self._display.vvv("%s runs as a module process (%s)" % (self.MODULE, reason))
+            wrap_async = self._task.async_val and not self._connection.has_native_async
+            result = merge_hash(result, self._execute_module(module_name=self.MODULE, module_args=self._task.args,
+                                                             task_vars=task_vars, wrap_async=wrap_async))
+            if not wrap_async:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
+            return result
+        environment = {}
+        self._compute_environment_string(environment)
+        with task_environment(environment):
+            validation, params = self._validate()
+            # What a module process receives: plain JSON values, not Ansible's tagged str and dict types
+            # (which YAML dumpers, for one, refuse).
+            params = json.loads(json.dumps(params))
+            module = InProcessModule(self.MODULE, params, bool(self._task.check_mode), bool(self._task.diff))
+            outcome = self._run_module(module)
+        no_log_values = validation._no_log_values
+        outcome = remove_values(outcome, no_log_values)
+        outcome["invocation"] = {"module_args": remove_values(params, no_log_values)}
+        # As ModuleArgumentSpecValidator words them for a module process.
+        warnings = ["Both option %s and its alias %s are set." % (w["option"], w["alias"]) for w in validation._warnings]
+        warnings.extend(d["msg"] for d in validation._deprecations)
+        warnings.extend(remove_values(module.warnings, no_log_values))
+        if warnings:
+            outcome["warnings"] = warnings
+        outcome.setdefault("changed", False)
+        return merge_hash(result, outcome)
+
+    def _validate(self):
+        """The task's arguments validated against the module's spec; fails as a module would."""
+        try:
+            return self.validate_argument_spec(self.ARGUMENT_SPEC, **self.ARGUMENT_CONSTRAINTS)
+        except AnsibleActionFail as exc:
+            # validate_argument_spec names the action plugin; the message is the module's own.
+            raise AnsibleActionFail(to_text(exc.message).replace("Unsupported parameters for (%s) module"
+                                                                 % self._load_name,
+                                                                 "Unsupported parameters for (%s) module"
+                                                                 % self.MODULE)) from None
+
+    def _run_module(self, module):
+        try:
+            return type(self).RUN(module)
+        except ModuleExit as done:
+            return done.result
+        except CoreException as exc:
+            try:
+                module.fail_from_exception(exc)
+            except ModuleExit as done:
+                return done.result
+        except TegIstioError as exc:
+            return dict(exc.result, msg=str(exc), failed=True)

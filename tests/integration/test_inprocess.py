@@ -1,0 +1,150 @@
+"""The collection's modules run inside ansible-playbook (plugins/action/, plugins/plugin_utils/_inprocess.py)
+and behave as the module process would: check mode as a server-side dry run, diff, the task's
+`environment:`, no_log, argument-spec validation, module_defaults, one-line connection errors, and the
+fallback to a module process when the task is delegated. Against the local control plane; the API
+server's audit log tells dry runs from writes, and a python wrapper that logs each module process it
+runs tells an in-process run (no line) from a module process (one line)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, PlaybookRun
+
+PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "inprocess.yml"
+NS = "envoy-gateway-system"
+SECRET = "not-a-real-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def fresh(cluster):
+    cluster.localcp("reset")
+    return cluster
+
+
+@pytest.fixture
+def interpreter(tmp_path):
+    """A python for module processes that appends one line per process to a log."""
+    log = tmp_path / "module-processes.log"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def run_case(cluster, interpreter, case, check=False, diff=False, extra=None, env=None, unset=()):
+    """Run one case of the playbook with the json callback; (PlaybookRun, the case's task result, module
+    processes started)."""
+    wrapper, log = interpreter
+    extra_vars = {"case": case, "module_interpreter": str(wrapper), **(extra or {})}
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(PLAYBOOK), "-e", json.dumps(extra_vars)]
+    cmd += ["--check"] if check else []
+    cmd += ["--diff"] if diff else []
+    run_env = dict(cluster.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", **(env or {}))
+    for name in unset:
+        run_env.pop(name, None)
+    position = cluster.audit_position()
+    proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, check=False)
+    time.sleep(0.2)
+    run = PlaybookRun(proc.returncode, proc.stdout, proc.stderr, cluster.mutations_since(position))
+    results = [t["hosts"]["localhost"] for p in json.loads(proc.stdout)["plays"] for t in p["tasks"]
+               if not t["hosts"]["localhost"].get("skipped")]
+    assert len(results) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    processes = log.read_text().splitlines() if log.exists() else []
+    return run, results[0], processes
+
+
+def app_protocol(cluster):
+    service = json.loads(cluster.kubectl("get", "service", "envoy-gateway", "-n", NS, "-o", "json").stdout)
+    return [p.get("appProtocol") for p in service["spec"]["ports"] if p["port"] == 18000][0]
+
+
+def test_check_mode_is_a_server_side_dry_run_with_a_diff(fresh, interpreter):
+    run, result, processes = run_case(fresh, interpreter, "app_protocol", check=True, diff=True)
+    assert processes == [], "ran as a module process"
+    assert result["changed"] and "would have set appProtocol tls" in result["msg"], result
+    assert run.writes == [], run.describe_writes()
+    assert [e["objectRef"]["resource"] for e in run.dry_runs] == ["services"]
+    assert result["diff"]["after"]["spec"]["ports"] != result["diff"]["before"]["spec"]["ports"]
+    assert app_protocol(fresh) is None
+
+
+def test_a_real_run_writes_once_without_a_module_process_and_then_nothing(fresh, interpreter):
+    run, result, processes = run_case(fresh, interpreter, "app_protocol")
+    assert processes == []
+    assert result["changed"] and "diff" not in result, result  # no diff unless asked
+    assert [(e["verb"], e["objectRef"]["resource"]) for e in run.writes] == [("patch", "services")]
+    assert app_protocol(fresh) == "tls"
+    again, result, _processes = run_case(fresh, interpreter, "app_protocol")
+    assert not result["changed"] and again.events == [], again.describe_writes()
+    assert result["invocation"]["module_args"]["name"] == "envoy-gateway"  # as a module reports it
+
+
+def test_delegated_the_module_runs_as_a_module_process_with_the_same_result(fresh, interpreter):
+    fresh.kubectl("patch", "service", "envoy-gateway", "-n", NS, "--type=json",
+                  "-p", '[{"op": "remove", "path": "/spec/ports/0/appProtocol"}]', check=False)
+    run, result, processes = run_case(fresh, interpreter, "app_protocol_delegated", check=True)
+    assert len(processes) == 1, processes
+    assert result["changed"] and "would have set appProtocol tls" in result["msg"], result
+    assert run.writes == [] and [e["objectRef"]["resource"] for e in run.dry_runs] == ["services"]
+
+
+def test_the_tasks_environment_carries_the_connection_settings(fresh, interpreter):
+    unset = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG")
+    run, result, processes = run_case(fresh, interpreter, "environment", unset=unset,
+                                      extra={"task_kubeconfig": str(fresh.kubeconfig)}, env={"HOME": "/nonexistent"})
+    assert run.rc == 0 and processes == [], result
+    assert result["cluster"]["kubernetes_version"].startswith("v1.")
+    run, result, _processes = run_case(fresh, interpreter, "environment", unset=unset,
+                                       extra={"task_kubeconfig": "/nonexistent/kubeconfig"}, env={"HOME": "/nonexistent"})
+    assert result["failed"] and result["msg"].startswith(
+        "no Kubernetes connection settings: kubeconfig /nonexistent/kubeconfig (from K8S_AUTH_KUBECONFIG) does not "
+        "exist"), result["msg"]
+    assert "\n" not in result["msg"]
+
+
+def test_module_defaults_of_the_action_group_reach_the_in_process_module(fresh, interpreter):
+    run, result, processes = run_case(fresh, interpreter, "module_defaults", unset=("KUBECONFIG", "K8S_AUTH_KUBECONFIG"),
+                                      extra={"task_kubeconfig": str(fresh.kubeconfig)}, env={"HOME": "/nonexistent"})
+    assert run.rc == 0 and processes == [], result
+    assert result["invocation"]["module_args"]["kubeconfig"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def test_a_context_the_kubeconfig_lacks_is_one_line_naming_its_contexts(fresh, interpreter):
+    run, result, _processes = run_case(fresh, interpreter, "wrong_context")
+    assert run.rc != 0
+    assert result["msg"].startswith(f"context no-such-context is not in kubeconfig {fresh.kubeconfig}"), result["msg"]
+    assert "set K8S_AUTH_CONTEXT" in result["msg"] and "\n" not in result["msg"]
+
+
+def _api_host(cluster):
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)
+    return config["clusters"][0]["cluster"]["server"]
+
+
+def test_no_log_options_are_masked_and_no_log_hides_the_result(fresh, interpreter):
+    extra = {"api_host": _api_host(fresh), "secret_token": SECRET}
+    unset = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG")
+    run, result, _processes = run_case(fresh, interpreter, "api_key", extra=extra, unset=unset)
+    assert result["failed"] and "401 Unauthorized" in result["msg"], result["msg"]
+    assert result["invocation"]["module_args"]["api_key"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert SECRET not in run.output
+    run, result, _processes = run_case(fresh, interpreter, "no_log", extra=extra, unset=unset)
+    assert result["censored"].startswith("the output has been hidden"), result
+    assert SECRET not in run.output and "401" not in run.output
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("unsupported", "Unsupported parameters for (teg.istio.cluster_facts) module: no_such_option."),
+    ("bad_type", "argument 'port' is of type str and we were unable to convert to int"),
+    ("required_if", "state is present but all of the following are missing: envoyproxy_namespace"),
+])
+def test_arguments_are_validated_against_the_modules_spec(fresh, interpreter, case, expected):
+    run, result, processes = run_case(fresh, interpreter, case)
+    assert run.rc != 0 and processes == []
+    assert expected in result["msg"], result["msg"]
+    assert run.events == []

@@ -1,0 +1,238 @@
+"""Pure logic of the istio_install role (module_utils/_istio_install/ and module_utils/_helm.py): input checks, Istio's object
+names, which istiod and gateways run, local chart lookup, chart metadata checks, values, and helm or
+API failures turned into one line. The helm and API side is covered by
+tests/integration/test_istio_install.py."""
+
+import pytest
+
+from ansible_collections.teg.istio.plugins.module_utils import _helm
+from ansible_collections.teg.istio.plugins.module_utils._istio_install import decisions as f
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version
+
+UPSTREAM = "https://istio-release.storage.googleapis.com/charts"
+
+
+def deployment(name, namespace, labels, image="docker.io/istio/pilot:1.29.6", available=True, release=None):
+    annotations = {"meta.helm.sh/release-name": release} if release else {}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": {"template": {"spec": {"containers": [{"name": "discovery", "image": image}]}}},
+        "status": {"conditions": [{"type": "Available", "status": "True" if available else "False"}]},
+    }
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+def test_defaults_are_accepted():
+    assert f.input_errors("istio-system", "", "1.29.6", "", UPSTREAM) == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("Istio_System", "", "1.29.6", "", UPSTREAM), "istio_install_namespace 'Istio_System' is not a namespace"),
+    (("istio-system", "default", "1.29.6", "", UPSTREAM), "leave istio_install_revision empty"),
+    (("istio-system", "1-29", "1.29.6", "", UPSTREAM), ""),
+    (("istio-system", "Canary", "1.29.6", "", UPSTREAM), "istio_install_revision 'Canary' is not a valid"),
+    (("istio-system", "a" * 57, "1.29.6", "", UPSTREAM), "at most 56 characters"),
+    (("istio-system", "", "1.29", "", UPSTREAM), "istio_install_version '1.29' is not an Istio chart version"),
+    (("istio-system", "", "v1.29.6", "", UPSTREAM), "is not an Istio chart version"),
+    (("istio-system", "", "1.30.0-beta.0", "", UPSTREAM), ""),
+    (("istio-system", "", "1.29.6", "charts", UPSTREAM), "istio_install_chart_path 'charts' must be an absolute path"),
+    (("istio-system", "", "1.29.6", "", "istio-release.storage.googleapis.com"), "must start with https://"),
+    (("istio-system", "", "1.29.6", "/srv/charts", "not-a-url"), ""),  # the local directory wins
+    (("istio-system", "", "1.29.6", "", "oci://registry.example/istio"), ""),
+])
+def test_input_errors(args, fragment):
+    errors = f.input_errors(*args)
+    if fragment:
+        assert len(errors) == 1 and fragment in errors[0]
+    else:
+        assert errors == []
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("namespace, revision, injector, istiod", [
+    ("istio-system", "", "istio-sidecar-injector", "istiod"),
+    ("istio-system", "canary", "istio-sidecar-injector-canary", "istiod-canary"),
+    ("mesh", "", "istio-sidecar-injector-mesh", "istiod"),
+    ("mesh", "1-29", "istio-sidecar-injector-1-29-mesh", "istiod-1-29"),
+])
+def test_names_follow_istios_chart(namespace, revision, injector, istiod):
+    assert f.injector_name(namespace, revision) == injector
+    assert f.istiod_name(revision) == istiod
+
+
+# --- what runs -------------------------------------------------------------------------------------
+
+def test_inventory_picks_the_istiod_of_the_namespace_and_revision():
+    found = f.inventory([
+        deployment("istiod-canary", "istio-system", {"app": "istiod", "istio": "pilot", "istio.io/rev": "canary"},
+                   image="gcr.io/istio-release/pilot:1.30.0"),
+        deployment("istiod", "istio-system", {"app": "istiod", "istio": "pilot"}, release="istiod"),
+        deployment("istio-ingressgateway", "istio-ingress", {"app": "istio-ingressgateway", "istio": "ingressgateway"}),
+        deployment("istio-egressgateway", "istio-system", {"istio": "egressgateway"}),
+        deployment("eastwest", "istio-system", {"istio": "eastwestgateway"}),
+    ], "istio-system", "")
+    assert found["istiod"] == {"namespace": "istio-system", "name": "istiod", "revision": "default",
+                               "version": "1.29.6", "available": True, "helm_release": "istiod"}
+    assert [(d["name"], d["version"], d["revision"]) for d in found["other_istiods"]] == [
+        ("istiod-canary", "1.30.0", "canary")]
+    # Egress gateways are no ingress; every other istio=<gateway> Deployment is reported.
+    assert [(g["namespace"], g["name"]) for g in found["gateways"]] == [
+        ("istio-ingress", "istio-ingressgateway"), ("istio-system", "eastwest")]
+
+
+def test_inventory_with_a_revision_and_nothing_running():
+    assert f.inventory([], "istio-system", "canary") == {
+        "istiod": None, "other_istiods": [], "gateways": []}
+    found = f.inventory(
+        [deployment("istiod", "istio-system", {"app": "istiod"}, available=False)], "istio-system", "canary")
+    assert found["istiod"] is None
+    assert found["other_istiods"][0]["available"] is False
+
+
+@pytest.mark.parametrize("image, version", [
+    ("docker.io/istio/pilot:1.29.6", "1.29.6"),
+    ("registry:5000/istio/pilot:1.19.10-distroless", "1.19.10-distroless"),
+    ("registry:5000/istio/pilot", None),
+    ("istio/pilot:v1.2.3", "1.2.3"),
+    ("istio/pilot:1.29.6@sha256:abc", "1.29.6"),
+    ("istio/pilot@sha256:abc", None),
+    (None, None),
+])
+def test_image_version(image, version):
+    assert image_version(image) == version
+
+
+# --- local charts ----------------------------------------------------------------------------------
+
+def test_local_charts_prefer_the_versioned_archive():
+    found = [{"path": "/srv/charts/base-1.29.6.tgz", "isdir": False},
+             {"path": "/srv/charts/base", "isdir": True},
+             {"path": "/srv/charts/istiod-1.28.0.tgz", "isdir": False},
+             {"path": "/srv/charts/istiod", "isdir": True},
+             {"path": "/srv/charts/base-notes.txt", "isdir": False}]
+    located = f.local_charts(found, "/srv/charts/", "1.29.6")
+    assert located["refs"] == {"base": "/srv/charts/base-1.29.6.tgz", "istiod": "/srv/charts/istiod"}
+    assert located["listing"] == ["base-1.29.6.tgz", "base/", "istiod-1.28.0.tgz", "istiod/"]
+
+
+def test_local_charts_missing_and_nested_entries_ignored():
+    found = [{"path": "/srv/charts/old/base-1.29.6.tgz", "isdir": False},
+             {"path": "/srv/charts/istiod-1.29.6.tgz", "isdir": False},
+             {"path": "/srv/charts/base-1.29.6.tgz", "isdir": True}]  # a folder named like an archive
+    located = f.local_charts(found, "/srv/charts", "1.29.6")
+    assert located["refs"] == {"base": None, "istiod": "/srv/charts/istiod-1.29.6.tgz"}
+
+
+def test_chart_errors():
+    source = "local chart directory /srv/charts"
+    assert f.chart_errors({
+        "base": ("/srv/charts/base", {"name": "base", "version": "1.29.6"}),
+        "istiod": ("/srv/charts/istiod-1.29.6.tgz", {"name": "istiod", "version": "1.29.6"}),
+    }, "1.29.6", source) == []
+    errors = f.chart_errors({
+        "base": ("/srv/charts/base", {"name": "base", "version": "1.28.0"}),
+        "istiod": ("/srv/charts/istiod-1.29.6.tgz", {"name": "gateway", "version": "1.29.6"}),
+    }, "1.29.6", source)
+    assert errors[0].startswith("chart base in the local chart directory /srv/charts (/srv/charts/base) is version "
+                                "1.28.0, not 1.29.6")
+    assert "is chart 'gateway', not 'istiod'" in errors[1]
+    [unreadable] = f.chart_errors({"istiod": ("/srv/charts/istiod", "no Chart.yaml at the top of the archive")},
+                                  "1.29.6", source)
+    assert "not a readable Helm chart (no Chart.yaml at the top of the archive)" in unreadable
+
+
+def test_chart_metadata_is_read_without_helm(tmp_path):
+    import tarfile
+    folder = tmp_path / "base"
+    folder.mkdir()
+    (folder / "Chart.yaml").write_text("name: base\nversion: 1.29.6\n")
+    assert _helm.chart_metadata(str(folder))["version"] == "1.29.6"
+    archive = tmp_path / "base-1.29.6.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="base")
+    assert _helm.chart_metadata(str(archive)) == {"name": "base", "version": "1.29.6"}
+    (tmp_path / "junk.tgz").write_text("not an archive")
+    with pytest.raises(Exception):
+        _helm.chart_metadata(str(tmp_path / "junk.tgz"))
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+def test_istiod_values_merge_under_the_roles_own():
+    passthrough = {"meshConfig": {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "ALLOW_ANY"}},
+                   "pilot": {"env": {"PILOT_TRACE_SAMPLING": "1"}}, "revision": "other"}
+    values = f.istiod_values(passthrough, "istio-system", "canary", "REGISTRY_ONLY")
+    assert values == {
+        "meshConfig": {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
+        "pilot": {"env": {"PILOT_TRACE_SAMPLING": "1"}},
+        "revision": "canary",
+        "global": {"istioNamespace": "istio-system"},
+    }
+    # The passthrough dict itself is not modified (it is the user's variable).
+    assert passthrough["meshConfig"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
+
+
+def test_values_without_revision_carry_no_revision_key():
+    assert f.istiod_values({}, "mesh", "", "ALLOW_ANY") == {
+        "global": {"istioNamespace": "mesh"}, "meshConfig": {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}}
+    assert f.base_values({"defaultRevision": "canary", "global": {"hub": "x"}}, "mesh") == {
+        "defaultRevision": "canary", "global": {"hub": "x", "istioNamespace": "mesh"}}
+
+
+# --- releases and failures -------------------------------------------------------------------------
+
+def test_release_errors_only_for_stuck_releases():
+    releases = {"istio-base": {"status": "deployed"}, "istiod": {"status": "pending-upgrade"}, "istiod-x": None}
+    errors = f.release_errors(releases, "istio-system")
+    assert errors == ["Helm release istiod in istio-system is pending-upgrade (an interrupted helm run): run "
+                      "`helm rollback istiod -n istio-system` (or `helm uninstall istiod -n istio-system` if it never "
+                      "deployed), then run again"]
+    assert f.release_errors({"istiod": {"status": "failed"}}, "x") == []
+    assert f.release_errors({"istiod": {"status": "uninstalling"}}, "x") == [
+        "Helm release istiod in x is being uninstalled: wait for `helm status istiod -n x` to finish, then run again"]
+
+
+def test_helm_error_is_helms_last_error_line():
+    stderr = ("W1126 warning line\nError: INSTALLATION FAILED: rendered manifests contain a resource that "
+              "already exists.\n  Unable to continue\n")
+    assert _helm.helm_error_line(stderr) == ("INSTALLATION FAILED: rendered manifests contain a resource that "
+                                             "already exists.")
+    assert _helm.helm_error_line("exec: no such file\nmore") == "exec: no such file"
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("INSTALLATION FAILED: x exists and cannot be imported into the current release: invalid ownership metadata",
+     "istio_install_manage: false"),
+    ("clusterroles.rbac.authorization.k8s.io is forbidden: User", "docs/rbac.md"),
+    ("chart requires kubeVersion: >=1.30 which is incompatible", "supports this Kubernetes version"),
+    ("UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress", "roll it back"),
+    ("something else", "helm status"),
+])
+def test_helm_hints(line, fragment):
+    assert fragment in _helm.helm_hint(line)
+
+
+def test_crd_deletions_only_istio_groups():
+    crds = [{"metadata": {"name": n}} for n in
+            ("virtualservices.networking.istio.io", "gateways.gateway.networking.k8s.io",
+             "peerauthentications.security.istio.io", "envoyproxies.gateway.envoyproxy.io", "fake.istio.io.example")]
+    assert [d["metadata"]["name"] for d in f.crd_deletions(crds)] == [
+        "peerauthentications.security.istio.io", "virtualservices.networking.istio.io"]
+
+
+def _release(status="deployed", chart="istiod-1.29.6", values=None):
+    return {"name": "istiod", "status": status, "chart": chart, "values": values or {"a": 1}}
+
+
+@pytest.mark.parametrize("release, current", [
+    (_release(), True),
+    (_release(status="failed"), False),
+    (_release(status="pending-upgrade"), False),
+    (_release(chart="istiod-1.28.0"), False),
+    (_release(values={"a": 2}), False),
+    (None, False),  # no such release yet
+])
+def test_a_release_is_current_only_when_deployed_with_the_same_chart_version_and_values(release, current):
+    assert f.release_current(release, "istiod", "1.29.6", {"a": 1}) is current

@@ -1,0 +1,138 @@
+"""Pure rendering of the teg_istio_prep role (module_utils/_teg_istio_prep/patches.py): the namespace label
+patch and the EnvoyProxy pod-annotation definition, including the {} that lets the role skip the
+API call when nothing is to change."""
+
+
+import pytest
+
+from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import patches as f
+from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError
+
+ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
+WANTED = {ANNOTATION: ""}
+API = "gateway.envoyproxy.io/v1alpha1"
+NS = "envoy-gateway-system"
+
+
+def namespace(**labels):
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NS, "labels": dict({"kubernetes.io/metadata.name": NS}, **labels)}}
+
+
+def test_the_injection_label_is_added():
+    assert f.injection_labels_patch(namespace()) == {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}
+
+
+def test_a_labelled_namespace_needs_no_patch():
+    assert f.injection_labels_patch(namespace(**{"istio-injection": "enabled"})) == {}
+    assert f.injection_labels_patch(namespace(**{"istio.io/rev": "canary"}), "canary") == {}
+
+
+def test_a_revision_replaces_the_injection_label_which_would_win():
+    patch = f.injection_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
+    assert patch["metadata"]["labels"] == {"istio.io/rev": "canary", "istio-injection": None}
+
+
+def test_the_injection_label_replaces_a_revision_label():
+    patch = f.injection_labels_patch(namespace(**{"istio.io/rev": "canary", "istio-injection": "disabled"}))
+    assert patch["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/rev": None}
+
+
+def test_a_namespace_without_labels_is_handled():
+    assert f.injection_labels_patch({"metadata": {"name": NS}})["metadata"]["labels"] == {"istio-injection": "enabled"}
+    with pytest.raises(TegIstioError):
+        f.injection_labels_patch(None)
+
+
+def test_a_missing_envoyproxy_is_rendered_whole():
+    definition = f.envoyproxy_pod_annotations_patch(None, WANTED, API, "data-plane-sidecars", NS)
+    assert definition == {
+        "apiVersion": API, "kind": "EnvoyProxy",
+        "metadata": {"name": "data-plane-sidecars", "namespace": NS,
+                     "labels": {"app.kubernetes.io/managed-by": "teg.istio"}},
+        "spec": {"provider": {"type": "Kubernetes",
+                              "kubernetes": {"envoyDeployment": {"pod": {"annotations": {ANNOTATION: ""}}}}}},
+    }
+    assert f.envoyproxy_pod_annotations_patch({}, WANTED, API, "x", NS)["metadata"]["name"] == "x"
+
+
+def tegs_envoyproxy(pod_annotations=None, **kubernetes):
+    spec = {"provider": {"type": "Kubernetes"}, "logging": {"level": {"default": "warn"}}}
+    if pod_annotations is not None:
+        kubernetes["envoyDeployment"] = {"replicas": 2, "pod": {"annotations": pod_annotations}}
+    if kubernetes:
+        spec["provider"]["kubernetes"] = kubernetes
+    return {"apiVersion": API, "kind": "EnvoyProxy", "metadata": {"name": "teg-envoy-proxy", "namespace": NS},
+            "spec": spec}
+
+
+def test_an_existing_envoyproxy_gets_only_what_is_missing():
+    patch = f.envoyproxy_pod_annotations_patch(tegs_envoyproxy({"keep": "me"}), WANTED, API, "teg-envoy-proxy", NS)
+    # A merge patch: logging, replicas and the other annotation are not mentioned, so they stay.
+    assert patch == {"apiVersion": API, "kind": "EnvoyProxy", "metadata": {"name": "teg-envoy-proxy", "namespace": NS},
+                     "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
+                         "envoyDeployment": {"pod": {"annotations": {ANNOTATION: ""}}}}}}}
+
+
+def test_a_different_value_is_corrected_and_an_equal_one_left_alone():
+    wrong = tegs_envoyproxy({ANNOTATION: "8080"})
+    assert f.envoyproxy_pod_annotations_patch(wrong, WANTED, API, "teg-envoy-proxy", NS)["spec"]["provider"][
+        "kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {ANNOTATION: ""}
+    assert f.envoyproxy_pod_annotations_patch(tegs_envoyproxy({ANNOTATION: ""}), WANTED, API, "teg-envoy-proxy",
+                                              NS) == {}
+
+
+def test_an_envoyproxy_without_provider_gets_type_kubernetes():
+    bare = {"apiVersion": API, "kind": "EnvoyProxy", "metadata": {"name": "p", "namespace": NS}, "spec": {}}
+    assert f.envoyproxy_pod_annotations_patch(bare, WANTED, API, "p", NS)["spec"]["provider"]["type"] == "Kubernetes"
+
+
+def test_a_daemonset_envoyproxy_gets_the_annotations_on_the_daemonset():
+    ds = tegs_envoyproxy(envoyDaemonSet={"pod": {}})
+    patch = f.envoyproxy_pod_annotations_patch(ds, WANTED, API, "teg-envoy-proxy", NS)
+    assert patch["spec"]["provider"]["kubernetes"] == {"envoyDaemonSet": {"pod": {"annotations": {ANNOTATION: ""}}}}
+
+
+def test_null_or_non_string_values_are_refused():
+    for bad in ({ANNOTATION: None}, {ANNOTATION: 0}, {}, None):
+        with pytest.raises(TegIstioError):
+            f.envoyproxy_pod_annotations_patch(None, bad, API, "p", NS)
+
+
+def test_a_provider_other_than_kubernetes_is_refused():
+    custom = tegs_envoyproxy()
+    custom["spec"]["provider"]["type"] = "Custom"
+    with pytest.raises(TegIstioError, match="provider type Custom"):
+        f.envoyproxy_pod_annotations_patch(custom, WANTED, API, "teg-envoy-proxy", NS)
+
+
+def test_teardown_takes_both_injection_labels_off_and_nothing_else():
+    ns = {"metadata": {"name": "eg", "labels": {"istio-injection": "enabled", "istio.io/rev": "x", "team": "a"}}}
+    assert f.injection_labels_patch(ns, "", "absent") == {
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "eg", "labels": {"istio-injection": None, "istio.io/rev": None}}}
+    assert f.injection_labels_patch({"metadata": {"name": "eg", "labels": {"team": "a"}}}, "", "absent") == {}
+
+
+def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():
+    ep = {"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+        "traffic.sidecar.istio.io/includeInboundPorts": "", "team": "a"}}}}}}}
+    patch = f.envoyproxy_pod_annotations_patch(ep, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                               "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent")
+    assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {
+        "traffic.sidecar.istio.io/includeInboundPorts": None}
+    alone = {"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+        "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}
+    # The only thing under provider.kubernetes: the whole subtree goes, as before it was added.
+    assert f.envoyproxy_pod_annotations_patch(alone, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                              "v", "p", "eg", "absent")["spec"]["provider"] == {
+        "type": "Kubernetes", "kubernetes": None}
+    with_replicas = {"spec": {"provider": {"kubernetes": {"envoyDeployment": {"replicas": 2, "pod": {"annotations": {
+        "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}
+    assert f.envoyproxy_pod_annotations_patch(with_replicas, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                              "v", "p", "eg", "absent")["spec"]["provider"]["kubernetes"] == {
+        "envoyDeployment": {"pod": None}}
+    assert f.envoyproxy_pod_annotations_patch({"spec": {}}, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+                                              "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent") == {}
+    assert f.envoyproxy_pod_annotations_patch(None, {"a": ""}, "v", "p", "eg", "absent") == {}
