@@ -59,8 +59,8 @@ integration: venv  ## integration tests against a fresh local control plane, one
 lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, docs (ansible-doc, antsibull-docs), ansible-test sanity
 	tests/lint/lint.sh
 
-test: venv lint units  ## everything CI runs: lint, unit tests, then per flavour (in parallel) integration tests and molecule
-	$(MAKE) --no-print-directory -j2 --output-sync=target ci-current ci-legacy
+test: venv lint units  ## everything CI runs: lint, unit tests, then in parallel per flavour integration tests and molecule, and the traffic simulation
+	$(MAKE) --no-print-directory -j3 --output-sync=target ci-current ci-legacy simulate
 
 # One lane per flavour: the integration tests, then the molecule localcp scenario, each on its own cluster.
 ci-%: venv

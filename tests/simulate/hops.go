@@ -579,14 +579,12 @@ func (w *World) hopRedis() (*Hop, error) {
 			}
 		}
 	}
-	source := "the envoy-ratelimit Deployment's REDIS_URL"
 	if redisURL == "" { // the stand-in fixture's Deployment carries no env: Envoy Gateway's configuration says it
 		eg, err := envoyGatewayConfig(w.St)
 		if err != nil {
 			return nil, err
 		}
-		redisURL, source = ptr.Deref(eg.RateLimit.Backend.Redis.URL, ""), "the EnvoyGateway rateLimit.backend.redis.url"
-		redisTLS = eg.RateLimit.Backend.Redis.TLS != nil
+		redisURL, redisTLS = ptr.Deref(eg.RateLimit.Backend.Redis.URL, ""), eg.RateLimit.Backend.Redis.TLS != nil
 	}
 	host, portText, err := net.SplitHostPort(redisURL)
 	if err != nil {
@@ -597,7 +595,7 @@ func (w *World) hopRedis() (*Hop, error) {
 	if redisTLS {
 		tls = simulation.TLS
 	}
-	h.Detail = append(h.Detail, fmt.Sprintf("%s: %s (TLS %v)", source, redisURL, redisTLS))
+	h.Detail = append(h.Detail, fmt.Sprintf("Redis URL of the rate-limit service: %s (TLS %v)", redisURL, redisTLS))
 	return w.tcpThroughSidecars(h, client, host, port, tls, "")
 }
 

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // LiveConfigs is what the running controllers of a CONTROLLERS=real cluster served: Envoy Gateway to
@@ -46,7 +48,7 @@ func CaptureLive(ctx context.Context, w *World) (*LiveConfigs, error) {
 	}
 	defer egConn.Close()
 	pod := w.envoyPod()
-	node := &core.Node{Id: pod.Name, Cluster: w.Gateway.Key}
+	node := &core.Node{Id: pod.Name, Cluster: envoyArg(pod, "--service-cluster", w.Gateway.Key)}
 	if out.EnvoyGateway, err = fetch(ctx, egConn, node); err != nil {
 		return nil, fmt.Errorf("Envoy Gateway xDS at %s: %w", live.EnvoyGatewayXDS, err)
 	}
@@ -70,6 +72,20 @@ func CaptureLive(ctx context.Context, w *World) (*LiveConfigs, error) {
 		out.Sidecars[p.Namespace+"/"+p.Name] = cfg
 	}
 	return out, nil
+}
+
+// envoyArg is the value of one argument of the Envoy container, as Envoy Gateway renders it (the node
+// cluster Envoy presents is its --service-cluster), or a fallback.
+func envoyArg(pod *corev1.Pod, name, fallback string) string {
+	for _, c := range pod.Spec.Containers {
+		if c.Name != "envoy" {
+			continue
+		}
+		if i := slices.Index(c.Args, name); i >= 0 && i+1 < len(c.Args) {
+			return c.Args[i+1]
+		}
+	}
+	return fallback
 }
 
 func envoyClientCredentials(secret map[string]string) (credentials.TransportCredentials, error) {

@@ -73,7 +73,9 @@ def versions():
 # the suite too. Istio's API module and go-control-plane's contrib module both register the proto
 # istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig (Envoy Gateway pulls in the second); the suite
 # uses neither, so the registry warns instead of panicking at start.
-BUILD_FLAGS = ("-trimpath", "-ldflags", "-X google.golang.org/protobuf/reflect/protoregistry.conflictPolicy=warn")
+BUILD_FLAGS = ("-trimpath", "-ldflags", "-s -w -X google.golang.org/protobuf/reflect/protoregistry.conflictPolicy=warn")
+# Binaries of other sources kept in the cache beside the current one (each is about 200 MB).
+KEEP_OLD_BUILDS = 1
 
 
 def source_digest():
@@ -106,6 +108,10 @@ def build():
     shutil.rmtree(target.parent, ignore_errors=True)
     tmp.rename(target.parent)
     log(f"built in {round(time.monotonic() - started)} s")
+    older = sorted((d for d in target.parent.parent.glob("simulate-*") if d != target.parent and d.is_dir()),
+                   key=lambda d: d.stat().st_mtime, reverse=True)
+    for stale in older[KEEP_OLD_BUILDS:]:
+        shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
@@ -169,6 +175,32 @@ class Cluster:
                 return
             time.sleep(1)
         raise SystemExit("simulate: the real Envoy Gateway started no Envoy pod in 180 s")
+
+    @property
+    def audit_log(self):
+        return self.state_dir / "audit.log"
+
+    def wait_reapply(self, position, service, timeout=120):
+        """The API server's audit log shows Envoy Gateway (its own client certificate, CN=envoy-gateway)
+        server-side-applying that Service after `position`: the reconcile whose effect the walk then sees."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.audit_log, "rb") as fh:
+                fh.seek(position)
+                for line in fh:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:  # a line still being written
+                        continue
+                    ref = event.get("objectRef") or {}
+                    if (event.get("verb") == "patch" and ref.get("resource") == "services" and ref.get("name") == service
+                            and event["user"].get("username") == "envoy-gateway"
+                            and "fieldManager=envoy-gateway" in event.get("requestURI", "")):
+                        log(f"Envoy Gateway re-applied Service {service} at {event.get('stageTimestamp')} "
+                            f"({event['requestURI'].split('?', 1)[-1]})")
+                        return
+            time.sleep(1)
+        raise SystemExit(f"simulate: no server-side apply of Service {service} by Envoy Gateway after its restart")
 
     def objects(self):
         out = []
@@ -287,9 +319,11 @@ def live_setup(cluster, first):
     if first:
         import controllers  # noqa: PLC0415
         log("restarting the real controllers (Envoy Gateway re-applies the objects it owns)")
+        position = cluster.audit_log.stat().st_size
         for command in ("down", "up"):
             if controllers.main([command]) != 0:
                 raise SystemExit(f"simulate: controllers.py {command} failed")
+        cluster.wait_reapply(position, "envoy-ratelimit")
     cluster.wait_envoy_gateway()
 
 
