@@ -143,9 +143,9 @@ class Cluster:
     def kubectl(self, *args, check=True):
         return run(["kubectl", *args], env=self.env, capture_output=True, text=True, check=check)
 
-    def site(self, routing):
+    def site(self, routing, extra_vars):
         cmd = [Path(sys.executable).parent / "ansible-playbook", REPO / "playbooks" / "site.yml", "-e", f"@{SITE_VARS}",
-               "-e", json.dumps({"expose_app_routing": routing})]
+               "-e", json.dumps(dict(extra_vars, expose_app_routing=routing))]
         proc = run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, check=False)
         (OUTPUT / f"site-{routing}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -285,7 +285,7 @@ def suite(binary, state_dir, live, update_docs):
     return proc.returncode, summary[-1] if summary else "simulate: the suite printed no summary"
 
 
-def walk_cluster(binary, controllers):
+def walk_cluster(binary, controllers, extra_vars):
     """A fresh local control plane: site.yml in each routing mode, the state dumped after each (and, with
     the real controllers, what they serve), then the cluster stopped."""
     cluster = Cluster(OUTPUT / f"localcp-{controllers}", controllers)
@@ -299,7 +299,7 @@ def walk_cluster(binary, controllers):
         chart = istio_chart(localcp.load_state(), version_pins)
         for routing in MODES:
             log(f"site.yml with expose_app_routing={routing}")
-            cluster.site(routing)
+            cluster.site(routing, extra_vars)
             cluster.settle()
             if controllers == "real":
                 live_setup(cluster, first=routing == MODES[0])
@@ -341,6 +341,8 @@ def main(argv=None):
     parser.add_argument("--controllers", default=os.environ.get("CONTROLLERS", "stand-in"),
                         choices=("stand-in", "real"))
     parser.add_argument("--state-dir", type=Path, help="run the suite on states dumped before, start no cluster")
+    parser.add_argument("--site-extra-vars", default="{}",
+                        help="more variables for site.yml, as JSON: to see what the walk says when a step is left out")
     parser.add_argument("--update-docs", action="store_true", default=bool(os.environ.get("UPDATE")),
                         help=f"rewrite {DOC.relative_to(REPO)} from this run instead of checking it")
     args = parser.parse_args(argv)
@@ -355,7 +357,7 @@ def main(argv=None):
     if state_dir is None:
         state_dir = OUTPUT
         live = args.controllers == "real"
-        walk_cluster(binary, args.controllers)
+        walk_cluster(binary, args.controllers, json.loads(args.site_extra_vars))
     code, summary = suite(binary, state_dir, live, args.update_docs)
     print(summary)
     return code
