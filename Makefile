@@ -59,8 +59,8 @@ integration: venv  ## integration tests against a fresh local control plane, one
 lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, docs (ansible-doc, antsibull-docs), ansible-test sanity
 	tests/lint/lint.sh
 
-test: venv lint units  ## everything CI runs: lint, unit tests, then per flavour (in parallel) integration tests and molecule
-	$(MAKE) --no-print-directory -j2 --output-sync=target ci-current ci-legacy
+test: venv lint units  ## everything CI runs: lint, unit tests, then in parallel per flavour integration tests and molecule, and the traffic simulation
+	$(MAKE) --no-print-directory -j3 --output-sync=target ci-current ci-legacy simulate
 
 # One lane per flavour: the integration tests, then the molecule localcp scenario, each on its own cluster.
 ci-%: venv
@@ -82,6 +82,18 @@ integration-real: venv controllers-build  ## site.yml with the real Envoy Gatewa
 
 controllers-build:  ## build the real Envoy Gateway controller and istiod into the build cache (current flavour)
 	tests/localcp/build.sh --controllers
+
+# The traffic proof without Envoy (docs/traffic-simulation.md): site.yml on a fresh local control plane in both routing
+# modes, then the Go suite walks the request through the configuration Envoy Gateway and istiod generate. With
+# CONTROLLERS=real it also asks the running controllers (one real cluster per machine: the flock). UPDATE=1 rewrites
+# docs/traffic-hops.md from the run instead of checking it.
+.PHONY: simulate simulate-build
+simulate: venv  ## traffic proof: every hop of the request through the generated xDS, both routing modes, with ablations (CONTROLLERS=real, UPDATE=1)
+	$(if $(filter real,$(CONTROLLERS)),flock /tmp/teg-istio-real.lock )$(BIN)/python tests/simulate/run.py \
+	  --controllers $(or $(CONTROLLERS),stand-in) $(if $(UPDATE),--update-docs)
+
+simulate-build: venv  ## only build the traffic suite into the build cache (a CI step before simulate)
+	$(BIN)/python tests/simulate/run.py build
 
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)

@@ -33,6 +33,8 @@ ARGUMENT_SPEC.update(
     service=dict(type="str", default="envoy-gateway"),
     service_port=dict(type="int", default=18000),
     app_protocol=dict(type="str", default="tls"),
+    ratelimit_service=dict(type="str", default="envoy-ratelimit"),
+    ratelimit_service_port=dict(type="int", default=8081),
     gatewayclass=dict(type="str", default="teg"),
     pod_annotations=dict(type="dict", default={"traffic.sidecar.istio.io/includeInboundPorts": ""}),
     apps=dict(type="list", elements="dict", default=[]),
@@ -72,6 +74,8 @@ def _observe(client, params, facts):
     observed = {
         "teg_namespace": _get(client, "v1", "Namespace", params["teg_namespace"]),
         "service": _get(client, "v1", "Service", params["service"], params["teg_namespace"]),
+        "ratelimit_service": (_get(client, "v1", "Service", params["ratelimit_service"], params["teg_namespace"])
+                              if params["ratelimit_service"] else None),
         "gatewayclass": facts.get("gatewayclass"),
         "envoyproxy": _get(client, (facts.get("envoyproxy") or {}).get("api_version"), "EnvoyProxy",
                            ref.get("name"), ref.get("namespace")),
@@ -95,6 +99,8 @@ def _expected(params):
         "service": params["service"],
         "service_port": params["service_port"],
         "app_protocol": params["app_protocol"],
+        "ratelimit_service": params["ratelimit_service"],
+        "ratelimit_service_port": params["ratelimit_service_port"],
         "gatewayclass": params["gatewayclass"],
         "pod_annotations": params["pod_annotations"],
         "apps": [{"name": a.get("name"), "namespace": a.get("namespace")} for a in params["apps"]],

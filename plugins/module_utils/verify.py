@@ -46,12 +46,14 @@ def _prep_findings(observed, expected):
     if not service:
         findings.append("%s does not exist: set verify_service to TEG's xDS Service" % where)
     else:
-        ports = [p for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == expected["service_port"]]
-        if not ports:
-            findings.append("%s has no port %s: set verify_service_port" % (where, expected["service_port"]))
-        elif ports[0].get("appProtocol") != expected["app_protocol"]:
-            findings.append("%s port %s has appProtocol %r, expected %r: run the teg_istio_prep role"
-                            % (where, expected["service_port"], ports[0].get("appProtocol"), expected["app_protocol"]))
+        findings += _app_protocol_findings(service, where, expected["service_port"], expected["app_protocol"],
+                                           "verify_service_port")
+    # Envoy Gateway's rate-limit Service exists only while global rate limiting is configured.
+    ratelimit = observed.get("ratelimit_service")
+    if expected.get("ratelimit_service") and ratelimit:
+        findings += _app_protocol_findings(ratelimit, describe("Service", expected["ratelimit_service"], ns_name),
+                                           expected["ratelimit_service_port"], expected["app_protocol"],
+                                           "verify_ratelimit_service_port")
 
     gatewayclass = observed.get("gatewayclass")
     if not gatewayclass:
@@ -84,6 +86,16 @@ def _prep_findings(observed, expected):
         findings.append("%s has routingType %r, expected 'Service' for expose_app_routing service: run the expose_app role"
                         % (ep_where, (envoyproxy.get("spec") or {}).get("routingType")))
     return findings
+
+
+def _app_protocol_findings(service, where, port, app_protocol, port_variable):
+    ports = [p for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == port]
+    if not ports:
+        return ["%s has no port %s: set %s" % (where, port, port_variable)]
+    if ports[0].get("appProtocol") != app_protocol:
+        return ["%s port %s has appProtocol %r, expected %r: run the teg_istio_prep role"
+                % (where, port, ports[0].get("appProtocol"), app_protocol)]
+    return []
 
 
 def _route_claims(httproute):

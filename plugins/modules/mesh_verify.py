@@ -48,9 +48,20 @@ options:
     type: int
     default: 18000
   app_protocol:
-    description: The C(appProtocol) expected on O(service_port).
+    description: The C(appProtocol) expected on O(service_port) and O(ratelimit_service_port).
     type: str
     default: tls
+  ratelimit_service:
+    description:
+      - Envoy Gateway's global rate-limit Service, in O(teg_namespace). When it exists, O(ratelimit_service_port)
+        must carry O(app_protocol). It exists only while rate limiting is configured; an absent one is no finding.
+      - Empty skips the check.
+    type: str
+    default: envoy-ratelimit
+  ratelimit_service_port:
+    description: The gRPC port of O(ratelimit_service).
+    type: int
+    default: 8081
   gatewayclass:
     description: The GatewayClass whose EnvoyProxy is checked.
     type: str

@@ -92,6 +92,8 @@ def test_site_applies_every_step_with_the_served_api_versions(play, cluster):
     assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
     ports = {p["port"]: p for p in get(cluster, "service", "envoy-gateway", TEG_NS)["spec"]["ports"]}
     assert ports[18000] == {"name": "grpc", "port": 18000, "protocol": "TCP", "targetPort": 18000, "appProtocol": "tls"}
+    ports = {p["port"]: p for p in get(cluster, "service", "envoy-ratelimit", TEG_NS)["spec"]["ports"]}
+    assert ports[8081] == {"name": "http", "port": 8081, "protocol": "TCP", "targetPort": 8081, "appProtocol": "tls"}
     gc = get(cluster, "gatewayclasses.gateway.networking.k8s.io", "teg")
     ref = gc["spec"]["parametersRef"]
     assert (ref["group"], ref["kind"], ref["namespace"]) == (API["envoyproxy"].split("/")[0], "EnvoyProxy", TEG_NS)
@@ -132,10 +134,13 @@ def test_verify_names_a_drifted_object_in_one_line(play, cluster):
     assert play("verify.yml").rc == 0
     cluster.kubectl("patch", "service", "envoy-gateway", "-n", TEG_NS, "--type=json",
                     "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
+    cluster.kubectl("patch", "service", "envoy-ratelimit", "-n", TEG_NS, "--type=json",
+                    "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
     run = play("verify.yml")
     assert run.rc != 0
     msg = [line for line in run.output.splitlines() if "problem(s)" in line]
     assert msg and "Service envoy-gateway-system/envoy-gateway port 18000 has appProtocol None" in msg[0]
+    assert "Service envoy-gateway-system/envoy-ratelimit port 8081 has appProtocol None" in msg[0]
     assert play("site.yml").rc == 0
     assert play("verify.yml").rc == 0
 

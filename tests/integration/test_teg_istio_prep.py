@@ -56,7 +56,8 @@ def pod_annotations(ep):
 
 
 def resource_versions(cluster):
-    objects = [("namespace", NS), ("service", "envoy-gateway", "-n", NS), ("gatewayclass", "teg"),
+    objects = [("namespace", NS), ("service", "envoy-gateway", "-n", NS), ("service", "envoy-ratelimit", "-n", NS),
+               ("gatewayclass", "teg"),
                (f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS)]
     return {o[0] + "/" + o[1]: get(cluster, *o)["metadata"]["resourceVersion"] for o in objects}
 
@@ -94,9 +95,9 @@ def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(fresh,
     cluster = fresh
     run = run_role(play, check=True, diff=True)
     assert run.rc == 0, run.output[-3000:]
-    # Namespace label with the EnvoyProxy annotation (one kubernetes.core.k8s call), appProtocol; create mode
-    # also repoints the GatewayClass.
-    assert run.recap()["changed"] == (2 if AUTO_MODE == "merge" else 3)
+    # Namespace label with the EnvoyProxy annotation (one kubernetes.core.k8s call), appProtocol on the xDS and the
+    # rate-limit ports; create mode also repoints the GatewayClass.
+    assert run.recap()["changed"] == (3 if AUTO_MODE == "merge" else 4)
     assert run.writes == [], run.describe_writes()
     assert run.dry_runs, "check mode must ask the API server (dry run), not guess"
     assert "--- before" in run.stdout and "+++ after" in run.stdout
@@ -105,6 +106,7 @@ def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(fresh,
     assert "istio-injection" not in get(cluster, "namespace", NS)["metadata"].get("labels", {})
     port = get(cluster, "service", "envoy-gateway", "-n", NS)["spec"]["ports"][0]
     assert "appProtocol" not in port
+    assert all("appProtocol" not in p for p in get(cluster, "service", "envoy-ratelimit", "-n", NS)["spec"]["ports"])
     if AUTO_MODE == "create":
         assert envoyproxy(cluster, "data-plane-sidecars", check=False) is None
         assert "parametersRef" not in get(cluster, "gatewayclass", "teg")["spec"]
@@ -125,6 +127,10 @@ def test_the_role_prepares_teg_and_a_second_run_writes_nothing(fresh, play):
     expected = [dict(p, appProtocol="tls") if p["port"] == 18000 else p
                 for p in fixture_object("Service", "envoy-gateway")["spec"]["ports"]]
     assert ports == expected
+    # The same on the rate-limit service's gRPC port, which Envoy Gateway names http.
+    ports = get(cluster, "service", "envoy-ratelimit", "-n", NS)["spec"]["ports"]
+    assert ports == [dict(p, appProtocol="tls") if p["port"] == 8081 else p
+                     for p in fixture_object("Service", "envoy-ratelimit")["spec"]["ports"]]
 
     ep = envoyproxy(cluster, TARGET_EP)
     assert ep["apiVersion"] == EP_API
@@ -226,12 +232,34 @@ def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(f
     ({"teg_istio_prep_service_port": 18999},
      [f"Service {NS}/envoy-gateway has no port 18999", "18000", "no port is ever added"]),
     ({"teg_istio_prep_service_port_name": "xds"}, ["has no port named xds"]),
+    ({"teg_istio_prep_ratelimit_service_port": 8099},
+     [f"Service {NS}/envoy-ratelimit has no port 8099 (its ports: 8081)", "teg_istio_prep_ratelimit_service_port"]),
     ({"teg_istio_prep_pod_annotations": {ANNOTATION: None}}, [ANNOTATION, "must be a string"]),
 ], ids=["namespace-missing", "gatewayclass-missing", "service-missing", "port-missing", "port-name-missing",
-        "null-annotation"])
+        "ratelimit-port-missing", "null-annotation"])
 def test_bad_input_is_refused_before_any_write(fresh, play, extra_vars, expected):
     # A fresh-cluster state is not needed: each case stops in preflight, which every state passes through.
     assert_refused(run_role(play, extra_vars, env=JSON_RESULTS), *expected)
+
+
+def test_without_the_ratelimit_service_nothing_is_declared_and_teardown_takes_it_back(fresh, play):
+    """Envoy Gateway deletes envoy-ratelimit while global rate limiting is off: the role has nothing to
+    declare then, and says nothing about it. Where it exists, teardown takes appProtocol back."""
+    cluster = fresh
+    cluster.kubectl("delete", "service", "envoy-ratelimit", "-n", NS, "--wait=true")
+    try:
+        run = run_role(play)
+        assert run.rc == 0, run.output[-3000:]
+        assert not [e for e in run.writes if e["objectRef"].get("name") == "envoy-ratelimit"], run.describe_writes()
+        assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0
+    finally:
+        cluster.kubectl("apply", "--server-side", "-f", "-",
+                        stdin=yaml.safe_dump(fixture_object("Service", "envoy-ratelimit")))
+    assert run_role(play).rc == 0
+    assert get(cluster, "service", "envoy-ratelimit", "-n", NS)["spec"]["ports"][0]["appProtocol"] == "tls"
+    assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0
+    assert "appProtocol" not in get(cluster, "service", "envoy-ratelimit", "-n", NS)["spec"]["ports"][0]
+    assert run_role(play).rc == 0
 
 
 def test_an_invalid_variable_is_refused_by_the_argument_spec(fresh, play):

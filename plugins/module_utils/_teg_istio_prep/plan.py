@@ -27,8 +27,17 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
 LEGACY_ENVOYPROXY_GROUP = "config.gateway.envoyproxy.io"
 
 
+def _read_ratelimit_service(settings):
+    # Envoy Gateway creates its rate-limit Service only while global rate limiting is configured; an empty
+    # teg_istio_prep_ratelimit_service leaves it alone.
+    if not settings["ratelimit_service"]:
+        return {}
+    return {"ratelimit_service": {"kind": "Service", "api_version": "v1", "name": settings["ratelimit_service"],
+                                  "namespace": settings["namespace"]}}
+
+
 def read_present(settings):
-    return {
+    reads = {
         "namespace": {"kind": "Namespace", "api_version": "v1", "name": settings["namespace"]},
         "service": {"kind": "Service", "api_version": "v1", "name": settings["service"],
                     "namespace": settings["namespace"]},
@@ -36,6 +45,8 @@ def read_present(settings):
         "own_envoyproxy": {"kind": "EnvoyProxy", "name": settings["envoyproxy_name"],
                            "namespace": settings["namespace"]},
     }
+    reads.update(_read_ratelimit_service(settings))
+    return reads
 
 
 def _first(read, key):
@@ -97,7 +108,19 @@ def _cluster_errors(facts, read, settings):
         error = _port_error(service, settings)
         if error:
             errors.append(error)
+    ratelimit = _first(read, "ratelimit_service")
+    if ratelimit and _ratelimit_port(ratelimit, settings) is None:
+        errors.append("Service %s/%s has no port %s (its ports: %s): set teg_istio_prep_ratelimit_service_port to its "
+                      "gRPC port, or teg_istio_prep_ratelimit_service to \"\" to leave it alone"
+                      % (settings["namespace"], settings["ratelimit_service"], settings["ratelimit_service_port"],
+                         ", ".join(str(p.get("port")) for p in (ratelimit.get("spec") or {}).get("ports") or [])))
     return errors
+
+
+def _ratelimit_port(service, settings):
+    """The rate-limit Service's gRPC port (Envoy Gateway names it http, so Istio would take its TLS for HTTP)."""
+    ports = ((service or {}).get("spec") or {}).get("ports") or []
+    return next((p for p in ports if p.get("port") == settings["ratelimit_service_port"]), None)
 
 
 def decide_mode(facts, settings):
@@ -167,6 +190,10 @@ def decide_present(facts, read, settings, check_mode):
         # EnvoyProxy may have to be created.
         "objects": [d for d in (namespace_patch, envoyproxy_patch) if d],
         "service_port": port.get("appProtocol") != settings["app_protocol"],
+        # Hop 4b of docs/traffic-simulation.md: without it envoy-ratelimit's sidecar refuses the Envoy pods'
+        # TLS under STRICT. Envoy Gateway server-side-applies that Service without appProtocol, so the field
+        # set here survives its reconciling.
+        "ratelimit_port": _ratelimit_port_differs(_first(read, "ratelimit_service"), settings),
         "gatewayclass": {
             "name": target["name"], "namespace": target["namespace"],
             # In check mode a new EnvoyProxy was only created as a dry run, so it cannot be read back yet.
@@ -180,6 +207,11 @@ def decide_present(facts, read, settings, check_mode):
         diff.append(merge_patch_diff(envoyproxy, envoyproxy_patch))
     decisions["diff"] = diff
     return decisions, []
+
+
+def _ratelimit_port_differs(service, settings):
+    port = _ratelimit_port(service, settings)
+    return port is not None and port.get("appProtocol") != settings["app_protocol"]
 
 
 def _labels_after(namespace, patch):
@@ -218,7 +250,8 @@ def plan(view, settings, predicted, check_mode):
     if errors:
         return {"errors": errors}
     diff = decisions.pop("diff")
-    changes = bool(decisions["objects"]) or decisions["service_port"] or decisions["gatewayclass"] is not None
+    changes = (bool(decisions["objects"]) or decisions["service_port"] or decisions["ratelimit_port"]
+               or decisions["gatewayclass"] is not None)
     return {"errors": [], "writes": decisions, "changes": changes, "predicts": predictions(facts, read, settings, decisions),
             "diff": diff}
 
@@ -232,6 +265,7 @@ def read_absent(settings, facts):
         "owned_envoyproxies": {"kind": "EnvoyProxy", "namespace": settings["namespace"],
                                "label_selectors": ["%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY_VALUE)]},
     }
+    reads.update(_read_ratelimit_service(settings))
     if facts.get("gatewayclass") is not None:
         reads["gatewayclass"] = {"kind": "GatewayClass", "name": settings["gatewayclass"]}
     return reads
@@ -271,6 +305,8 @@ def decide_absent(facts, read, referenced, settings):
                     "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"]}}
                    for o in owned],
         "service_port": _app_protocol_set(_first(read, "service"), settings),
+        "ratelimit_port": (_ratelimit_port(_first(read, "ratelimit_service"), settings) or {}).get("appProtocol")
+        == settings["app_protocol"],
     }
 
 

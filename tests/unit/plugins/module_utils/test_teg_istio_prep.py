@@ -6,6 +6,7 @@ API call when nothing is to change."""
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import patches as f
+from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import plan
 from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError
 
 ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
@@ -136,3 +137,64 @@ def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():
     assert f.envoyproxy_pod_annotations_patch({"spec": {}}, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
                                               "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent") == {}
     assert f.envoyproxy_pod_annotations_patch(None, {"a": ""}, "v", "p", "eg", "absent") == {}
+
+
+# The rate-limit Service's port 8081 (hop 4b of docs/traffic-simulation.md).
+SETTINGS = {
+    "state": "present", "namespace": NS, "revision": "", "gatewayclass": "teg", "service": "envoy-gateway",
+    "service_port": 18000, "service_port_name": "", "app_protocol": "tls", "ratelimit_service": "envoy-ratelimit",
+    "ratelimit_service_port": 8081, "envoyproxy_mode": "create", "envoyproxy_name": "data-plane-sidecars",
+    "pod_annotations": {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+}
+FACTS = {
+    "envoyproxy": {"api_version": "gateway.envoyproxy.io/v1alpha1", "group": "gateway.envoyproxy.io",
+                   "pod_annotations": True},
+    "gateway_api": {"api_version": "gateway.networking.k8s.io/v1"},
+    "gatewayclass": {"name": "teg", "parameters_ref": None, "envoyproxy": None},
+}
+
+
+def service(name, port, **extra):
+    return {"metadata": {"name": name, "namespace": NS},
+            "spec": {"ports": [dict({"name": "grpc" if port == 18000 else "http", "port": port}, **extra)]}}
+
+
+def present_read(ratelimit):
+    read = {"namespace": {"resources": [namespace()]},
+            "service": {"resources": [service("envoy-gateway", 18000, appProtocol="tls")]},
+            "own_envoyproxy": {"resources": []}}
+    if ratelimit is not None:
+        read["ratelimit_service"] = {"resources": [ratelimit]}
+    return read
+
+
+def test_the_rate_limit_port_is_declared_tls_when_the_service_exists():
+    decisions, errors = plan.decide_present(FACTS, present_read(service("envoy-ratelimit", 8081)), SETTINGS, False)
+    assert errors == []
+    assert decisions["ratelimit_port"] is True
+
+
+def test_a_declared_rate_limit_port_or_no_rate_limit_service_needs_no_write():
+    declared = service("envoy-ratelimit", 8081, appProtocol="tls")
+    assert plan.decide_present(FACTS, present_read(declared), SETTINGS, False)[0]["ratelimit_port"] is False
+    assert plan.decide_present(FACTS, present_read(None), SETTINGS, False)[0]["ratelimit_port"] is False
+
+
+def test_a_rate_limit_service_without_the_port_is_refused_naming_the_variable():
+    decisions, errors = plan.decide_present(FACTS, present_read(service("envoy-ratelimit", 9090)), SETTINGS, False)
+    assert decisions is None
+    assert errors == ["Service %s/envoy-ratelimit has no port 8081 (its ports: 9090): set "
+                      "teg_istio_prep_ratelimit_service_port to its gRPC port, or teg_istio_prep_ratelimit_service "
+                      "to \"\" to leave it alone" % NS]
+
+
+def test_an_empty_rate_limit_service_name_reads_nothing():
+    assert "ratelimit_service" not in plan.read_present(dict(SETTINGS, ratelimit_service=""))
+    assert "ratelimit_service" in plan.read_present(SETTINGS)
+
+
+def test_teardown_takes_app_protocol_off_the_rate_limit_port_only_when_set():
+    read = {"ratelimit_service": {"resources": [service("envoy-ratelimit", 8081, appProtocol="tls")]}}
+    assert plan.decide_absent(FACTS, read, None, SETTINGS)["ratelimit_port"] is True
+    read = {"ratelimit_service": {"resources": [service("envoy-ratelimit", 8081)]}}
+    assert plan.decide_absent(FACTS, read, None, SETTINGS)["ratelimit_port"] is False

@@ -12,6 +12,7 @@ NS = "envoy-gateway-system"
 EXPECTED = {
     "teg_namespace": NS, "injection_labels": {"istio-injection": "enabled"}, "service": "envoy-gateway",
     "service_port": 18000, "app_protocol": "tls", "gatewayclass": "teg",
+    "ratelimit_service": "envoy-ratelimit", "ratelimit_service_port": 8081,
     "pod_annotations": {"traffic.sidecar.istio.io/includeInboundPorts": ""},
     "apps": [{"name": "httpbin", "namespace": "httpbin"}], "routing": "virtualservice",
     "peerauthentication": {"namespace": "istio-system", "mode": "STRICT"},
@@ -37,6 +38,7 @@ def _observed():
     return {
         "teg_namespace": {"metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
         "service": {"spec": {"ports": [{"name": "grpc", "port": 18000, "appProtocol": "tls"}]}},
+        "ratelimit_service": {"spec": {"ports": [{"name": "http", "port": 8081, "appProtocol": "tls"}]}},
         "gatewayclass": {"name": "teg", "parameters_ref": {
             "group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "teg-envoy-proxy", "namespace": NS}},
         "envoyproxy": {"spec": {"provider": {"kubernetes": {"envoyDeployment": {"pod": {"annotations": {
@@ -55,6 +57,9 @@ def test_a_complete_setup_has_no_findings():
     (lambda o: o["teg_namespace"]["metadata"].update(labels={}), "label istio-injection=None, expected 'enabled'"),
     (lambda o: o["service"]["spec"]["ports"][0].pop("appProtocol"), "port 18000 has appProtocol None, expected 'tls'"),
     (lambda o: o["service"]["spec"].update(ports=[]), "has no port 18000"),
+    (lambda o: o["ratelimit_service"]["spec"]["ports"][0].pop("appProtocol"),
+     "Service envoy-gateway-system/envoy-ratelimit port 8081 has appProtocol None, expected 'tls'"),
+    (lambda o: o["ratelimit_service"]["spec"].update(ports=[]), "has no port 8081: set verify_ratelimit_service_port"),
     (lambda o: o.update(gatewayclass=None), "GatewayClass teg does not exist"),
     (lambda o: o["gatewayclass"].update(parameters_ref=None), "references no EnvoyProxy"),
     (lambda o: o.update(envoyproxy=None), "EnvoyProxy envoy-gateway-system/teg-envoy-proxy, which GatewayClass teg"),
@@ -77,6 +82,16 @@ def test_each_broken_piece_is_one_finding_naming_it(mutate, expected_fragment):
     assert len(findings) == 1, findings
     assert expected_fragment in findings[0]
     assert "\n" not in findings[0]
+
+
+def test_no_ratelimit_service_is_no_finding():
+    # Envoy Gateway removes it while global rate limiting is off; and an empty name skips the check.
+    observed = _observed()
+    observed["ratelimit_service"] = None
+    assert verify_config_findings(observed, EXPECTED) == []
+    observed = _observed()
+    observed["ratelimit_service"]["spec"]["ports"] = []
+    assert verify_config_findings(observed, dict(EXPECTED, ratelimit_service="")) == []
 
 
 def test_a_missing_namespace_is_reported_alone():

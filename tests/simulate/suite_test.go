@@ -1,0 +1,524 @@
+package simulate
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+var (
+	stateDir       = flag.String("state-dir", "", "directory with state-virtualservice.yaml and state-service.yaml (run.py dumps them)")
+	statePath      = flag.String("state", "", "one state file, for TestCaptureLive")
+	liveFlag       = flag.Bool("live", false, "walk what the running controllers served (live-<routing>.json beside the states)")
+	liveOut        = flag.String("live-out", "", "where TestCaptureLive writes what the running controllers serve")
+	hopTable       = flag.String("hop-table", "", "the generated docs file the walk is checked against")
+	updateHopTable = flag.Bool("update-hop-table", false, "rewrite -hop-table from this run instead of checking it")
+)
+
+// Modes are the two expose_app_routing modes.
+var Modes = []string{"virtualservice", "service"}
+
+// results collects what the tests saw, for the summary line and the generated hop table.
+var results = struct {
+	sync.Mutex
+	hopsTried, hopsPassed          int
+	ablationsTried, ablationsBroke int
+	rows                           map[string][]string
+	ablations                      map[string]string
+	modelled                       []string
+}{rows: map[string][]string{}, ablations: map[string]string{}}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	complete := len(results.rows) == len(Modes) && len(results.ablations) == len(ablations)
+	if complete && *stateDir != "" {
+		// This run's table, beside the states, whatever the outcome.
+		_ = os.WriteFile(filepath.Join(*stateDir, "traffic-hops.md"), []byte(renderHopTable()), 0o644)
+	}
+	if code == 0 && complete && *hopTable != "" {
+		if err := checkHopTable(*hopTable, *updateHopTable); err != nil {
+			fmt.Println(err)
+			code = 1
+		}
+	}
+	fmt.Printf("simulate: hops=%d/%d ablations=%d/%d\n", results.hopsPassed, results.hopsTried, results.ablationsBroke,
+		results.ablationsTried)
+	os.Exit(code)
+}
+
+func loadState(t *testing.T, routing string) *State {
+	t.Helper()
+	if *stateDir == "" {
+		t.Fatal("no -state-dir: run the suite with `make simulate` (tests/simulate/run.py), which dumps the state site.yml leaves")
+	}
+	st, err := LoadState(filepath.Join(*stateDir, "state-"+routing+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Routing != routing {
+		t.Fatalf("state-%s.yaml was dumped with expose_app_routing=%s", routing, st.Routing)
+	}
+	return st
+}
+
+func world(t *testing.T, st *State, live bool) *World {
+	t.Helper()
+	w, err := NewWorld(t, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live {
+		captured, err := LoadLive(filepath.Join(*stateDir, "live-"+st.Routing+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.UseLive(captured)
+	}
+	return w
+}
+
+func walk(t *testing.T, w *World) *Walk {
+	t.Helper()
+	wk, err := w.WalkAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wk
+}
+
+// TestHops walks GET http://www.example.com/httpbin/get through every Envoy on the way, for both
+// routing modes, on the state site.yml left: every hop must pass.
+func TestHops(t *testing.T) {
+	for _, routing := range Modes {
+		t.Run(routing, func(t *testing.T) {
+			w := world(t, loadState(t, routing), *liveFlag)
+			wk := walk(t, w)
+			for _, h := range wk.Hops {
+				t.Run(h.ID, func(t *testing.T) {
+					results.Lock()
+					results.hopsTried++
+					if h.OK {
+						results.hopsPassed++
+					}
+					results.Unlock()
+					if !h.OK {
+						t.Errorf("hop %s (%s) fails: %s", h.ID, h.Title, h.Reason)
+					}
+				})
+			}
+			checkRoutingSpecifics(t, w, wk)
+			results.Lock()
+			results.rows[routing] = w.HopRows(wk)
+			for _, m := range w.Modelled {
+				results.modelled = append(results.modelled, w.stable(m))
+			}
+			results.Unlock()
+		})
+	}
+}
+
+// checkRoutingSpecifics holds what differs between the modes at hop 1: in virtualservice mode Envoy
+// Gateway sends to the pod (its default endpoint routing), keeping Host and path; in service mode to
+// the Service's ClusterIP, with the Host rewritten to the Service's name.
+func checkRoutingSpecifics(t *testing.T, w *World, wk *Walk) {
+	h1 := wk.Hop("1")
+	if h1 == nil || h1.Match == nil || h1.Match.Error != nil {
+		return
+	}
+	up := w.Describe(h1.Match.Upstream)
+	switch wk.Routing {
+	case "virtualservice":
+		if !strings.HasPrefix(up, "pod IP of "+AppNamespace+"/"+AppService+":") || h1.Match.Host != RequestHost || h1.Match.Path != RequestPath {
+			t.Errorf("virtualservice routing: hop 1 sends %s %s to %s, want Host %s, path %s, to a pod of %s", h1.Match.Host,
+				h1.Match.Path, up, RequestHost, RequestPath, AppService)
+		}
+	case "service":
+		want := fmt.Sprintf("ClusterIP of Service %s/%s:%d", AppNamespace, AppService, AppPort)
+		if up != want || h1.Match.Host != AppServiceFQD {
+			t.Errorf("service routing: hop 1 sends Host %s to %s, want Host %s to %s", h1.Match.Host, up, AppServiceFQD, want)
+		}
+	}
+}
+
+// --- ablations ---------------------------------------------------------------------------------
+
+type ablation struct {
+	name    string
+	routing string
+	step    string // the step of the procedure left out
+	edit    func(st *State) error
+	hop     string // the hop that must break
+	reason  string // what the generated configuration must say
+}
+
+var ablations = []ablation{
+	{name: "NoVirtualService", routing: "virtualservice", step: "expose_app's VirtualService (bound to the mesh gateway)",
+		edit: func(st *State) error { return removeAll(st, "VirtualService") },
+		hop:  "2", reason: "PassthroughCluster"},
+	{name: "NoAppProtocolTLS", routing: "virtualservice", step: "teg_istio_prep's appProtocol: tls on envoy-gateway port 18000",
+		edit: func(st *State) error { return setAppProtocol(st, TEGNamespace, "envoy-gateway", 18000, nil) },
+		hop:  "4a", reason: "refuses TLS that is not Istio's"},
+	{name: "NoRateLimitAppProtocol", routing: "virtualservice",
+		step: "teg_istio_prep's appProtocol: tls on envoy-ratelimit port 8081 (the fix of hop 4b)",
+		edit: func(st *State) error { return setAppProtocol(st, TEGNamespace, "envoy-ratelimit", 8081, nil) },
+		hop:  "4b", reason: "refuses TLS that is not Istio's"},
+	{name: "NoInjectionLabel", routing: "virtualservice", step: "teg_istio_prep's injection label on the TEG namespace (so no sidecars there)",
+		edit: func(st *State) error { return unlabelAndUninject(st, TEGNamespace) },
+		hop:  "2", reason: "has no sidecar"},
+	{name: "Permissive", routing: "virtualservice", step: "strict_mtls (PeerAuthentication default PERMISSIVE instead of STRICT)",
+		edit: func(st *State) error { return setMTLSMode(st, "PERMISSIVE") },
+		hop:  "3p", reason: "accepted"},
+	{name: "HTTP2BackendPort", routing: "virtualservice", step: "the http2 check (the httpbin Service port named http2)",
+		edit: func(st *State) error { return renameAppPort(st, "http2") },
+		hop:  "3", reason: "HTTP/2"},
+	{name: "AppPortNot80", routing: "virtualservice", step: "the sample's port 80 (httpbin listening on 8080)",
+		edit: func(st *State) error { return moveAppPort(st, 8080) },
+		hop:  "2", reason: "PassthroughCluster"},
+	{name: "NoIncludeInboundPortsAnnotation", routing: "virtualservice",
+		step: "teg_istio_prep's includeInboundPorts \"\" pod annotation on the EnvoyProxy",
+		edit: func(st *State) error {
+			return dropEnvoyProxyAnnotation(st, "traffic.sidecar.istio.io/includeInboundPorts")
+		},
+		hop: "5", reason: "captured by the sidecar"},
+}
+
+func runAblation(t *testing.T, name string) {
+	i := slices.IndexFunc(ablations, func(a ablation) bool { return a.name == name })
+	if i < 0 {
+		t.Fatalf("no ablation %s", name)
+	}
+	a := ablations[i]
+	st := loadState(t, a.routing)
+	if err := a.edit(st); err != nil {
+		t.Fatal(err)
+	}
+	// Ablations walk the in-process configuration: the running controllers served the unedited state.
+	w := world(t, st, false)
+	wk := walk(t, w)
+	broke, outcome := false, ""
+	first := wk.FirstFailure()
+	h := wk.Hop(a.hop)
+	switch {
+	case first == nil:
+		outcome = "nothing broke"
+		t.Errorf("leaving out %s breaks no hop; want hop %s to break", a.step, a.hop)
+	case first.ID != a.hop:
+		outcome = fmt.Sprintf("hop %s broke first: %s", first.ID, first.Reason)
+		t.Errorf("leaving out %s breaks hop %s first (%s); want hop %s", a.step, first.ID, first.Reason, a.hop)
+	case !strings.Contains(h.Reason, a.reason):
+		outcome = fmt.Sprintf("hop %s broke: %s", h.ID, h.Reason)
+		t.Errorf("hop %s breaks with %q, want a reason naming %q", h.ID, h.Reason, a.reason)
+	default:
+		broke, outcome = true, fmt.Sprintf("hop %s breaks: %s", h.ID, h.Reason)
+	}
+	t.Log(outcome)
+	results.Lock()
+	results.ablationsTried++
+	if broke {
+		results.ablationsBroke++
+	}
+	results.ablations[a.name] = fmt.Sprintf("| %s | %s | %s | %s |", cell(a.step), a.routing, a.hop, cell(w.stable(outcome)))
+	results.Unlock()
+}
+
+func TestAblationNoVirtualService(t *testing.T)       { runAblation(t, "NoVirtualService") }
+func TestAblationNoAppProtocolTLS(t *testing.T)       { runAblation(t, "NoAppProtocolTLS") }
+func TestAblationNoRateLimitAppProtocol(t *testing.T) { runAblation(t, "NoRateLimitAppProtocol") }
+func TestAblationNoInjectionLabel(t *testing.T)       { runAblation(t, "NoInjectionLabel") }
+func TestAblationPermissive(t *testing.T)             { runAblation(t, "Permissive") }
+func TestAblationHTTP2BackendPort(t *testing.T)       { runAblation(t, "HTTP2BackendPort") }
+func TestAblationAppPortNot80(t *testing.T)           { runAblation(t, "AppPortNot80") }
+func TestAblationNoIncludeInboundPorts(t *testing.T) {
+	runAblation(t, "NoIncludeInboundPortsAnnotation")
+}
+
+// --- state edits ---------------------------------------------------------------------------------
+
+func removeAll(st *State, kind string) error {
+	if st.Remove(kind, "", "") == 0 {
+		return fmt.Errorf("the state has no %s to remove", kind)
+	}
+	return nil
+}
+
+func setAppProtocol(st *State, namespace, name string, port int32, appProtocol *string) error {
+	svc, err := TypedOne[corev1.Service](st, "Service", namespace, name)
+	if err != nil {
+		return err
+	}
+	p := servicePort(svc, port)
+	if p == nil {
+		return fmt.Errorf("Service %s/%s has no port %d", namespace, name, port)
+	}
+	p.AppProtocol = appProtocol
+	svc.APIVersion, svc.Kind = "v1", "Service"
+	return st.Put(svc)
+}
+
+// unlabelAndUninject takes the injection labels off a namespace and puts its pods back as their
+// Deployments' templates describe them, without the sidecar a running istiod may have injected.
+func unlabelAndUninject(st *State, namespace string) error {
+	obj, err := st.One("Namespace", "", namespace)
+	if err != nil {
+		return err
+	}
+	u := unstructured.Unstructured{Object: obj}
+	l := u.GetLabels()
+	delete(l, "istio-injection")
+	delete(l, "istio.io/rev")
+	u.SetLabels(l)
+	deployments, err := Typed[appsv1.Deployment](st, "Deployment", namespace)
+	if err != nil {
+		return err
+	}
+	pods, err := Typed[corev1.Pod](st, "Pod", namespace)
+	if err != nil {
+		return err
+	}
+	for _, pod := range pods {
+		if !HasSidecar(pod) {
+			continue
+		}
+		for _, d := range deployments {
+			sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+			if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+			pod.Labels = d.Spec.Template.Labels
+			pod.Annotations = d.Spec.Template.Annotations
+			pod.Spec.Containers, pod.Spec.InitContainers = d.Spec.Template.Spec.Containers, d.Spec.Template.Spec.InitContainers
+			pod.Spec.Volumes = d.Spec.Template.Spec.Volumes
+			pod.APIVersion, pod.Kind = "v1", "Pod"
+			if err := st.Put(pod); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func setMTLSMode(st *State, mode string) error {
+	found := st.Find("PeerAuthentication", "istio-system", "default")
+	if len(found) != 1 {
+		return fmt.Errorf("the state has no PeerAuthentication istio-system/default")
+	}
+	return unstructured.SetNestedField(found[0], mode, "spec", "mtls", "mode")
+}
+
+// editAppPort changes the httpbin Service's port and the ports of its EndpointSlices, as the cluster
+// would show them after that change.
+func editAppPort(st *State, service func(*corev1.ServicePort), slice func(port map[string]any)) error {
+	svc, err := TypedOne[corev1.Service](st, "Service", AppNamespace, AppService)
+	if err != nil {
+		return err
+	}
+	p := servicePort(svc, AppPort)
+	if p == nil {
+		return fmt.Errorf("Service %s/%s has no port %d", AppNamespace, AppService, AppPort)
+	}
+	service(p)
+	svc.APIVersion, svc.Kind = "v1", "Service"
+	if err := st.Put(svc); err != nil {
+		return err
+	}
+	for _, obj := range st.Find("EndpointSlice", AppNamespace, "") {
+		ports, _, _ := unstructured.NestedSlice(obj, "ports")
+		for _, p := range ports {
+			slice(p.(map[string]any))
+		}
+		if err := unstructured.SetNestedSlice(obj, ports, "ports"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func renameAppPort(st *State, name string) error {
+	return editAppPort(st, func(p *corev1.ServicePort) { p.Name = name }, func(p map[string]any) { p["name"] = name })
+}
+
+// moveAppPort makes the httpbin container listen on another port: the container port, the Service's
+// targetPort and the EndpointSlices' port, as the cluster would have them.
+func moveAppPort(st *State, port int32) error {
+	err := editAppPort(st, func(p *corev1.ServicePort) { p.TargetPort = intstr.FromInt32(port) },
+		func(p map[string]any) { p["port"] = int64(port) })
+	if err != nil {
+		return err
+	}
+	pods, err := Typed[corev1.Pod](st, "Pod", AppNamespace)
+	if err != nil {
+		return err
+	}
+	for _, pod := range pods {
+		for i := range pod.Spec.Containers {
+			if pod.Spec.Containers[i].Name == AppService {
+				for j := range pod.Spec.Containers[i].Ports {
+					pod.Spec.Containers[i].Ports[j].ContainerPort = port
+				}
+			}
+		}
+		pod.APIVersion, pod.Kind = "v1", "Pod"
+		if err := st.Put(pod); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropEnvoyProxyAnnotation removes one pod annotation from the EnvoyProxy GatewayClass teg uses, and
+// the Envoy Deployment, Service and pods a running Envoy Gateway made from it, so that the walk uses
+// what Envoy Gateway renders from the edited EnvoyProxy.
+func dropEnvoyProxyAnnotation(st *State, key string) error {
+	found := 0
+	for _, ep := range st.Find("EnvoyProxy", "", "") {
+		annotations, ok, _ := unstructured.NestedStringMap(ep, "spec", "provider", "kubernetes", "envoyDeployment", "pod", "annotations")
+		if !ok {
+			continue
+		}
+		if _, has := annotations[key]; has {
+			delete(annotations, key)
+			found++
+			if err := unstructured.SetNestedStringMap(ep, annotations, "spec", "provider", "kubernetes", "envoyDeployment", "pod", "annotations"); err != nil {
+				return err
+			}
+		}
+	}
+	if found == 0 {
+		return fmt.Errorf("no EnvoyProxy carries the pod annotation %s", key)
+	}
+	dep, svc, err := envoyObjects(st)
+	if err != nil {
+		return err
+	}
+	if dep != nil {
+		st.Remove("Deployment", dep.Namespace, dep.Name)
+		for _, p := range st.Find("Pod", dep.Namespace, "") {
+			u := unstructured.Unstructured{Object: p}
+			if u.GetLabels()[envoyLabelGW] == GatewayName {
+				st.Remove("Pod", u.GetNamespace(), u.GetName())
+			}
+		}
+	}
+	if svc != nil {
+		st.Remove("Service", svc.Namespace, svc.Name)
+	}
+	return nil
+}
+
+// --- the live capture and agreement -----------------------------------------------------------------
+
+// TestCaptureLive asks the running controllers of a CONTROLLERS=real cluster what they serve for one
+// state (run.py calls it once per routing mode while that mode's state is live).
+func TestCaptureLive(t *testing.T) {
+	if *statePath == "" || *liveOut == "" {
+		t.Skip("run by run.py with -state and -live-out on a CONTROLLERS=real cluster")
+	}
+	st, err := LoadState(*statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := world(t, st, false)
+	live, err := CaptureLive(context.Background(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveLive(*liveOut, live); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLiveAgreement: where the walk used what the running controllers served, the in-process
+// configuration must lead to the same decisions at every hop.
+func TestLiveAgreement(t *testing.T) {
+	if !*liveFlag {
+		t.Skip("no live capture: CONTROLLERS=real only")
+	}
+	for _, routing := range Modes {
+		t.Run(routing, func(t *testing.T) {
+			st := loadState(t, routing)
+			live, offline := walk(t, world(t, st, true)), walk(t, world(t, st, false))
+			for _, h := range live.Hops {
+				o := offline.Hop(h.ID)
+				if got, want := hopKey(o), hopKey(h); got != want {
+					t.Errorf("hop %s: in-process %s, running controllers %s", h.ID, got, want)
+				}
+			}
+		})
+	}
+}
+
+// hopKey is what must agree between a walk of the running controllers' configuration and of the
+// in-process one: the outcome, the cluster, where it goes and how.
+func hopKey(h *Hop) string {
+	if h.Match == nil {
+		return fmt.Sprintf("ok=%v", h.OK)
+	}
+	m := h.Match
+	_, port := hostPort(m.Upstream)
+	return fmt.Sprintf("ok=%v route=%s cluster=%s port=%d host=%s path=%s tls=%s http2=%v", h.OK, m.RouteMatched, m.ClusterMatched,
+		port, m.Host, m.Path, m.TLS, m.HTTP2)
+}
+
+// --- the generated hop table ---------------------------------------------------------------------
+
+func renderHopTable() string {
+	var b strings.Builder
+	b.WriteString("# Traffic hops, as the suite walks them\n\n")
+	b.WriteString("<!-- Generated by `make simulate` (tests/simulate); do not edit. `make simulate UPDATE=1` rewrites it. -->\n\n")
+	b.WriteString("`GET http://www.example.com/httpbin/get` into Gateway `apps` port 80, on the state `playbooks/site.yml` leaves, " +
+		"walked through the configuration Envoy Gateway v1.9.0 and istiod generate for each Envoy on the way. " +
+		"How it works, and what it cannot see: [traffic-simulation.md](traffic-simulation.md).\n\n")
+	b.WriteString("## The walk\n\n")
+	b.WriteString(HopTableHeader + "\n")
+	for _, routing := range Modes {
+		for _, row := range results.rows[routing] {
+			b.WriteString(row + "\n")
+		}
+	}
+	b.WriteString("\n## Ablations: one step left out, the hop that breaks\n\n")
+	b.WriteString("| step left out | routing | hop that must break | outcome |\n|---|---|---|---|\n")
+	for _, a := range ablations {
+		b.WriteString(results.ablations[a.name] + "\n")
+	}
+	modelled := slices.Compact(slices.Sorted(slices.Values(results.modelled)))
+	if len(modelled) > 0 {
+		b.WriteString(modelledHeading + ", because no running controller made it (stand-in controllers)\n\n")
+		for _, m := range modelled {
+			b.WriteString("- " + m + "\n")
+		}
+	}
+	return b.String()
+}
+
+// modelledHeading starts the part of the table that only a stand-in run has.
+const modelledHeading = "\n## Modelled"
+
+func checkHopTable(path string, update bool) error {
+	want := renderHopTable()
+	if update {
+		return os.WriteFile(path, []byte(want), 0o644)
+	}
+	got, err := os.ReadFile(path)
+	if *liveFlag { // the running controllers made what a stand-in run models: the walk must be the same
+		got, want = []byte(strings.Split(string(got), modelledHeading)[0]), strings.Split(want, modelledHeading)[0]
+	}
+	if err != nil || string(got) != want {
+		return fmt.Errorf("FAIL: %s is not what this run walked (this run's table is %s): run `make simulate UPDATE=1` "+
+			"and commit it", path, filepath.Join(*stateDir, "traffic-hops.md"))
+	}
+	return nil
+}
