@@ -93,8 +93,13 @@ def _app_protocol_findings(service, where, port, app_protocol, port_variable):
     if not ports:
         return ["%s has no port %s: set %s" % (where, port, port_variable)]
     if ports[0].get("appProtocol") != app_protocol:
-        return ["%s port %s has appProtocol %r, expected %r: run the teg_istio_prep role"
-                % (where, port, ports[0].get("appProtocol"), app_protocol)]
+        # The usual cause once it was in place: an upgrade or a GitOps sync of TEG replaced the Service with
+        # the chart's (or the controller's) ports, which carry no appProtocol. istiod pushes the restored
+        # protocol to the sidecars, so a rerun of site.yml restores it without restarting anything.
+        return ["%s port %s (%s) has appProtocol %r, expected %r (a TEG upgrade or GitOps sync that replaces the "
+                "Service drops it): rerun site.yml or the teg_istio_prep role, and make it permanent in TEG's Helm "
+                "values (README, Running it in production)"
+                % (where, port, ports[0].get("name"), ports[0].get("appProtocol"), app_protocol)]
     return []
 
 

@@ -139,8 +139,8 @@ def test_verify_names_a_drifted_object_in_one_line(play, cluster):
     run = play("verify.yml")
     assert run.rc != 0
     msg = [line for line in run.output.splitlines() if "problem(s)" in line]
-    assert msg and "Service envoy-gateway-system/envoy-gateway port 18000 has appProtocol None" in msg[0]
-    assert "Service envoy-gateway-system/envoy-ratelimit port 8081 has appProtocol None" in msg[0]
+    assert msg and "Service envoy-gateway-system/envoy-gateway port 18000 (grpc) has appProtocol None" in msg[0]
+    assert "Service envoy-gateway-system/envoy-ratelimit port 8081 (http) has appProtocol None" in msg[0]
     assert play("site.yml").rc == 0
     assert play("verify.yml").rc == 0
 

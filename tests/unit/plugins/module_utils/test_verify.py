@@ -55,10 +55,11 @@ def test_a_complete_setup_has_no_findings():
 
 @pytest.mark.parametrize("mutate, expected_fragment", [
     (lambda o: o["teg_namespace"]["metadata"].update(labels={}), "label istio-injection=None, expected 'enabled'"),
-    (lambda o: o["service"]["spec"]["ports"][0].pop("appProtocol"), "port 18000 has appProtocol None, expected 'tls'"),
+    (lambda o: o["service"]["spec"]["ports"][0].pop("appProtocol"),
+     "Service envoy-gateway-system/envoy-gateway port 18000 (grpc) has appProtocol None, expected 'tls'"),
     (lambda o: o["service"]["spec"].update(ports=[]), "has no port 18000"),
     (lambda o: o["ratelimit_service"]["spec"]["ports"][0].pop("appProtocol"),
-     "Service envoy-gateway-system/envoy-ratelimit port 8081 has appProtocol None, expected 'tls'"),
+     "Service envoy-gateway-system/envoy-ratelimit port 8081 (http) has appProtocol None, expected 'tls'"),
     (lambda o: o["ratelimit_service"]["spec"].update(ports=[]), "has no port 8081: set verify_ratelimit_service_port"),
     (lambda o: o.update(gatewayclass=None), "GatewayClass teg does not exist"),
     (lambda o: o["gatewayclass"].update(parameters_ref=None), "references no EnvoyProxy"),
