@@ -4,12 +4,16 @@
   ports drops `appProtocol: tls`; verify.yml names it in one line, and site.yml restores it with exactly one
   write and restarts nothing (istiod pushes the Service's protocol to the sidecars; README, "Running it in
   production").
+- headless or ExternalName backends: an app whose Service has no cluster IP is refused by site.yml's plan in
+  one line naming the Service and the fix, before any write (envoyproxy/gateway#7849).
 
 The tests of this module depend on each other's order (pytest runs them top to bottom)."""
 
 import json
 
-from conftest import MATRIX, REPO, load_yaml
+import pytest
+
+from conftest import MATRIX, REPO, SITE_VARS, load_yaml
 
 TEG_NS = "envoy-gateway-system"
 
@@ -59,3 +63,50 @@ def test_a_teg_upgrade_that_replaces_the_xds_service_is_named_by_verify_and_rest
     assert play("verify.yml").rc == 0
     again = play("site.yml")
     assert again.rc == 0 and again.writes == [], again.describe_writes()
+
+
+BACKENDS_NS = "field-backends"
+
+
+@pytest.fixture(scope="module")
+def backends_without_cluster_ip(cluster):
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BACKENDS_NS}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "headless", "namespace": BACKENDS_NS},
+         "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 8000}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "external", "namespace": BACKENDS_NS},
+         "spec": {"type": "ExternalName", "externalName": "web.example.net", "ports": [{"name": "http", "port": 8000}]}},
+    ]
+    cluster.kubectl("apply", "-f", "-", stdin="\n".join(json.dumps(o) for o in objects))
+    return BACKENDS_NS
+
+
+CASES = {
+    "headless with service routing": (
+        "headless", "service",
+        "app web: Service field-backends/headless is headless (clusterIP: None) and has no cluster IP for "
+        "expose_app_routing: service: point the app at a ClusterIP Service that selects the same pods, or use "
+        "expose_app_routing: virtualservice"),
+    "ExternalName": (
+        "external", "virtualservice",
+        "app web: Service field-backends/external is of type ExternalName (web.example.net), which Envoy Gateway "
+        "does not route to: point the app at a Service with a selector"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_backend_without_a_cluster_ip_is_refused_before_any_write(case, backends_without_cluster_ip, play):
+    service, routing, expected = CASES[case]
+    if routing == "service" and MATRIX == "legacy":
+        pytest.skip("Envoy Gateway v0.5 has no routingType: service routing is refused before the backends")
+    apps = load_yaml(SITE_VARS)["expose_app_apps"] + [
+        {"name": "web", "namespace": BACKENDS_NS, "service": service, "port": 8000, "hostnames": ["web.example.com"],
+         "path_prefix": "/web"}]
+    run = play("site.yml", extra_vars={"expose_app_apps": apps, "expose_app_routing": routing},
+               env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    assert run.rc != 0, run.output[-3000:]
+    assert run.writes == [], run.describe_writes()
+    failed = [task["hosts"]["localhost"]["msg"] for p in json.loads(run.stdout)["plays"] for task in p["tasks"]
+              if task["hosts"].get("localhost", {}).get("failed")]
+    assert len(failed) == 1 and "\n" not in failed[0], failed
+    assert expected in failed[0], failed[0]

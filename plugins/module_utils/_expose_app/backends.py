@@ -42,10 +42,11 @@ def reads(apps, settings, prune=True):
     return out
 
 
-def check_backends(plan, reads, results):
+def check_backends(plan, reads, results, routing="virtualservice"):
     """What the read of reads found, checked against the plan before anything is written:
     each app's backend Service exists and has the app's port; no port of it and no container port of
-    the Pods it selects declares HTTP/2 (the TEG and Istio caveat); no object the role writes exists
+    the Pods it selects declares HTTP/2 (the TEG and Istio caveat); it is not ExternalName, nor, with
+    `routing` service, headless; no object the role writes exists
     without the collection's label. Planned objects (the httpbin sample) stand in for live ones.
 
     Returns `errors` (one line each, naming the object and the fix), `namespaces` ({name: {exists,
@@ -75,6 +76,8 @@ def check_backends(plan, reads, results):
         pods = list((listed.get(("Pod", ns)) or {}).values())
         errors.extend(_check_app(app, services, _pod_sources(ns, pods, planned_here)))
         service = services.get(app["service"])
+        if service is not None:
+            errors.extend(_no_cluster_ip_errors(app, service, routing))
         if service is not None:
             services_out["%s/%s" % (ns, app["service"])] = {
                 "ports": (service.get("spec") or {}).get("ports") or [],
@@ -162,6 +165,25 @@ def _check_app(app, services, pod_sources):
                               "(e.g. http-...)" % (where, what, container.get("name"), p.get("containerPort"),
                                                    reason, _CAVEAT))
     return errors
+
+
+def _no_cluster_ip_errors(app, service, routing):
+    """A backend Service without a cluster IP. Envoy Gateway (v1.9.0 `internal/gatewayapi/validate.go`,
+    `validateBackendRefService`) refuses an ExternalName Service as a backend in every routing mode: the route's
+    backend is not programmed. A headless Service (clusterIP None) has no cluster IP for routingType Service to
+    send to: Envoy Gateway before v1.7 refuses it (envoyproxy/gateway#7849), from v1.7 it sends to the pods
+    instead (envoyproxy/gateway#8021, `route.go` `useEndpointRouting`), which is not the Service routing that
+    expose_app_routing: service sets up for the sidecar."""
+    spec = service.get("spec") or {}
+    where = "app %s: Service %s/%s" % (app["name"], app["namespace"], app["service"])
+    if spec.get("type") == "ExternalName":
+        return ["%s is of type ExternalName (%s), which Envoy Gateway does not route to: point the app at a Service "
+                "with a selector (or an Envoy Gateway Backend, outside this role)" % (where, spec.get("externalName"))]
+    if routing == "service" and spec.get("clusterIP") == "None":
+        return ["%s is headless (clusterIP: None) and has no cluster IP for expose_app_routing: service: point the "
+                "app at a ClusterIP Service that selects the same pods, or use expose_app_routing: virtualservice"
+                % where]
+    return []
 
 
 def _owned_errors(owned, listed):

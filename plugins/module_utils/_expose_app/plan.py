@@ -88,7 +88,7 @@ def plan(view, settings, predicted, check_mode):
     if rendered["errors"]:
         return {"errors": rendered["errors"]}
     wanted = reads(settings["apps"], settings, settings["prune"])
-    found = check_backends(rendered, wanted, view.read(facts, wanted))
+    found = check_backends(rendered, wanted, view.read(facts, wanted), settings["routing"])
     errors = found["errors"] + _namespace_errors(settings, found)
     envoyproxy = _envoyproxy(cluster, settings["routing"])
     ref = rendered["envoyproxy_ref"]

@@ -511,6 +511,32 @@ class TestOneRead:
         ]
         assert [o["metadata"]["name"] for o in found["managed"]] == ["gone"]
 
+    HEADLESS = ("app web: Service shop/web is headless (clusterIP: None) and has no cluster IP for expose_app_routing: "
+                "service: point the app at a ClusterIP Service that selects the same pods, or use expose_app_routing: "
+                "virtualservice")
+    EXTERNAL = ("app web: Service shop/web is of type ExternalName (web.example.net), which Envoy Gateway does not "
+                "route to: point the app at a Service with a selector (or an Envoy Gateway Backend, outside this role)")
+
+    @pytest.mark.parametrize("spec, routing, expected", [
+        ({"clusterIP": "None", "selector": {"app": "web"}}, "service", HEADLESS),
+        # Endpoint routing (the VirtualService mode) sends to the pods, which a headless Service has too.
+        ({"clusterIP": "None", "selector": {"app": "web"}}, "virtualservice", None),
+        ({"type": "ExternalName", "externalName": "web.example.net"}, "service", EXTERNAL),
+        ({"type": "ExternalName", "externalName": "web.example.net"}, "virtualservice", EXTERNAL),
+        ({"clusterIP": "10.0.0.7", "selector": {"app": "web"}}, "service", None),
+        ({"type": "ClusterIP", "selector": {"app": "web"}}, "service", None),
+    ])
+    def test_a_backend_without_a_cluster_ip(self, spec, routing, expected):
+        """envoyproxy/gateway#7849: routingType Service has no cluster IP to route to; Envoy Gateway refuses
+        ExternalName backends in every mode."""
+        cluster = {("Namespace", None): [{"metadata": {"name": "shop"}}],
+                   ("Service", "shop"): [{"metadata": {"name": "web"},
+                                          "spec": dict(spec, ports=[{"name": "http", "port": 8000}])}]}
+        plan = render.render([copy.deepcopy(WEB)], settings(routing=routing))
+        reads = backends.reads([WEB], settings(routing=routing), False)
+        errors = backends.check_backends(plan, reads, _read_results(reads, cluster), routing)["errors"]
+        assert errors == ([expected] if expected else []), errors
+
     def test_an_app_in_a_missing_namespace_without_a_planned_service_is_refused(self):
         plan = render.render([copy.deepcopy(WEB)], settings())
         reads = backends.reads([WEB], settings(), False)
