@@ -77,6 +77,8 @@ def _observe(client, params, facts):
         "ratelimit_service": (_get(client, "v1", "Service", params["ratelimit_service"], params["teg_namespace"])
                               if params["ratelimit_service"] else None),
         "gatewayclass": facts.get("gatewayclass"),
+        # Job pods in TEG's namespace (its chart's certgen hook), whose sidecar would keep the Job running.
+        "teg_pods": _list(client, "v1", "Pod", params["teg_namespace"]),
         "envoyproxy": _get(client, (facts.get("envoyproxy") or {}).get("api_version"), "EnvoyProxy",
                            ref.get("name"), ref.get("namespace")),
         "httproutes": _list(client, gateway_api, "HTTPRoute", label_selector=_MANAGED),

@@ -25,7 +25,9 @@ options:
         EnvoyProxy the GatewayClass references and its pod annotations (a reference without a namespace
         meaning C(default), as Envoy Gateway reads it), that each declared app has its HTTPRoute made for
         O(gateway_name), that the managed HTTPRoutes and the VirtualServices bound to C(mesh) agree on host,
-        prefix and destination, and the mode of PeerAuthentication C(default) in the mesh root namespace.
+        prefix and destination, the mode of PeerAuthentication C(default) in the mesh root namespace, and
+        that no unfinished Job pod in O(teg_namespace) has C(istio-proxy) as an ordinary container (the
+        certgen hook of TEG's chart, which such a sidecar keeps from completing).
       - C(status) adds GatewayClass C(Accepted), Gateways C(Programmed), HTTPRoutes C(Accepted) and
         C(ResolvedRefs), and an C(istio-proxy) sidecar in every pod of O(mesh_namespaces).
     type: str

@@ -110,3 +110,30 @@ def test_a_backend_without_a_cluster_ip_is_refused_before_any_write(case, backen
               if task["hosts"].get("localhost", {}).get("failed")]
     assert len(failed) == 1 and "\n" not in failed[0], failed
     assert expected in failed[0], failed[0]
+
+
+def test_verify_names_a_job_held_by_its_sidecar_and_the_helm_value(play, cluster):
+    """A certgen Job pod as the real istiod injects it in TEG's labelled namespace (istio-proxy an ordinary
+    container; tests/integration_real/test_certgen_job.py shows the injection): verify names it and the
+    chart value, and passes once the Job is gone."""
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "teg-certgen", "namespace": TEG_NS},
+           "spec": {"backoffLimit": 1, "template": {"metadata": {"labels": {"app": "certgen"}}, "spec": {
+               "restartPolicy": "Never",
+               # kwok completes every Job pod it runs, which a pod whose istio-proxy never exits does not do:
+               # left unscheduled, the pod stays unfinished, as the hung hook's pod does.
+               "nodeSelector": {"teg.istio/no-such-node": "true"},
+               "containers": [{"name": "envoy-gateway-certgen", "image": "docker.io/envoyproxy/gateway:v1.9.0"},
+                              {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.29.6"}]}}}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    try:
+        cluster.kubectl("wait", "--for=create", "pod", "-l", "job-name=teg-certgen", "-n", TEG_NS, "--timeout=60s")
+        verify = play("verify.yml")
+        assert verify.rc != 0, verify.output[-3000:]
+        line = _problems_line(verify)
+        assert "1 problem(s): Pod envoy-gateway-system/teg-certgen-" in line, line
+        assert " of Job teg-certgen has an istio-proxy sidecar that never exits, so the Job never completes (a TEG " \
+               "install or upgrade waits on its certgen hook): set TEG's Helm value certgen.job.pod.labels to " \
+               "{sidecar.istio.io/inject: 'false'}, then delete the Job" in line, line
+    finally:
+        cluster.kubectl("delete", "job", "teg-certgen", "-n", TEG_NS, "--cascade=foreground", "--wait=true")
+    assert play("verify.yml").rc == 0

@@ -181,3 +181,27 @@ def test_a_parameters_ref_without_namespace_names_the_envoyproxy_in_default():
                                                   "name": "teg-envoy-proxy", "namespace": None}
     findings = verify_config_findings(observed, EXPECTED)
     assert any(f.startswith("EnvoyProxy default/teg-envoy-proxy, which GatewayClass teg references") for f in findings)
+
+
+def _job_pod(containers, phase="Running", owner_kind="Job", init=()):
+    return {"metadata": {"name": "teg-certgen-x7k2p", "namespace": NS,
+                         "ownerReferences": [{"kind": owner_kind, "name": "teg-certgen"}]},
+            "spec": {"containers": [{"name": c} for c in containers],
+                     "initContainers": [dict({"name": c}, restartPolicy="Always") for c in init]},
+            "status": {"phase": phase}}
+
+
+@pytest.mark.parametrize("pod, found", [
+    (_job_pod(["envoy-gateway-certgen", "istio-proxy"]), True),
+    (_job_pod(["envoy-gateway-certgen", "istio-proxy"], phase="Pending"), True),
+    (_job_pod(["envoy-gateway-certgen"]), False),  # sidecar.istio.io/inject: "false"
+    (_job_pod(["envoy-gateway-certgen"], init=["istio-proxy"]), False),  # a native sidecar
+    (_job_pod(["envoy-gateway-certgen", "istio-proxy"], phase="Succeeded"), False),
+    (_job_pod(["envoy-gateway", "istio-proxy"], owner_kind="ReplicaSet"), False),
+])
+def test_a_job_pod_held_by_its_sidecar_is_named_with_the_helm_value(pod, found):
+    findings = verify_config_findings(dict(_observed(), teg_pods=[pod]), EXPECTED)
+    expected = ("Pod envoy-gateway-system/teg-certgen-x7k2p of Job teg-certgen has an istio-proxy sidecar that never "
+                "exits, so the Job never completes (a TEG install or upgrade waits on its certgen hook): set TEG's Helm "
+                "value certgen.job.pod.labels to {sidecar.istio.io/inject: 'false'}, then delete the Job")
+    assert findings == ([expected] if found else []), findings
