@@ -3,28 +3,21 @@ not one write on the API server (audit log). The role-level cases (http2 ports, 
 not found, STRICT with unmeshed pods, …) are tested next to their roles; docs/bad-input.md lists all."""
 
 import json
-import re
 
 import pytest
+
+from conftest import JSON_CALLBACK, assert_one_line_failure
 
 TEG_NS = "envoy-gateway-system"
 
 
-def _error_line(run):
-    """The message of the failing task, as one line (ansible prints `msg: ...` or `[ERROR]: ...`)."""
-    for pattern in (r"^\[ERROR\]: (?:Task failed: )?(?:Action failed: )?(.+)$", r"^\s+msg: '?(.+?)'?$"):
-        found = re.findall(pattern, run.output, re.M)
-        if found:
-            return found[0]
-    raise AssertionError("no error message in:\n" + run.output[-3000:])
+def _site(play, extra_vars=None, env=None):
+    return play("site.yml", extra_vars=extra_vars, env=dict(JSON_CALLBACK, **(env or {})))
 
 
-def _assert_refused(run, *fragments):
-    assert run.rc != 0, run.output[-3000:]
+def _assert_refused(run, cause, fix):
+    line = assert_one_line_failure(run, cause, fix)
     assert run.writes == [], run.describe_writes()
-    line = _error_line(run)
-    for fragment in fragments:
-        assert fragment in line, line
     return line
 
 
@@ -33,23 +26,26 @@ def fixture_state(cluster):
     cluster.localcp("reset")
 
 
-@pytest.mark.parametrize("extra_vars, fragments", [
-    ({"teg_istio_prep_envoyproxy_mode": "replace"}, ["teg_istio_prep_envoyproxy_mode", "replace"]),
-    ({"teg_istio_prep_namespace": "no-such-namespace"}, ["namespace no-such-namespace not found",
-                                                         "set teg_istio_prep_namespace"]),
-    ({"teg_istio_prep_gatewayclass": "missing"}, ["GatewayClass missing not found", "set teg_istio_prep_gatewayclass"]),
-    ({"teg_istio_prep_service_port": 18999}, ["has no port 18999", "no port is ever added"]),
+@pytest.mark.parametrize("extra_vars, cause, fix", [
+    ({"teg_istio_prep_envoyproxy_mode": "replace"},
+     ["role teg_istio_prep: value of teg_istio_prep_envoyproxy_mode", "got: replace"],
+     ["must be one of: auto, create, merge"]),
+    ({"teg_istio_prep_namespace": "no-such-namespace"}, ["namespace no-such-namespace not found"],
+     ["set teg_istio_prep_namespace"]),
+    ({"teg_istio_prep_gatewayclass": "missing"}, ["GatewayClass missing not found"], ["set teg_istio_prep_gatewayclass"]),
+    ({"teg_istio_prep_service_port": 18999}, ["has no port 18999"], ["no port is ever added"]),
     ({"expose_app_apps": [{"name": "a", "namespace": "httpbin", "service": "httpbin", "port": 8000,
-                           "hostnames": ["Not_A_Host"], "path_prefix": "/a"}]}, ["Not_A_Host"]),
+                           "hostnames": ["Not_A_Host"], "path_prefix": "/a"}]}, ["hostname 'Not_A_Host'"],
+     ["fix it in hostnames"]),
 ], ids=["invalid-variable", "namespace-missing", "gatewayclass-missing", "service-port-missing", "invalid-hostname"])
-def test_bad_variables_stop_before_any_write(play, extra_vars, fragments):
-    _assert_refused(play("site.yml", extra_vars=extra_vars), *fragments)
+def test_bad_variables_stop_before_any_write(play, extra_vars, cause, fix):
+    _assert_refused(_site(play, extra_vars), cause, fix)
 
 
 def test_an_unreachable_api_server_is_one_line(play, cluster):
-    run = play("site.yml", env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": "https://127.0.0.1:1",
-                                "K8S_AUTH_API_KEY": "x", "K8S_AUTH_VERIFY_SSL": "false"})
-    _assert_refused(run, "cannot reach the Kubernetes API server", "check K8S_AUTH_HOST")
+    run = _site(play, env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": "https://127.0.0.1:1",
+                           "K8S_AUTH_API_KEY": "x", "K8S_AUTH_VERIFY_SSL": "false"})
+    _assert_refused(run, ["cannot reach the Kubernetes API server"], ["check K8S_AUTH_HOST"])
 
 
 def _server_and_ca(cluster):
@@ -59,17 +55,17 @@ def _server_and_ca(cluster):
 
 def test_a_bad_token_is_one_line_naming_the_credentials(play, cluster):
     server, ca = _server_and_ca(cluster)
-    run = play("site.yml", env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": "not-a-token",
-                                "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
-    _assert_refused(run, "401 Unauthorized", "check the token")
+    run = _site(play, env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": "not-a-token",
+                           "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
+    _assert_refused(run, ["401 Unauthorized"], ["check the token"])
 
 
 def test_rbac_forbidden_is_one_line_naming_verb_and_resource(play, cluster):
     cluster.kubectl("create", "serviceaccount", "nobody", "-n", "default")
     token = cluster.kubectl("create", "token", "nobody", "-n", "default").stdout.strip()
     server, ca = _server_and_ca(cluster)
-    run = play("site.yml", env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": token,
-                                "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
-    line = _assert_refused(run, "forbidden (403)", "grant that verb on that resource")
-    assert "system:serviceaccount:default:nobody" in line
+    run = _site(play, env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": token,
+                           "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
+    _assert_refused(run, ["forbidden (403)", "system:serviceaccount:default:nobody"],
+                    ["grant that verb on that resource"])
     cluster.kubectl("delete", "serviceaccount", "nobody", "-n", "default")
