@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, SITE_VARS
+from conftest import JSON_CALLBACK, REPO, SITE_VARS, assert_one_line_failure
 
 RBAC = REPO / "rbac"
 SA_NAMESPACE, SA_NAME = "teg-istio-automation", "teg-istio"
@@ -85,16 +85,13 @@ def _drop_service_patch(rule):
 def test_a_missing_rule_is_named_in_the_error(cluster, play, identity, edit, expected):
     cluster.kubectl("apply", "-f", "-", stdin=_without_rule(edit))
     try:
-        run = play("site.yml", env=dict(_credential_env(identity), K8S_AUTH_KUBECONFIG="", KUBECONFIG=""))
+        run = play("site.yml", env=dict(_credential_env(identity), K8S_AUTH_KUBECONFIG="", KUBECONFIG="",
+                                        **JSON_CALLBACK))
     finally:
         cluster.kubectl("apply", "-f", str(RBAC / "clusterrole.yml"))
-    assert run.rc != 0, run.output[-3000:]
     group = ENVOYPROXY_GROUP[cluster.matrix]
-    lines = [line for line in run.output.splitlines() if "forbidden (403)" in line]
-    assert lines, run.output[-3000:]
-    for fragment in expected:
-        assert fragment.format(group=group) in lines[0], lines[0]
-    assert "grant that verb on that resource" in lines[0]
+    assert_one_line_failure(run, cause=[fragment.format(group=group) for fragment in expected],
+                            fix=["grant that verb on that resource"])
 
 
 def _private_data_dir(tmp_path, cluster, identity):

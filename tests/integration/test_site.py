@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MATRIX, REPO, SITE_VARS, load_yaml
+from conftest import JSON_CALLBACK, MATRIX, REPO, SITE_VARS, assert_one_line_failure, load_yaml
 
 API = {
     "current": {"gateway": "gateway.networking.k8s.io/v1", "envoyproxy": "gateway.envoyproxy.io/v1alpha1",
@@ -136,11 +136,11 @@ def test_verify_names_a_drifted_object_in_one_line(play, cluster):
                     "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
     cluster.kubectl("patch", "service", "envoy-ratelimit", "-n", TEG_NS, "--type=json",
                     "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
-    run = play("verify.yml")
-    assert run.rc != 0
-    msg = [line for line in run.output.splitlines() if "problem(s)" in line]
-    assert msg and "Service envoy-gateway-system/envoy-gateway port 18000 has appProtocol None" in msg[0]
-    assert "Service envoy-gateway-system/envoy-ratelimit port 8081 has appProtocol None" in msg[0]
+    run = play("verify.yml", env=JSON_CALLBACK)
+    assert_one_line_failure(run, cause=["2 problem(s): Service envoy-gateway-system/envoy-gateway port 18000 has "
+                                        "appProtocol None, expected 'tls'",
+                                        "Service envoy-gateway-system/envoy-ratelimit port 8081 has appProtocol None"],
+                            fix=["run the teg_istio_prep role"])
     assert play("site.yml").rc == 0
     assert play("verify.yml").rc == 0
 
@@ -191,9 +191,10 @@ def test_a_rollout_that_never_completes_stops_the_procedure_before_strict(play, 
     deployments = load_yaml(REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"]
     try:
         run = play("site.yml", extra_vars={"teg_restart_deployments": deployments + ["stuck"],
-                                           "teg_restart_wait_timeout": 10})
-        assert run.rc != 0, run.output[-3000:]
-        assert "rollout not complete after 10s, not Available: Deployment envoy-gateway-system/stuck (" in run.output
+                                           "teg_restart_wait_timeout": 10}, env=JSON_CALLBACK)
+        assert_one_line_failure(run, cause=["rollout not complete after 10s, not Available: Deployment "
+                                            "envoy-gateway-system/stuck ("],
+                                fix=["describe deployment stuck", "raise the wait timeout"])
         written = {e["objectRef"]["resource"] for e in run.writes}
         assert "deployments" in written  # the restart itself happened
         assert not written & {"peerauthentications", "gateways", "httproutes", "virtualservices"}, sorted(written)

@@ -121,7 +121,7 @@ def _patched(run_result):
 
 
 def test_refuses_without_istiod_and_writes_nothing(teg, fail):
-    result, msg = fail()
+    result, msg = fail(cause=["istiod not found in the cluster"], fix=["run teg.istio.istio_install before teg_restart"])
     assert msg.startswith("istiod not found in the cluster: run teg.istio.istio_install before teg_restart")
     assert result.writes == [], result.describe_writes()
 
@@ -228,7 +228,9 @@ def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, 
     before = _states(mesh, CONTROL_PLANE)
     try:
         result, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 15,
-                            "teg_restart_force": True})
+                            "teg_restart_force": True},
+                           cause=["Deployment envoy-gateway-system/stuck ("],
+                           fix=["describe deployment stuck", "raise the wait timeout"])
         assert msg.startswith("rollout not complete after 15s, not Available: Deployment envoy-gateway-system/stuck (")
         for name in CONTROL_PLANE:
             assert "Deployment envoy-gateway-system/%s " % name not in msg
@@ -238,7 +240,8 @@ def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, 
         assert _get(mesh, "deployment", "stuck")["spec"]["template"]["metadata"]["annotations"][TRIGGER]
 
         # Nothing to restart any more, but the stuck rollout is still not Available: still a failure.
-        again, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 5})
+        again, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 5},
+                          cause=["Deployment envoy-gateway-system/stuck ("], fix=["describe deployment stuck"])
         assert again.writes == [], again.describe_writes()
         assert msg.startswith("rollout not complete after 5s, not Available: Deployment envoy-gateway-system/stuck (")
     finally:
@@ -248,7 +251,8 @@ def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, 
 def test_a_paused_deployment_is_refused_before_any_write(mesh, fail):
     mesh.kubectl("rollout", "pause", "deployment/teg-redis", "-n", NS)
     try:
-        result, msg = fail({"teg_restart_force": True})
+        result, msg = fail({"teg_restart_force": True}, cause=["paused Deployment(s) teg-redis"],
+                           fix=["rollout resume deployment/teg-redis"])
     finally:
         mesh.kubectl("rollout", "resume", "deployment/teg-redis", "-n", NS)
     assert msg.startswith("cannot restart paused Deployment(s) teg-redis in namespace envoy-gateway-system")
@@ -269,6 +273,7 @@ def test_check_mode_reports_and_writes_nothing(mesh, run):
 
 
 def test_missing_namespace_is_one_line_and_writes_nothing(mesh, fail):
-    result, msg = fail({"teg_restart_namespace": "no-such-namespace"})
+    result, msg = fail({"teg_restart_namespace": "no-such-namespace"}, cause=["namespace no-such-namespace not found"],
+                       fix=["install TEG first", "set teg_restart_namespace"])
     assert msg.startswith("namespace no-such-namespace not found: install TEG first")
     assert result.writes == []
