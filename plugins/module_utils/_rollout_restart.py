@@ -21,6 +21,7 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
 from ansible_collections.teg.istio.plugins.module_utils.names import FIELD_MANAGER, describe
 from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     TRIGGER_ANNOTATION,
+    already_injected,
     paused_error,
     plan_restarts,
     rollout_state,
@@ -39,6 +40,7 @@ ARGUMENT_SPEC.update(
     trigger=dict(type="str", required=True, no_log=False),
     trigger_annotation=dict(type="str", default=TRIGGER_ANNOTATION),
     force=dict(type="bool", default=False),
+    injection=dict(type="dict"),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
     wait_sleep=dict(type="int", default=2),
@@ -91,6 +93,7 @@ class _Restarter:
         self.client = client
         self.params = module.params
         self.namespace = module.params["namespace"]
+        self.matches = []
         with api_errors("discover", "the Deployment API (apps/v1)"):
             self.resource = client.resource("Deployment", "apps/v1")
 
@@ -120,12 +123,25 @@ class _Restarter:
         names = self.params["names"] or []
         listed = self._list() if names else []
         matches = self._list(self.params["label_selector"]) if self.params["label_selector"] else []
+        self.matches = matches
         selected, missing_names = select_deployments(listed, names, matches)
         missing = [{"name": name, "reason": "%s not found" % describe("Deployment", name, self.namespace)}
                    for name in missing_names]
         if not selected:
             self._require_namespace()
         return selected, missing
+
+    def already_injected(self, injection):
+        """Names of the label-selected Deployments without a recorded trigger whose pods already run as
+        `injection` wants (rollout.already_injected); the pods are listed only when there is such a Deployment."""
+        annotation = self.params["trigger_annotation"]
+        if not injection or not any(annotation not in template_annotations(d) for d in self.matches):
+            return set()
+        what = "Pods in namespace %s matching %s" % (self.namespace, self.params["label_selector"])
+        with api_errors("list", what):
+            pods = self.client.get(self.client.resource("Pod", "v1"), namespace=self.namespace,
+                                   label_selector=self.params["label_selector"]).to_dict().get("items") or []
+        return already_injected(self.matches, pods, injection, annotation)
 
     def patch(self, restart, deployments, done):
         """Patch every Deployment to restart, appending each entry to `done` once patched (so that a
@@ -190,8 +206,9 @@ def run_with_client(module, client):
         deployments, result["missing"] = restarter.select()
         for entry in result["missing"]:
             module.warn("%s: skipped" % entry["reason"])
+        current = set() if params["force"] else restarter.already_injected(params["injection"])
         restart, result["unchanged"] = plan_restarts(deployments, params["trigger"], params["trigger_annotation"],
-                                                     params["force"])
+                                                     params["force"], current)
         refusal = paused_error(deployments, restart, params["namespace"])
         if refusal:
             raise TegIstioError(refusal)

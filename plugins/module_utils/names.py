@@ -39,6 +39,18 @@ def describe(kind, name, namespace=None):
     return "%s %s/%s" % (kind, namespace, name) if namespace else "%s %s" % (kind, name)
 
 
+# The sidecar container Istio's injector adds: a regular container, or a native sidecar (an init container
+# with restartPolicy Always) on Kubernetes versions that have them.
+SIDECAR_CONTAINER = "istio-proxy"
+
+
+def sidecar_container(pod):
+    """The pod's istio-proxy container (a container or an init container of that name), or None."""
+    spec = (pod or {}).get("spec") or {}
+    return next((c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+                 if c.get("name") == SIDECAR_CONTAINER), None)
+
+
 def image_version(image):
     """The tag of a container image reference without a leading "v" (docker.io/istio/pilot:1.29.6 ->
     "1.29.6"); None when it has no tag (only a digest, or none at all)."""

@@ -8,8 +8,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version, sidecar_container
+
 # The pod-template annotation that records the trigger of the last restart.
 TRIGGER_ANNOTATION = "teg.istio/restart-trigger"
+# What Istio's sidecar injector records on every pod it injects (istio/istio pkg/kube/inject/inject.go:
+# the injected containers and volumes, and the revision of the istiod that injected it).
+INJECTION_STATUS_ANNOTATION = "sidecar.istio.io/status"
 
 
 def _unique(values):
@@ -36,14 +43,83 @@ def template_annotations(deployment):
     return dict((template.get("metadata") or {}).get("annotations") or {})
 
 
-def plan_restarts(deployments, trigger, trigger_annotation, force):
-    """Split the selected Deployments into those to restart and those to leave, each with a reason."""
+def wanted_injection(namespace_labels, istiod, pod_annotations):
+    """How the pods of the namespace come out of Istio's injector under the settings the restart trigger is
+    made of: whether the namespace labels ask for injection and from which revision (`istio-injection=enabled`
+    is the default revision; `istio.io/rev` counts only without an `istio-injection` label, as the namespace
+    selectors of the injector webhooks in Istio's istiod chart have it), the version of istiod (its image tag, the tag of the proxy it injects) and
+    the pod annotations the EnvoyProxy gives Envoy's pods (a None value: not set)."""
+    labels = namespace_labels or {}
+    if labels.get("istio-injection") == "enabled":
+        revision = "default"
+    elif "istio-injection" not in labels and labels.get("istio.io/rev"):
+        revision = labels["istio.io/rev"]
+    else:
+        revision = None
+    return {"enabled": revision is not None, "revision": revision, "version": (istiod or {}).get("version"),
+            "pod_annotations": dict(pod_annotations or {})}
+
+
+def deployment_pods(deployment, pods):
+    """The pods of `pods` that `deployment` selects (matchLabels) and that are not being deleted."""
+    wanted = (((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items()
+    return [p for p in pods or [] if not (p.get("metadata") or {}).get("deletionTimestamp")
+            and all(((p.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in wanted)]
+
+
+def pod_injected_as(pod, injection):
+    """True when `pod` already is what a restart under `injection` (wanted_injection) would make of it: with
+    injection on, injected by that revision, its sidecar at istiod's version and the wanted pod annotations
+    on it; with injection off, no sidecar at all."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    sidecar = sidecar_container(pod)
+    if not injection.get("enabled"):
+        return sidecar is None and INJECTION_STATUS_ANNOTATION not in annotations
+    try:
+        status = json.loads(annotations.get(INJECTION_STATUS_ANNOTATION) or "null") or {}
+    except ValueError:
+        return False
+    if sidecar is None or not isinstance(status, dict) or status.get("revision") != injection.get("revision"):
+        return False
+    version = injection.get("version")
+    if version and image_version(sidecar.get("image")) != version:
+        return False
+    return all(annotations.get(k) == v for k, v in (injection.get("pod_annotations") or {}).items() if v is not None)
+
+
+def pods_injected_as(deployment, pods, injection):
+    """True when `deployment` has pods (among `pods`) and every one of them is injected as `injection` wants."""
+    mine = deployment_pods(deployment, pods)
+    return bool(mine) and all(pod_injected_as(p, injection) for p in mine)
+
+
+def already_injected(deployments, pods, injection, trigger_annotation):
+    """Names of the `deployments` (those of the data plane) that record no trigger yet but whose pods already
+    run as `injection` wants: Envoy Gateway creates the Envoy Deployment of a Gateway made after the last
+    restart (expose_app's, in site.yml) with the pod template it renders, so that Deployment never records a
+    trigger, while its pods come out of the injector as a restart would make them."""
+    if injection is None:
+        return set()
+    return set(d["metadata"]["name"] for d in deployments or []
+               if trigger_annotation not in template_annotations(d) and pods_injected_as(d, pods, injection))
+
+
+def plan_restarts(deployments, trigger, trigger_annotation, force, current=()):
+    """Split the selected Deployments into those to restart and those to leave, each with a reason.
+
+    `current`: names of Deployments that record no trigger but whose pods were read as already injected as
+    the trigger's settings want (already_injected). They are left alone, and nothing is written to them:
+    a trigger written into the pod template is itself a restart, an avoidable traffic event."""
     restart, unchanged = [], []
     for deployment in deployments:
         name = deployment["metadata"]["name"]
         recorded = template_annotations(deployment).get(trigger_annotation)
         if recorded == trigger and not force:
             unchanged.append({"name": name, "reason": "trigger unchanged"})
+            continue
+        if recorded is None and name in current and not force:
+            unchanged.append({"name": name, "reason": "no trigger recorded, its pods already run as the trigger's "
+                                                      "settings want"})
             continue
         if force:
             reason = "force"

@@ -15,6 +15,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
     GATEWAY_NAMESPACE_LABEL,
     describe,
     referenced_envoyproxy,
+    sidecar_container,
 )
 
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
@@ -232,12 +233,6 @@ def _condition(obj, kind):
     return None
 
 
-def _pod_has_sidecar(pod):
-    spec = pod.get("spec") or {}
-    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
-    return any(c.get("name") == "istio-proxy" for c in containers)
-
-
 def verify_status_findings(observed, expected):
     """Problems at the `status` level: what the controllers report, and which pods lack sidecars."""
     findings = []
@@ -261,7 +256,7 @@ def verify_status_findings(observed, expected):
                      for p in parents for c in p.get("conditions") or [])
             if not ok:
                 findings.append("%s is not %s by its Gateway" % (_where(route), kind))
-    missing = sorted(_where(p) for p in observed.get("mesh_pods") or [] if not _pod_has_sidecar(p))
+    missing = sorted(_where(p) for p in observed.get("mesh_pods") or [] if sidecar_container(p) is None)
     if missing:
         findings.append("pods without an istio-proxy sidecar: %s; run the teg_restart role (and check the "
                         "namespace's injection label)" % ", ".join(missing))

@@ -59,6 +59,20 @@ options:
       - Restart every selected Deployment even when its recorded trigger equals O(trigger).
     type: bool
     default: false
+  injection:
+    description:
+      - How Istio's injector leaves the pods under the settings O(trigger) is made of, as a dict with C(enabled),
+        C(revision) (the injecting istiod's revision, C(default) for C(istio-injection=enabled)), C(version)
+        (istiod's version, the tag of the proxy it injects) and C(pod_annotations) (null for one not set).
+        The teg_restart role passes what its plan computed.
+      - A Deployment matched by O(label_selector) that records no trigger yet, and whose every pod already
+        runs that way (an C(istio-proxy) container, C(sidecar.istio.io/status) naming that revision, the proxy
+        at that version, those pod annotations; or no sidecar at all when injection is off), is left alone
+        and nothing is written to it. Envoy Gateway creates the Envoy Deployment of a Gateway made after the
+        restart without the trigger; restarting it on the next run would only disturb traffic.
+      - The pods are listed only when such a Deployment exists. Without O(injection), every Deployment
+        without the trigger is restarted.
+    type: dict
   wait:
     description:
       - Wait until every selected Deployment is rolled out and Available (its newest ReplicaSet holds all

@@ -10,9 +10,9 @@ writes, from tests/charts/istio-base-test and tests/charts/istiod-test:
     OUT_DIR/dirs/base/, OUT_DIR/dirs/istiod/                     the same charts unpacked
 
 Both charts get `version` and `appVersion` <v>, so the role's version pin is exercised, and the base
-chart gets that Istio version's real CRDs (crd-all.gen.yaml, byte for byte) in crds/, read from
-$TEG_ISTIO_CRDS_DIR or ../shared/crds (localcp.crds_dir(), which downloads the pinned files when
-neither exists). Nothing of that is committed: OUT_DIR lives in the cluster's state directory.
+chart gets that Istio version's real CRDs (crd-all.gen.yaml, byte for byte) in crds/, read from the
+CRD folder the launcher resolves (localcp.crds_dir(), which downloads the pinned files when there is
+none). Nothing of that is committed: OUT_DIR lives in the cluster's state directory.
 """
 
 import argparse

@@ -48,6 +48,13 @@ class Cluster:
     def audit_log(self):
         return self.state_dir / "audit.log"
 
+    @property
+    def crds(self):
+        """The upstream CRD folder the launcher resolved for this cluster (TEG_ISTIO_CRDS_DIR, the folder
+        beside the checkout, or its pinned download: tests/localcp/localcp.py crds_dir()). Tests read
+        the upstream CRDs from here only; tests/lint/lint.sh refuses any other way."""
+        return Path(json.loads((self.state_dir / "state.json").read_text())["crds"])
+
     def localcp(self, *args):
         return subprocess.run([sys.executable, str(LOCALCP), *args], env=self.env, check=True,
                               capture_output=True, text=True)
@@ -74,7 +81,12 @@ class Cluster:
         with open(self.audit_log, "rb") as fh:
             fh.seek(position)
             for line in fh:
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    # Only a killed API server (the recovery tests) leaves an event cut off mid-line; the
+                    # request it recorded was cut off with it.
+                    continue
                 username = event["user"].get("username", "")
                 if (event.get("verb") not in MUTATING_VERBS or username in CONTROLLER_USERS
                         or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)):
@@ -108,6 +120,8 @@ class PlaybookRun:
 
     def recap(self):
         """The PLAY RECAP counters of localhost, e.g. {'ok': 12, 'changed': 0, 'failed': 0}."""
+        if self.stdout.lstrip().startswith("{"):  # the json callback (JSON_CALLBACK)
+            return dict(json.loads(self.stdout)["stats"]["localhost"])
         for line in self.stdout.splitlines():
             if line.startswith("localhost") and "ok=" in line:
                 return {k: int(v) for k, v in (part.split("=") for part in line.split()[2:])}
@@ -168,9 +182,58 @@ def play(cluster):
     return run
 
 
+# The json stdout callback: a failed task's result is read back exactly as the collection wrote it.
+JSON_CALLBACK = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+# What a Python traceback or a crashed module leaves in Ansible's output or in a task result.
+TRACEBACK_MARKERS = ("Traceback (most recent call last)", "The full traceback is", "MODULE FAILURE")
+# ansible-core's own header when a role's argument spec refuses its variables (a role run on its own;
+# site.yml checks every role's variables first and says it in one line, playbooks/tasks/validate_variables.yml).
+ARGUMENT_SPEC_HEADER = "Validation of arguments failed:\n"
+
+
+def failed_results(run):
+    """The failed task results of a run made with JSON_CALLBACK, in order (rescued ones included)."""
+    assert run.stdout.lstrip().startswith("{"), "run the playbook with env=JSON_CALLBACK:\n" + run.output[-3000:]
+    return [host for play in json.loads(run.stdout)["plays"] for task in play["tasks"]
+            for name, host in task["hosts"].items() if name == "localhost" and host.get("failed")]
+
+
+def assert_one_line_failure(run, cause, fix):
+    """The single check for every refusal and fault: the run failed (rc != 0); the failure that stopped it is one
+    line holding every fragment of `cause` (what is wrong, naming the object) and of `fix` (what to do), with no
+    traceback, module crash or exception record; and ansible printed no traceback. Returns that line.
+
+    The run must be made with env=JSON_CALLBACK. A failure that a block rescued (to say it in one line) may carry
+    the failed module's exception record, which Ansible shows only at -vvv; the rescue's line is what stops the
+    run and is what is checked. A role's own argument-spec refusal carries ansible-core's fixed header line
+    (ARGUMENT_SPEC_HEADER) before its one line per problem: exactly one problem is accepted."""
+    assert cause and fix, "name both the cause and the fix fragments"
+    assert run.rc != 0, run.output[-3000:]
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in run.stderr, run.stderr[-4000:]
+    failures = failed_results(run)
+    assert failures, "rc != 0 but no failed task:\n" + run.output[-3000:]
+    final = failures[-1]
+    # ansible-core 2.19 records "(traceback unavailable)" on every failure, a real one only where code raised.
+    assert "Traceback" not in str(final.get("exception", "")), final["exception"]
+    assert not final.get("module_stderr") and not final.get("module_stdout"), final
+    msg = final.get("msg")
+    assert isinstance(msg, str) and msg.strip(), final
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in msg, msg
+    if final.get("argument_errors") is not None:
+        assert msg.startswith(ARGUMENT_SPEC_HEADER), msg
+        assert len(final["argument_errors"]) == 1, final["argument_errors"]
+        msg = msg.removeprefix(ARGUMENT_SPEC_HEADER)
+    assert "\n" not in msg.strip(), msg
+    for fragment in [*cause, *fix]:
+        assert fragment in msg, f"{fragment!r} not in: {msg}"
+    return msg
+
+
 class RolePlaybook:
     """A role's test playbook run without the site vars: `run` returns the PlaybookRun; `fail` expects a
-    failure and returns (run, the failed task's msg, asserted to be one line), read from the json callback."""
+    failure and returns (run, its one line), checked by assert_one_line_failure."""
 
     def __init__(self, play, playbook):
         self.play, self.playbook = play, playbook
@@ -178,16 +241,9 @@ class RolePlaybook:
     def run(self, extra_vars=None, **kwargs):
         return self.play(self.playbook, extra_vars=extra_vars, use_site_vars=False, **kwargs)
 
-    def fail(self, extra_vars=None):
-        result = self.play(self.playbook, extra_vars=extra_vars, use_site_vars=False,
-                           env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-        assert result.rc != 0, result.output[-3000:]
-        for task in (t for p in json.loads(result.stdout)["plays"] for t in p["tasks"]):
-            host = task["hosts"].get("localhost", {})
-            if host.get("failed"):
-                assert "\n" not in host["msg"], host["msg"]
-                return result, host["msg"]
-        raise AssertionError("no failed task:\n" + result.stdout[-3000:])
+    def fail(self, extra_vars=None, cause=(), fix=()):
+        result = self.play(self.playbook, extra_vars=extra_vars, use_site_vars=False, env=JSON_CALLBACK)
+        return result, assert_one_line_failure(result, cause, fix)
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""site.yml as an AWX job runs it, under the least-privilege ClusterRoles of rbac/.
+"""site.yml, verify.yml and teardown.yml as AWX jobs run them, under the least-privilege ClusterRoles of rbac/.
 
 AWX installs the project's collections/requirements.yml, then runs ansible-runner with a private data directory
 whose environment holds what the "OpenShift or Kubernetes API Bearer Token" credential injects: K8S_AUTH_HOST,
 K8S_AUTH_API_KEY, K8S_AUTH_VERIFY_SSL and K8S_AUTH_SSL_CA_CERT (awx/main/models/credential/injectors.py), and no
 kubeconfig. The token is a ServiceAccount's, bound only to rbac/clusterrole.yml as rbac/binding-example.yml binds
-it; the run must succeed and the token must appear nowhere in the job's output or artifacts, at verbosity 3.
-The RBAC differs by flavour (EnvoyProxy's API group), so this runs in both.
+it. site.yml, verify.yml, then teardown.yml as it is, with teardown_istio, and with istio_install_remove_crds as
+well must succeed with only that identity writing; the token must appear nowhere in the site job's output or
+artifacts, at verbosity 3; a rule taken away gives one line naming it. The RBAC differs by flavour
+(EnvoyProxy's API group), so this runs in both. These run the test stand-ins of Istio's charts: whether the
+ClusterRoles hold what Istio's real charts need is not tested here.
 """
 
 import json
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, SITE_VARS
+from conftest import JSON_CALLBACK, REPO, SITE_VARS, assert_one_line_failure
 
 RBAC = REPO / "rbac"
 SA_NAMESPACE, SA_NAME = "teg-istio-automation", "teg-istio"
@@ -85,16 +88,13 @@ def _drop_service_patch(rule):
 def test_a_missing_rule_is_named_in_the_error(cluster, play, identity, edit, expected):
     cluster.kubectl("apply", "-f", "-", stdin=_without_rule(edit))
     try:
-        run = play("site.yml", env=dict(_credential_env(identity), K8S_AUTH_KUBECONFIG="", KUBECONFIG=""))
+        run = play("site.yml", env=dict(_credential_env(identity), K8S_AUTH_KUBECONFIG="", KUBECONFIG="",
+                                        **JSON_CALLBACK))
     finally:
         cluster.kubectl("apply", "-f", str(RBAC / "clusterrole.yml"))
-    assert run.rc != 0, run.output[-3000:]
     group = ENVOYPROXY_GROUP[cluster.matrix]
-    lines = [line for line in run.output.splitlines() if "forbidden (403)" in line]
-    assert lines, run.output[-3000:]
-    for fragment in expected:
-        assert fragment.format(group=group) in lines[0], lines[0]
-    assert "grant that verb on that resource" in lines[0]
+    assert_one_line_failure(run, cause=[fragment.format(group=group) for fragment in expected],
+                            fix=["grant that verb on that resource"])
 
 
 def _private_data_dir(tmp_path, cluster, identity):
@@ -106,7 +106,6 @@ def _private_data_dir(tmp_path, cluster, identity):
     ca = pdd / "env" / "k8s_ca.crt"  # AWX writes the credential's CA into the private data dir too
     ca.write_text(Path(identity["ca"]).read_text())
     (pdd / "env" / "envvars").write_text(yaml.safe_dump(dict(_credential_env(identity), K8S_AUTH_SSL_CA_CERT=str(ca))))
-    (pdd / "env" / "extravars").write_text(yaml.safe_dump(_site_vars(cluster)))
     (pdd / "env" / "settings").write_text(yaml.safe_dump({"suppress_ansible_output": False}))
     (pdd / "inventory" / "hosts").write_text(
         f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
@@ -121,25 +120,49 @@ def _private_data_dir(tmp_path, cluster, identity):
     return pdd, collections
 
 
-def test_site_as_an_awx_job(cluster, identity, tmp_path):
+@pytest.fixture(scope="module")
+def awx(cluster, identity, tmp_path_factory):
+    """Run a playbook of the project as an AWX job template would: job(playbook, ident, extra vars, -v flags)
+    returns the process, its artifacts directory and the writes of the token's identity."""
+    tmp_path = tmp_path_factory.mktemp("awx")
     home = tmp_path / "home"
     home.mkdir()
     pdd, collections = _private_data_dir(tmp_path, cluster, identity)
     # Only what the job's process needs: no KUBECONFIG, and a HOME without ~/.kube/config.
     env = {"PATH": f"{cluster.env['PATH'].split(':')[0]}:{BIN}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
            "ANSIBLE_COLLECTIONS_PATH": str(collections)}
-    position = cluster.audit_position()
-    proc = subprocess.run([str(BIN / "ansible-runner"), "run", str(pdd), "-p", "playbooks/site.yml", "-i", "job",
-                           "-vvv"], env=env, capture_output=True, text=True, check=False)
-    artifacts = pdd / "artifacts" / "job"
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert (artifacts / "status").read_text() == "successful"
+
+    def job(playbook, ident, extra_vars=None, verbosity=()):
+        # The job template's extra vars: the same app declarations for site, verify and teardown (docs/awx.md).
+        (pdd / "env" / "extravars").write_text(yaml.safe_dump(dict(_site_vars(cluster), **(extra_vars or {}))))
+        position = cluster.audit_position()
+        proc = subprocess.run([str(BIN / "ansible-runner"), "run", str(pdd), "-p", f"playbooks/{playbook}", "-i", ident,
+                               *verbosity], env=env, capture_output=True, text=True, check=False)
+        artifacts = pdd / "artifacts" / ident
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        assert (artifacts / "status").read_text() == "successful"
+        # Only the token's identity wrote.
+        assert cluster.mutations_since(position, user="admin") == []
+        return proc, artifacts, cluster.mutations_since(position, user=SA_USER), pdd, collections
+
+    return job
+
+
+def _exists(cluster, *args):
+    return cluster.kubectl("get", *args, check=False).returncode == 0
+
+
+def _istio_crds(cluster):
+    names = cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    return [n for n in names if n.endswith(".istio.io")]
+
+
+def test_site_as_an_awx_job(cluster, identity, awx):
+    proc, artifacts, writes, pdd, collections = awx("site.yml", "site", verbosity=["-vvv"])
     assert "-vvv" in (artifacts / "command").read_text()
     # The job used the collection the project update installed, and the token's identity did the writes.
     assert str(collections / "ansible_collections" / "teg" / "istio") in proc.stdout
-    writes = cluster.mutations_since(position, user=SA_USER)
     assert ("create", "peerauthentications") in {(e["verb"], e["objectRef"]["resource"]) for e in writes}, writes
-    assert cluster.mutations_since(position, user="admin") == []
     mode = cluster.kubectl("get", "peerauthentication", "default", "-n", "istio-system",
                            "-o", "jsonpath={.spec.mtls.mode}").stdout
     assert mode == "STRICT"
@@ -149,7 +172,7 @@ def test_site_as_an_awx_job(cluster, identity, tmp_path):
     secrets = [identity["token"], *identity["token"].split(".")[1:]]
     leaks = [name for name, text in [("stdout", proc.stdout), ("stderr", proc.stderr)] if any(s in text for s in secrets)]
     command = artifacts / "command"
-    for path in sorted(p for p in (pdd / "artifacts").rglob("*") if p.is_file()):
+    for path in sorted(p for p in artifacts.rglob("*") if p.is_file()):
         content = path.read_bytes()
         if path == command:
             assert command.stat().st_mode & 0o077 == 0, oct(command.stat().st_mode)
@@ -159,3 +182,29 @@ def test_site_as_an_awx_job(cluster, identity, tmp_path):
         if any(s.encode() in content for s in secrets):
             leaks.append(str(path.relative_to(pdd)))
     assert leaks == [], f"the credential's token appears in {leaks}"
+
+
+def test_verify_as_an_awx_job(awx):
+    _proc, _artifacts, writes, _pdd, _collections = awx("verify.yml", "verify")
+    assert writes == []
+
+
+def test_teardown_as_awx_jobs_with_and_without_istio_and_its_crds(cluster, awx):
+    """The default teardown keeps Istio; teardown_istio removes its releases and namespace, keeping its CRDs (and
+    with them every Istio resource of the cluster); istio_install_remove_crds removes those too."""
+    _proc, _artifacts, writes, _pdd, _collections = awx("teardown.yml", "teardown")
+    assert ("delete", "peerauthentications") in {(e["verb"], e["objectRef"]["resource"]) for e in writes}, writes
+    labels = json.loads(cluster.kubectl("get", "namespace", "envoy-gateway-system", "-o", "json").stdout)["metadata"]
+    assert "istio-injection" not in labels.get("labels", {})
+    assert _exists(cluster, "deployment", "istiod", "-n", "istio-system")
+    crds = _istio_crds(cluster)
+    assert crds
+
+    awx("teardown.yml", "teardown-istio", {"teardown_istio": True})
+    assert not _exists(cluster, "namespace", "istio-system")
+    assert _istio_crds(cluster) == crds
+
+    _proc, _artifacts, writes, _pdd, _collections = awx("teardown.yml", "teardown-istio-crds",
+                                                        {"teardown_istio": True, "istio_install_remove_crds": True})
+    assert {(e["verb"], e["objectRef"]["resource"]) for e in writes} == {("delete", "customresourcedefinitions")}
+    assert _istio_crds(cluster) == []

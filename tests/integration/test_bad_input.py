@@ -3,28 +3,21 @@ not one write on the API server (audit log). The role-level cases (http2 ports, 
 not found, STRICT with unmeshed pods, …) are tested next to their roles; docs/bad-input.md lists all."""
 
 import json
-import re
 
 import pytest
+
+from conftest import JSON_CALLBACK, assert_one_line_failure
 
 TEG_NS = "envoy-gateway-system"
 
 
-def _error_line(run):
-    """The message of the failing task, as one line (ansible prints `msg: ...` or `[ERROR]: ...`)."""
-    for pattern in (r"^\[ERROR\]: (?:Task failed: )?(?:Action failed: )?(.+)$", r"^\s+msg: '?(.+?)'?$"):
-        found = re.findall(pattern, run.output, re.M)
-        if found:
-            return found[0]
-    raise AssertionError("no error message in:\n" + run.output[-3000:])
+def _site(play, extra_vars=None, env=None):
+    return play("site.yml", extra_vars=extra_vars, env=dict(JSON_CALLBACK, **(env or {})))
 
 
-def _assert_refused(run, *fragments):
-    assert run.rc != 0, run.output[-3000:]
+def _assert_refused(run, cause, fix):
+    line = assert_one_line_failure(run, cause, fix)
     assert run.writes == [], run.describe_writes()
-    line = _error_line(run)
-    for fragment in fragments:
-        assert fragment in line, line
     return line
 
 
@@ -33,54 +26,61 @@ def fixture_state(cluster):
     cluster.localcp("reset")
 
 
-@pytest.mark.parametrize("extra_vars, fragments", [
-    ({"teg_istio_prep_envoyproxy_mode": "replace"}, ["teg_istio_prep_envoyproxy_mode", "replace"]),
-    ({"teg_istio_prep_namespace": "no-such-namespace"}, ["namespace no-such-namespace not found",
-                                                         "set teg_istio_prep_namespace"]),
-    ({"teg_istio_prep_gatewayclass": "missing"}, ["GatewayClass missing not found", "set teg_istio_prep_gatewayclass"]),
-    ({"teg_istio_prep_service_port": 18999}, ["has no port 18999", "no port is ever added"]),
+@pytest.mark.parametrize("extra_vars, cause, fix", [
+    ({"teg_istio_prep_envoyproxy_mode": "replace"},
+     ["role teg_istio_prep: value of teg_istio_prep_envoyproxy_mode", "got: replace"],
+     ["must be one of: auto, create, merge"]),
+    ({"teg_istio_prep_namespace": "no-such-namespace"}, ["namespace no-such-namespace not found"],
+     ["set teg_istio_prep_namespace"]),
+    ({"teg_istio_prep_gatewayclass": "missing"}, ["GatewayClass missing not found"], ["set teg_istio_prep_gatewayclass"]),
+    ({"teg_istio_prep_service_port": 18999}, ["has no port 18999"], ["no port is ever added"]),
     ({"expose_app_apps": [{"name": "a", "namespace": "httpbin", "service": "httpbin", "port": 8000,
-                           "hostnames": ["Not_A_Host"], "path_prefix": "/a"}]}, ["Not_A_Host"]),
+                           "hostnames": ["Not_A_Host"], "path_prefix": "/a"}]}, ["hostname 'Not_A_Host'"],
+     ["fix it in hostnames"]),
     # As a new user tries it: each of these used to stop only in its own role, after the roles before it
     # had written (36 writes before expose_app, 3 before istio_install). site.yml plans every role first.
     ({"expose_app_apps": [{"name": "web", "namespace": "no-such-ns", "service": "web", "port": 8000,
                            "hostnames": ["web.example.com"]}]},
-     ["app web: namespace no-such-ns does not exist, so Service no-such-ns/web cannot either"]),
-    ({"istio_install_version": "latest"}, ["istio_install_version 'latest' is not an Istio chart version"]),
-    ({"istio_install_version": "1.2.3"}, ["chart base and istiod version 1.2.3 not found in the local chart directory"]),
-    ({"strict_mtls_namespace_policies": [{"namespace": "no-such-ns"}]}, ["namespace(s) no-such-ns not found"]),
-    ({"teg_restart_deployments": ["envoy-gateway", "paused"]}, ["cannot restart paused Deployment(s) paused"]),
+     ["app web: namespace no-such-ns does not exist, so Service no-such-ns/web cannot either"],
+     ["set namespace/service to an existing Service"]),
+    ({"istio_install_version": "latest"}, ["istio_install_version 'latest' is not an Istio chart version"],
+     ["such as 1."]),
+    ({"istio_install_version": "1.2.3"}, ["chart base and istiod version 1.2.3 not found in the local chart directory"],
+     ["put them there (helm pull istio/base --version 1.2.3) or set istio_install_version"]),
+    ({"strict_mtls_namespace_policies": [{"namespace": "no-such-ns"}]}, ["namespace(s) no-such-ns not found"],
+     ["create them, or correct strict_mtls_root_namespace / strict_mtls_namespace_policies"]),
+    ({"teg_restart_deployments": ["envoy-gateway", "paused"]}, ["cannot restart paused Deployment(s) paused"],
+     ["rollout resume deployment/paused"]),
 ], ids=["invalid-variable", "namespace-missing", "gatewayclass-missing", "service-port-missing", "invalid-hostname",
         "app-namespace-missing", "istio-version-latest", "istio-chart-version-missing", "mtls-namespace-missing",
         "paused-deployment"])
-def test_bad_variables_stop_before_any_write(play, cluster, extra_vars, fragments):
+def test_bad_variables_stop_before_any_write(play, cluster, extra_vars, cause, fix):
     paused = "paused" in extra_vars.get("teg_restart_deployments", [])
     if paused:
         cluster.kubectl("create", "deployment", "paused", "-n", TEG_NS, "--image=registry.invalid/paused:1")
         cluster.kubectl("rollout", "pause", "deployment/paused", "-n", TEG_NS)
     try:
-        _assert_refused(play("site.yml", extra_vars=extra_vars), *fragments)
+        _assert_refused(_site(play, extra_vars), cause, fix)
     finally:
         if paused:
             cluster.kubectl("delete", "deployment", "paused", "-n", TEG_NS)
 
 
-@pytest.mark.parametrize("env, fragments", [
+@pytest.mark.parametrize("env, cause, fix", [
     ({"K8S_AUTH_KUBECONFIG": "/nonexistent/kubeconfig"},
-     ["no Kubernetes connection settings: kubeconfig /nonexistent/kubeconfig (from K8S_AUTH_KUBECONFIG) does not exist",
-      "set K8S_AUTH_KUBECONFIG (or KUBECONFIG) to a kubeconfig file"]),
-    ({"K8S_AUTH_CONTEXT": "no-such-context"},
-     ["context no-such-context is not in kubeconfig", "set K8S_AUTH_CONTEXT (or the context option) to one of its "
-                                                      "contexts"]),
+     ["no Kubernetes connection settings: kubeconfig /nonexistent/kubeconfig (from K8S_AUTH_KUBECONFIG) does not exist"],
+     ["set K8S_AUTH_KUBECONFIG (or KUBECONFIG) to a kubeconfig file"]),
+    ({"K8S_AUTH_CONTEXT": "no-such-context"}, ["context no-such-context is not in kubeconfig"],
+     ["set K8S_AUTH_CONTEXT (or the context option) to one of its contexts"]),
 ], ids=["kubeconfig-missing", "context-missing"])
-def test_connection_settings_that_cannot_work_are_one_line(play, env, fragments):
-    _assert_refused(play("site.yml", env=env), *fragments)
+def test_connection_settings_that_cannot_work_are_one_line(play, env, cause, fix):
+    _assert_refused(_site(play, env=env), cause, fix)
 
 
 def test_an_unreachable_api_server_is_one_line(play, cluster):
-    run = play("site.yml", env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": "https://127.0.0.1:1",
-                                "K8S_AUTH_API_KEY": "x", "K8S_AUTH_VERIFY_SSL": "false"})
-    _assert_refused(run, "cannot reach the Kubernetes API server", "check K8S_AUTH_HOST")
+    run = _site(play, env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": "https://127.0.0.1:1",
+                           "K8S_AUTH_API_KEY": "x", "K8S_AUTH_VERIFY_SSL": "false"})
+    _assert_refused(run, ["cannot reach the Kubernetes API server"], ["check K8S_AUTH_HOST"])
 
 
 def _server_and_ca(cluster):
@@ -90,17 +90,17 @@ def _server_and_ca(cluster):
 
 def test_a_bad_token_is_one_line_naming_the_credentials(play, cluster):
     server, ca = _server_and_ca(cluster)
-    run = play("site.yml", env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": "not-a-token",
-                                "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
-    _assert_refused(run, "401 Unauthorized", "check the token")
+    run = _site(play, env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": "not-a-token",
+                           "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
+    _assert_refused(run, ["401 Unauthorized"], ["check the token"])
 
 
 def test_rbac_forbidden_is_one_line_naming_verb_and_resource(play, cluster):
     cluster.kubectl("create", "serviceaccount", "nobody", "-n", "default")
     token = cluster.kubectl("create", "token", "nobody", "-n", "default").stdout.strip()
     server, ca = _server_and_ca(cluster)
-    run = play("site.yml", env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": token,
-                                "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
-    line = _assert_refused(run, "forbidden (403)", "grant that verb on that resource")
-    assert "system:serviceaccount:default:nobody" in line
+    run = _site(play, env={"K8S_AUTH_KUBECONFIG": "", "K8S_AUTH_HOST": server, "K8S_AUTH_API_KEY": token,
+                           "K8S_AUTH_SSL_CA_CERT": ca, "K8S_AUTH_VERIFY_SSL": "true"})
+    _assert_refused(run, ["forbidden (403)", "system:serviceaccount:default:nobody"],
+                    ["grant that verb on that resource"])
     cluster.kubectl("delete", "serviceaccount", "nobody", "-n", "default")

@@ -2,18 +2,21 @@
 versions the flavour serves, idempotence and check mode witnessed by the audit log, pruning, 100
 apps in one run, service routing, and every bad input refused in one line before any write.
 
-Istio's CRDs are applied here from the flavour's pinned copy in ../shared/crds (what the
-istio_install role's `base` chart installs), so that this role is tested on its own."""
+Istio's CRDs are applied here from the flavour's pinned upstream copy, in the CRD folder the
+launcher resolved for this cluster (what the istio_install role's `base` chart installs), so that
+this role is tested on its own."""
 
 import json
+import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import JSON_CALLBACK, REPO, assert_one_line_failure
+
+sys.path.insert(0, str(REPO / "tests" / "localcp"))
+import localcp  # noqa: E402  (the flavour -> CRD folder table lives there)
 
 PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "expose_app.yml")
-SHARED_CRDS = REPO.parent / "shared" / "crds"
-ISTIO = {"current": "istio-1.29.6", "legacy": "istio-1.19.10"}
 API = {
     "current": {"gateway": "gateway.networking.k8s.io/v1", "vs": "networking.istio.io/v1"},
     "legacy": {"gateway": "gateway.networking.k8s.io/v1beta1", "vs": "networking.istio.io/v1beta1"},
@@ -34,9 +37,7 @@ def flavour(cluster):
 
 
 def _istio_crds(cluster):
-    path = SHARED_CRDS / ISTIO[cluster.matrix] / "crd-all.gen.yaml"
-    if not path.is_file():
-        pytest.skip("no Istio CRDs at %s" % path)
+    path = cluster.crds / localcp.MATRIX[cluster.matrix]["istio"] / "crd-all.gen.yaml"
     cluster.kubectl("apply", "--server-side", "-f", str(path))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/virtualservices.networking.istio.io")
 
@@ -78,17 +79,6 @@ def _ok(result):
 def _versions(*objects):
     return {o["metadata"]["uid"]: (o["metadata"]["generation"] if o["kind"] == "Deployment"
                                    else o["metadata"]["resourceVersion"]) for o in objects}
-
-
-def _failure(result):
-    """The msg of the failed task of a run with the json callback."""
-    doc = json.loads(result.stdout)
-    for play in doc["plays"]:
-        for task in play["tasks"]:
-            host = task["hosts"].get("localhost", {})
-            if host.get("failed"):
-                return host["msg"]
-    raise AssertionError("no failed task:\n" + result.stdout[-3000:])
 
 
 def test_check_mode_then_apply_then_nothing_to_do(flavour, cluster, run):
@@ -229,10 +219,10 @@ def test_hundred_apps_in_one_run(flavour, cluster, run):
 def test_service_routing(flavour, cluster, run):
     svc_mode = dict(SAMPLE, expose_app_routing="service")
     if cluster.matrix == "legacy":
-        result = run(svc_mode, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
-        assert result.rc != 0 and result.writes == [], result.describe_writes()
-        msg = _failure(result)
-        assert "\n" not in msg and "routingType" in msg and "config.gateway.envoyproxy.io/v1alpha1" in msg
+        result = run(svc_mode, env=JSON_CALLBACK)
+        assert result.writes == [], result.describe_writes()
+        assert_one_line_failure(result, cause=["routingType", "config.gateway.envoyproxy.io/v1alpha1"],
+                                fix=["upgrade TEG or use expose_app_routing: virtualservice"])
         return
     _ok(run(SAMPLE))
     result = run(svc_mode, diff=True)
@@ -293,32 +283,40 @@ def _app(service="good", **kw):
     return app
 
 
+# case -> (apps or extra vars, the cause, the fix)
 BAD_INPUTS = {
-    "service missing": ([_app("nosuch")], "Service h4-bad/nosuch not found"),
-    "namespace missing": ([dict(_app(), namespace="h4-nowhere")], "namespace h4-nowhere does not exist"),
-    "port not on service": ([_app(port=9999)], "Service h4-bad/good has no port 9999 (ports: 8000)"),
-    "http2 port name": ([_app("h2name")], "Service h4-bad/h2name port 8000 declares HTTP/2 (name http2-web)"),
-    "http2 appProtocol": ([_app("h2proto")], "Service h4-bad/h2proto port 8000 declares HTTP/2 (appProtocol http2)"),
-    "h2c appProtocol": ([_app("h2c")], "declares HTTP/2 (appProtocol kubernetes.io/h2c)"),
-    "http2 container port": ([_app("h2pod")], "Pod h4-bad/h2pod-0 container app port 80 declares HTTP/2 (name http2)"),
+    "service missing": ([_app("nosuch")], "Service h4-bad/nosuch not found", "create it, or set service/namespace"),
+    "namespace missing": ([dict(_app(), namespace="h4-nowhere")], "namespace h4-nowhere does not exist",
+                          "create them, or set namespace/service"),
+    "port not on service": ([_app(port=9999)], "Service h4-bad/good has no port 9999 (ports: 8000)",
+                            "set port to one of them"),
+    "http2 port name": ([_app("h2name")], "Service h4-bad/h2name port 8000 declares HTTP/2 (name http2-web)",
+                        "rename the port"),
+    "http2 appProtocol": ([_app("h2proto")], "Service h4-bad/h2proto port 8000 declares HTTP/2 (appProtocol http2)",
+                          "drop appProtocol http2"),
+    "h2c appProtocol": ([_app("h2c")], "declares HTTP/2 (appProtocol kubernetes.io/h2c)", "drop appProtocol"),
+    "http2 container port": ([_app("h2pod")], "Pod h4-bad/h2pod-0 container app port 80 declares HTTP/2 (name http2)",
+                             "rename the container port"),
     "same host and prefix": ([_app(), _app(name="good2", path_prefix="/good")],
-                             "apps good and good2 both claim host bad.example.com with path_prefix /good"),
-    "invalid hostname": ([_app(hostnames=["Bad.Example.com"])], "hostname 'Bad.Example.com' has upper-case"),
-    "wildcard not leftmost": ([_app(hostnames=["www.*.example.com"])], "wildcard that is not the whole leftmost"),
-    "route of someone else": ([_app(name="theirs")], "HTTPRoute h4-bad/theirs exists and is not managed by teg.istio"),
+                             "apps good and good2 both claim host bad.example.com with path_prefix /good",
+                             "give one of them another hostname or path_prefix"),
+    "invalid hostname": ([_app(hostnames=["Bad.Example.com"])], "hostname 'Bad.Example.com' has upper-case",
+                         "fix it in hostnames"),
+    "wildcard not leftmost": ([_app(hostnames=["www.*.example.com"])], "wildcard that is not the whole leftmost",
+                              "fix it in hostnames"),
+    "route of someone else": ([_app(name="theirs")], "HTTPRoute h4-bad/theirs exists and is not managed by teg.istio",
+                              "rename the app or the Gateway, or remove that object"),
     "gatewayclass missing": ({"expose_app_apps": [_app()], "expose_app_gateway_class": "nosuch"},
-                             "GatewayClass nosuch does not exist"),
+                             "GatewayClass nosuch does not exist",
+                             "set expose_app_gateway_class to an existing GatewayClass"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_refused_in_one_line_before_any_write(case, bad_backends, cluster, run):
-    given, expected = BAD_INPUTS[case]
+    given, cause, fix = BAD_INPUTS[case]
     extra_vars = given if isinstance(given, dict) else {"expose_app_apps": given}
-    result = run(extra_vars, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
-    assert result.rc != 0
+    result = run(extra_vars, env=JSON_CALLBACK)
+    assert_one_line_failure(result, cause=[cause], fix=[fix])
     assert result.writes == [], result.describe_writes()
-    msg = _failure(result)
-    assert "\n" not in msg, msg
-    assert expected in msg, msg
     assert _get(cluster, "namespace", BAD_NS)["metadata"].get("labels", {}).get("istio-injection") is None

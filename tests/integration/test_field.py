@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import MATRIX, REPO, SITE_VARS, load_yaml
+from conftest import JSON_CALLBACK, MATRIX, REPO, SITE_VARS, assert_one_line_failure, load_yaml
 
 TEG_NS = "envoy-gateway-system"
 
@@ -21,12 +21,6 @@ TEG_NS = "envoy-gateway-system"
 def _fixture_object(kind, name):
     fixture = load_yaml(REPO / "tests" / "fixtures" / "teg" / f"{MATRIX}.yaml")
     return next(o for o in fixture["items"] if o["kind"] == kind and o["metadata"]["name"] == name)
-
-
-def _problems_line(run):
-    lines = [line for line in run.output.splitlines() if "problem(s)" in line]
-    assert lines, run.output[-3000:]
-    return lines[0]
 
 
 def test_site_applies(play, cluster):
@@ -44,11 +38,11 @@ def test_a_teg_upgrade_that_replaces_the_xds_service_is_named_by_verify_and_rest
     ports = json.loads(cluster.kubectl("get", "service", "envoy-gateway", "-n", TEG_NS, "-o", "json").stdout)["spec"]["ports"]
     assert [p for p in ports if p["port"] == 18000][0].get("appProtocol") is None
 
-    verify = play("verify.yml")
-    assert verify.rc != 0, verify.output[-3000:]
-    line = _problems_line(verify)
-    assert "1 problem(s): Service envoy-gateway-system/envoy-gateway port 18000 (grpc) has appProtocol None, " \
-           "expected 'tls'" in line, line
+    line = assert_one_line_failure(
+        play("verify.yml", env=JSON_CALLBACK),
+        cause=["1 problem(s): Service envoy-gateway-system/envoy-gateway port 18000 (grpc) has appProtocol None, "
+               "expected 'tls'"],
+        fix=["rerun site.yml or the teg_istio_prep role"])
     assert "envoy-ratelimit" not in line, line
 
     run = play("site.yml")
@@ -85,31 +79,27 @@ CASES = {
     "headless with service routing": (
         "headless", "service",
         "app web: Service field-backends/headless is headless (clusterIP: None) and has no cluster IP for "
-        "expose_app_routing: service: point the app at a ClusterIP Service that selects the same pods, or use "
-        "expose_app_routing: virtualservice"),
+        "expose_app_routing: service",
+        "point the app at a ClusterIP Service that selects the same pods, or use expose_app_routing: virtualservice"),
     "ExternalName": (
         "external", "virtualservice",
         "app web: Service field-backends/external is of type ExternalName (web.example.net), which Envoy Gateway "
-        "does not route to: point the app at a Service with a selector"),
+        "does not route to",
+        "point the app at a Service with a selector"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_backend_without_a_cluster_ip_is_refused_before_any_write(case, backends_without_cluster_ip, play):
-    service, routing, expected = CASES[case]
+    service, routing, cause, fix = CASES[case]
     if routing == "service" and MATRIX == "legacy":
         pytest.skip("Envoy Gateway v0.5 has no routingType: service routing is refused before the backends")
     apps = load_yaml(SITE_VARS)["expose_app_apps"] + [
         {"name": "web", "namespace": BACKENDS_NS, "service": service, "port": 8000, "hostnames": ["web.example.com"],
          "path_prefix": "/web"}]
-    run = play("site.yml", extra_vars={"expose_app_apps": apps, "expose_app_routing": routing},
-               env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-    assert run.rc != 0, run.output[-3000:]
+    run = play("site.yml", extra_vars={"expose_app_apps": apps, "expose_app_routing": routing}, env=JSON_CALLBACK)
+    assert_one_line_failure(run, cause=[cause], fix=[fix])
     assert run.writes == [], run.describe_writes()
-    failed = [task["hosts"]["localhost"]["msg"] for p in json.loads(run.stdout)["plays"] for task in p["tasks"]
-              if task["hosts"].get("localhost", {}).get("failed")]
-    assert len(failed) == 1 and "\n" not in failed[0], failed
-    assert expected in failed[0], failed[0]
 
 
 def test_verify_names_a_job_held_by_its_sidecar_and_the_helm_value(play, cluster):
@@ -127,13 +117,13 @@ def test_verify_names_a_job_held_by_its_sidecar_and_the_helm_value(play, cluster
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(job))
     try:
         cluster.kubectl("wait", "--for=create", "pod", "-l", "job-name=teg-certgen", "-n", TEG_NS, "--timeout=60s")
-        verify = play("verify.yml")
-        assert verify.rc != 0, verify.output[-3000:]
-        line = _problems_line(verify)
-        assert "1 problem(s): Pod envoy-gateway-system/teg-certgen-" in line, line
-        assert " of Job teg-certgen has an istio-proxy sidecar that never exits, so the Job never completes (a TEG " \
-               "install or upgrade waits on its certgen hook): set TEG's Helm value certgen.job.pod.labels to " \
-               "{sidecar.istio.io/inject: 'false'}, then delete the Job" in line, line
+        assert_one_line_failure(
+            play("verify.yml", env=JSON_CALLBACK),
+            cause=["1 problem(s): Pod envoy-gateway-system/teg-certgen-",
+                   " of Job teg-certgen has an istio-proxy sidecar that never exits, so the Job never completes (a TEG "
+                   "install or upgrade waits on its certgen hook)"],
+            fix=["set TEG's Helm value certgen.job.pod.labels to {sidecar.istio.io/inject: 'false'}, then delete the "
+                 "Job"])
     finally:
         cluster.kubectl("delete", "job", "teg-certgen", "-n", TEG_NS, "--cascade=foreground", "--wait=true")
     assert play("verify.yml").rc == 0

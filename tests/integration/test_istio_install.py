@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import JSON_CALLBACK, assert_one_line_failure
+
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"
 NAMESPACE = "istio-system"
@@ -101,14 +103,13 @@ def run(play, flavour, charts):
     return _run
 
 
-def failure(result):
-    """The message of the task that failed, asserting it is one line."""
-    assert result.rc != 0, result.output[-3000:]
-    marker = "FAILED! => "
-    text = result.stdout[result.stdout.rindex(marker) + len(marker):]
-    msg = json.JSONDecoder().raw_decode(text)[0]["msg"]
-    assert "\n" not in msg.strip(), msg
-    return msg
+@pytest.fixture(scope="module")
+def refuse(run):
+    """Run the role expecting a refusal: (result, its one line naming `cause` and `fix`)."""
+    def _refuse(cause, fix, env=None, **variables):
+        result = run(env=dict(JSON_CALLBACK, **(env or {})), **variables)
+        return result, assert_one_line_failure(result, cause, fix)
+    return _refuse
 
 
 def helm(cluster, *args):
@@ -158,9 +159,10 @@ def test_check_mode_on_a_fresh_cluster_predicts_and_writes_nothing(cluster, run)
     assert not exists(cluster, "namespace", NAMESPACE)
 
 
-def test_chart_version_missing_in_the_local_directory(run, charts, flavour):
-    result = run(istio_install_version="1.2.3")
-    msg = failure(result)
+def test_chart_version_missing_in_the_local_directory(refuse, charts, flavour):
+    result, msg = refuse(["chart base and istiod version 1.2.3 not found in the local chart directory"],
+                         ["put them there (helm pull istio/base --version 1.2.3) or set istio_install_version"],
+                         istio_install_version="1.2.3")
     version = flavour["istio"]
     assert msg == (f"chart base and istiod version 1.2.3 not found in the local chart directory {charts / 'archives'} "
                    f"(looked for <chart>-1.2.3.tgz and <chart>/; it holds: base-{version}.tgz, istiod-{version}.tgz): "
@@ -168,64 +170,67 @@ def test_chart_version_missing_in_the_local_directory(run, charts, flavour):
     assert result.writes == []
 
 
-def test_chart_directory_missing(run, cluster):
-    result = run(istio_install_chart_path="/nonexistent/charts")
-    msg = failure(result)
+def test_chart_directory_missing(refuse, cluster):
+    result, msg = refuse(["/nonexistent/charts does not exist"], ["set istio_install_chart_path to the directory"],
+                         istio_install_chart_path="/nonexistent/charts")
     assert msg.startswith("/nonexistent/charts does not exist or is not a readable directory")
     assert result.writes == []
 
 
-def test_unpacked_chart_of_another_version_is_refused(run, charts, tmp_path, flavour):
+def test_unpacked_chart_of_another_version_is_refused(refuse, charts, tmp_path, flavour):
     # An unpacked base/ folder whose Chart.yaml says another version than the pin.
     for chart in ("base", "istiod"):
         shutil.copytree(charts / "dirs" / chart, tmp_path / chart)
-    result = run(istio_install_chart_path=str(tmp_path), istio_install_version="1.0.0")
-    msg = failure(result)
+    result, msg = refuse([f"is version {flavour['istio']}, not 1.0.0"], ["istio_install_version"],
+                         istio_install_chart_path=str(tmp_path), istio_install_version="1.0.0")
     assert msg.startswith(f"chart base in the local chart directory {tmp_path} ({tmp_path}/base) is version "
                           f"{flavour['istio']}, not 1.0.0")
     assert result.writes == []
 
 
-def test_chart_version_missing_in_the_mirror(run, mirror):
-    result = run(istio_install_chart_path="", istio_install_chart_repo_url=mirror, istio_install_version="1.2.3")
-    msg = failure(result)
+def test_chart_version_missing_in_the_mirror(refuse, mirror):
+    result, msg = refuse(["cannot get chart base version 1.2.3", 'chart "base" version "1.2.3" not found'],
+                         ["set istio_install_version to a version that source serves"],
+                         istio_install_chart_path="", istio_install_chart_repo_url=mirror, istio_install_version="1.2.3")
     assert msg == (f"cannot get chart base version 1.2.3 from the chart repository {mirror}: chart \"base\" version "
                    f"\"1.2.3\" not found in {mirror} repository; set istio_install_version to a version that source "
                    "serves, or istio_install_chart_repo_url / istio_install_chart_path to a source that has it")
     assert result.writes == []
 
 
-def test_unreachable_repository(run):
+def test_unreachable_repository(refuse):
     # Nothing listens on port 9 of 127.0.0.1: the source tried is named with helm's reason.
-    msg = failure(run(istio_install_chart_path="", istio_install_chart_repo_url="http://127.0.0.1:9/charts"))
+    _result, msg = refuse(["cannot get chart base version ", "connection refused"],
+                          ["istio_install_chart_repo_url / istio_install_chart_path to a source that has it"],
+                          istio_install_chart_path="", istio_install_chart_repo_url="http://127.0.0.1:9/charts")
     assert msg.startswith("cannot get chart base version ")
     assert "from the chart repository http://127.0.0.1:9/charts: " in msg
     assert "connection refused" in msg
 
 
-def test_helm_binary_missing(run):
-    result = run(istio_install_helm_binary="/nonexistent/bin/helm")
-    msg = failure(result)
+def test_helm_binary_missing(refuse):
+    result, msg = refuse(["helm binary /nonexistent/bin/helm cannot run ("], ["install Helm 3"],
+                         istio_install_helm_binary="/nonexistent/bin/helm")
     assert msg.startswith("helm binary /nonexistent/bin/helm cannot run (")
     assert msg.endswith("install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
                         "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
     assert result.writes == []
 
 
-def test_helm_not_on_the_path(run):
+def test_helm_not_on_the_path(refuse):
     # The virtualenv's python and the system's tools, but not the directory of the built helm.
     path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
     assert subprocess.run(["sh", "-c", "command -v helm"], env={"PATH": path}, check=False).returncode != 0
-    result = run(env={"PATH": path})
-    msg = failure(result)
+    result, msg = refuse(["no helm binary on the PATH of localhost ("],
+                         ["set istio_install_helm_binary to its full path"], env={"PATH": path})
     assert msg.startswith("no helm binary on the PATH of localhost (")
     assert "set istio_install_helm_binary to its full path" in msg
     assert result.writes == []
 
 
-def test_manage_false_without_istio(run):
-    result = run(istio_install_manage=False)
-    msg = failure(result)
+def test_manage_false_without_istio(refuse):
+    result, msg = refuse(["istio_install_manage is false but no Deployment istiod"],
+                         ["install Istio first, or set istio_install_manage: true"], istio_install_manage=False)
     assert msg == ("istio_install_manage is false but no Deployment istiod (label app=istiod) runs in namespace "
                    "istio-system: install Istio first, or set istio_install_manage: true to install it with this role")
     assert result.writes == []
@@ -255,10 +260,11 @@ def limited_kubeconfig(cluster, tmp_path):
     cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=yaml.safe_dump_all(manifest))
 
 
-def test_namespace_creation_forbidden_by_rbac(cluster, run, limited_kubeconfig):
+def test_namespace_creation_forbidden_by_rbac(cluster, refuse, limited_kubeconfig):
     position = cluster.audit_position()
-    result = run(env={"K8S_AUTH_KUBECONFIG": str(limited_kubeconfig), "KUBECONFIG": str(limited_kubeconfig)})
-    msg = failure(result)
+    result, msg = refuse(["forbidden (403) to create Namespace istio-system"],
+                         ["create the namespace beforehand or grant create on namespaces"],
+                         env={"K8S_AUTH_KUBECONFIG": str(limited_kubeconfig), "KUBECONFIG": str(limited_kubeconfig)})
     user = f"system:serviceaccount:default:{LIMITED_SA}"
     assert msg == (f"forbidden (403) to create Namespace istio-system: namespaces is forbidden: User \"{user}\" cannot "
                    "create resource \"namespaces\" in API group \"\" at the cluster scope; create the namespace beforehand "
@@ -378,7 +384,7 @@ def test_manage_false_reports_the_running_istio_and_warns_about_a_gateway(run, f
     assert "istio_install_manage is false, so it is used as it is" in result.stdout
 
 
-def test_istiod_installed_another_way_is_refused(cluster, run, flavour):
+def test_istiod_installed_another_way_is_refused(cluster, refuse, flavour):
     # istiod-canary made with kubectl (as istioctl would), not by Helm release istiod-canary.
     deployment = kubectl_json(cluster, "-n", NAMESPACE, "get", "deployment", "istiod")
     manifest = {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -389,8 +395,8 @@ def test_istiod_installed_another_way_is_refused(cluster, run, flavour):
                                       "spec": deployment["spec"]["template"]["spec"]}}}
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     try:
-        result = run(istio_install_revision="canary")
-        msg = failure(result)
+        result, msg = refuse(["Deployment istio-system/istiod-canary", "is not part of Helm release istiod-canary"],
+                             ["set istio_install_manage: false", "or remove it first"], istio_install_revision="canary")
         assert msg == (f"Deployment istio-system/istiod-canary (Istio {flavour['istio']}) exists but is not part of Helm "
                        "release istiod-canary (istioctl or operator install?): set istio_install_manage: false to use "
                        "that Istio as it is, or remove it first")
@@ -410,11 +416,11 @@ def _set_release_status(cluster, name, revision, status):
     cluster.kubectl("-n", NAMESPACE, "patch", "secret", secret_name, "--type=merge", "-p", json.dumps(patch))
 
 
-def test_release_stuck_in_a_pending_operation_is_refused(cluster, run):
+def test_release_stuck_in_a_pending_operation_is_refused(cluster, run, refuse):
     _set_release_status(cluster, "istiod", 2, "pending-upgrade")
     try:
-        result = run()
-        msg = failure(result)
+        result, msg = refuse(["Helm release istiod in istio-system is pending-upgrade"],
+                             ["run `helm rollback istiod -n istio-system`"])
         assert msg == ("Helm release istiod in istio-system is pending-upgrade (an interrupted helm run): run "
                        "`helm rollback istiod -n istio-system` (or `helm uninstall istiod -n istio-system` if it never "
                        "deployed), then run again")
@@ -492,7 +498,7 @@ def test_revision_installed_from_a_mirror(cluster, run, mirror, flavour, tmp_pat
     assert releases(cluster) == {} and istio_crds(cluster) == []
 
 
-def test_mirror_with_basic_authentication(cluster, run, private_mirror):
+def test_mirror_with_basic_authentication(cluster, run, refuse, private_mirror):
     # Istio is gone again (previous test): check mode shows the charts were fetched with the credentials.
     user, password = MIRROR_CREDENTIALS
     variables = {"istio_install_chart_path": "", "istio_install_chart_repo_url": private_mirror,
@@ -502,8 +508,9 @@ def test_mirror_with_basic_authentication(cluster, run, private_mirror):
     assert result.recap()["changed"] == 1
     assert result.writes == []
     assert password not in result.output
-    refused = run(check=True, istio_install_chart_repo_password="wrong", **variables)
-    msg = failure(refused)
+    refused, msg = refuse(["cannot get chart base version ", "401 Unauthorized"],
+                          ["istio_install_chart_repo_url / istio_install_chart_path to a source that has it"],
+                          check=True, istio_install_chart_repo_password="wrong", **variables)
     assert msg.startswith("cannot get chart base version ")
     assert f"from the chart repository {private_mirror}: " in msg and "401 Unauthorized" in msg
     assert refused.writes == []

@@ -2,9 +2,12 @@
 kwok that make Deployments Available, the real upstream CRD schemas enforced, the TEG fixture, and
 an audit log that records our writes."""
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -129,3 +132,21 @@ def test_reset_returns_to_the_fixture(cluster, reset):
     svc = json.loads(cluster.kubectl("get", "service", "envoy-gateway", "-n", "envoy-gateway-system",
                                      "-o", "json").stdout)
     assert all("appProtocol" not in p for p in svc["spec"]["ports"])
+
+
+def test_the_crds_come_from_the_folder_the_launcher_resolved(cluster):
+    """The launcher is the one source of the upstream CRDs (tests/lint/lint.sh refuses any other in tests). In
+    the lane `make test` runs through tests/localcp/crds_mirror.py there is no CRD folder: the cluster must then
+    have got them through the pinned download, every file verified against crds.lock."""
+    sys.path.insert(0, str(REPO / "tests" / "localcp"))
+    import fetch_crds
+    import localcp
+
+    assert cluster.crds == localcp.crds_dir()
+    if os.environ.get("TEG_ISTIO_CRDS_BASE_URL"):
+        assert not Path(os.environ["TEG_ISTIO_CRDS_DIR"]).exists()
+        assert cluster.crds == localcp.crds_download_dir()
+    for folder, name, sha256, _url in fetch_crds.entries():
+        assert hashlib.sha256((cluster.crds / folder / name).read_bytes()).hexdigest() == sha256, (folder, name)
+    served = cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert "envoyproxies." + ENVOYPROXY_API[MATRIX].split("/")[0] in served

@@ -5,7 +5,10 @@ tests/localcp/site-vars.yml), with the API server's audit log as the witness:
 - site.yml creates every object with the API versions the flavour serves;
 - a second run reports changed=0 and sends no write at all;
 - verify.yml passes, and fails with one line naming the object when something drifts;
-- teardown.yml leaves the managed objects exactly as cluster-up left them, and site.yml works again.
+- teardown.yml in check mode writes nothing; the default teardown leaves Istio exactly as site.yml installed
+  it on a cluster otherwise as cluster-up left it; with teardown_istio and istio_install_remove_crds it
+  leaves the cluster exactly as cluster-up left it, every kind the collection or its charts can create
+  compared, cluster-scoped included (tests/integration/snapshots.py); site.yml works again after it.
 
 The tests of this module depend on each other's order (pytest runs them top to bottom)."""
 
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MATRIX, REPO, SITE_VARS, load_yaml
+from conftest import JSON_CALLBACK, MATRIX, REPO, SITE_VARS, assert_one_line_failure, load_yaml
+from snapshots import NOT_SERVED, differences, snapshot
 
 API = {
     "current": {"gateway": "gateway.networking.k8s.io/v1", "envoyproxy": "gateway.envoyproxy.io/v1alpha1",
@@ -27,44 +31,11 @@ API = {
 }[MATRIX]
 TEG_NS = "envoy-gateway-system"
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
-# What the collection may touch, for the before/after comparisons: kinds, and namespaces to list them in.
-SNAPSHOT_KINDS = ["namespaces", "services", "deployments", "serviceaccounts", "gatewayclasses.gateway.networking.k8s.io",
-                  "envoyproxies." + API["envoyproxy"].split("/")[0], "gateways.gateway.networking.k8s.io",
-                  "httproutes.gateway.networking.k8s.io", "virtualservices.networking.istio.io",
-                  "peerauthentications.security.istio.io", "mutatingwebhookconfigurations"]
-VOLATILE_META = {"uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "deletionTimestamp"}
 
 
 def get(cluster, kind, name, namespace=None):
     args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
     return json.loads(cluster.kubectl(*args).stdout)
-
-
-def snapshot(cluster):
-    """The objects of the kinds the collection touches, normalized (no uid, resourceVersion, managedFields,
-    timestamps, status; Deployments without their pod-template restart annotations' values kept)."""
-    objects = {}
-    for kind in SNAPSHOT_KINDS:
-        proc = cluster.kubectl("get", kind, "-A", "-o", "json", check=False)
-        if proc.returncode != 0:
-            continue  # not served in this state (e.g. Istio CRDs before istio_install)
-        for item in json.loads(proc.stdout)["items"]:
-            meta = {k: v for k, v in item["metadata"].items() if k not in VOLATILE_META}
-            if meta.get("namespace") in ("kube-system", "kube-public", "kube-node-lease"):
-                continue
-            meta.get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
-            if item["kind"] == "Deployment":
-                # When a restart happened differs from run to run; and teardown restarts TEG so its pods
-                # lose their sidecars, which teg_restart records as a new trigger hash on the template.
-                for key in ("kubectl.kubernetes.io/restartedAt", "teg.istio/restart-trigger"):
-                    item["spec"]["template"]["metadata"].get("annotations", {}).pop(key, None)
-                if not item["spec"]["template"]["metadata"].get("annotations"):
-                    item["spec"]["template"]["metadata"].pop("annotations", None)
-            body = {k: v for k, v in item.items() if k not in ("metadata", "status")}
-            if item["kind"] == "Service":
-                body["spec"] = {k: v for k, v in body["spec"].items() if k not in ("clusterIP", "clusterIPs")}
-            objects[(item["kind"], meta.get("namespace", ""), meta["name"])] = {"metadata": meta, **body}
-    return objects
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +49,7 @@ def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(play, 
     assert run.rc == 0, run.output[-4000:]
     assert run.recap()["changed"] > 0
     assert run.writes == [], run.describe_writes()
-    assert snapshot(cluster) == fresh
+    assert differences(snapshot(cluster), fresh) == []
 
 
 APPLIED = {}
@@ -136,22 +107,61 @@ def test_verify_names_a_drifted_object_in_one_line(play, cluster):
                     "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
     cluster.kubectl("patch", "service", "envoy-ratelimit", "-n", TEG_NS, "--type=json",
                     "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
-    run = play("verify.yml")
-    assert run.rc != 0
-    msg = [line for line in run.output.splitlines() if "problem(s)" in line]
-    assert msg and "Service envoy-gateway-system/envoy-gateway port 18000 (grpc) has appProtocol None" in msg[0]
-    assert "Service envoy-gateway-system/envoy-ratelimit port 8081 (http) has appProtocol None" in msg[0]
+    run = play("verify.yml", env=JSON_CALLBACK)
+    assert_one_line_failure(run, cause=["2 problem(s): Service envoy-gateway-system/envoy-gateway port 18000 (grpc) "
+                                        "has appProtocol None, expected 'tls'",
+                                        "Service envoy-gateway-system/envoy-ratelimit port 8081 (http) has appProtocol "
+                                        "None"],
+                            fix=["rerun site.yml or the teg_istio_prep role"])
     assert play("site.yml").rc == 0
     assert play("verify.yml").rc == 0
 
 
-def test_teardown_leaves_the_objects_as_cluster_up_left_them(play, cluster, fresh):
-    run = play("teardown.yml", extra_vars={"teardown_istio": True})
+def _istio_part(key):
+    """What istio_install made: everything in its namespace (the PeerAuthentications are strict_mtls's), the
+    namespace, Istio's CRDs (or their resources not being served) and the charts' cluster-scoped RBAC and
+    webhooks."""
+    kind, namespace, name = key
+    if namespace == "istio-system":
+        return kind != "PeerAuthentication"
+    if kind == "Namespace":
+        return name == "istio-system"
+    if kind in ("CustomResourceDefinition", NOT_SERVED):
+        return name.endswith(".istio.io")
+    return namespace == "" and "istio" in name and kind in (
+        "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+
+
+FULL_TEARDOWN = {"teardown_istio": True, "istio_install_remove_crds": True}
+
+
+def test_teardown_in_check_mode_reports_and_writes_nothing(play, cluster):
+    before = snapshot(cluster)
+    run = play("teardown.yml", extra_vars=FULL_TEARDOWN, check=True, diff=True)
     assert run.rc == 0, run.output[-4000:]
-    after = snapshot(cluster)
-    assert sorted(set(after) ^ set(fresh)) == []
-    assert {k: v for k, v in after.items() if v != fresh[k]} == {}
-    again = play("teardown.yml", extra_vars={"teardown_istio": True})
+    assert run.recap()["changed"] > 0
+    assert run.writes == [], run.describe_writes()
+    assert differences(snapshot(cluster), before) == []
+
+
+def test_the_default_teardown_leaves_istio_and_nothing_else(play, cluster, fresh):
+    """teardown_istio is false by default: Istio stays exactly as site.yml installed it, every other object is
+    as cluster-up left it (TEG's Deployments restarted without sidecars)."""
+    applied = snapshot(cluster)
+    run = play("teardown.yml")
+    assert run.rc == 0, run.output[-4000:]
+    expected = {k: v for k, v in fresh.items() if not _istio_part(k)}
+    expected.update({k: v for k, v in applied.items() if _istio_part(k)})
+    assert differences(snapshot(cluster), expected) == []
+    again = play("teardown.yml")
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+
+
+def test_teardown_with_istio_leaves_the_cluster_as_cluster_up_left_it(play, cluster, fresh):
+    run = play("teardown.yml", extra_vars=FULL_TEARDOWN)
+    assert run.rc == 0, run.output[-4000:]
+    assert differences(snapshot(cluster), fresh) == []
+    again = play("teardown.yml", extra_vars=FULL_TEARDOWN)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
 
 
@@ -176,9 +186,7 @@ def test_a_run_cut_off_by_the_api_server_recovers_on_rerun(play, cluster):
     assert "cannot reach the Kubernetes API server" in output or "Connection refused" in output, output[-3000:]
     rerun = play("site.yml")
     assert rerun.rc == 0, rerun.output[-4000:]
-    after = snapshot(cluster)
-    assert sorted(set(after) ^ set(APPLIED)) == []
-    assert {k: v for k, v in after.items() if v != APPLIED[k]} == {}
+    assert differences(snapshot(cluster), APPLIED) == []
 
 
 def test_a_rollout_that_never_completes_stops_the_procedure_before_strict(play, cluster):
@@ -191,9 +199,10 @@ def test_a_rollout_that_never_completes_stops_the_procedure_before_strict(play, 
     deployments = load_yaml(REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"]
     try:
         run = play("site.yml", extra_vars={"teg_restart_deployments": deployments + ["stuck"],
-                                           "teg_restart_wait_timeout": 10})
-        assert run.rc != 0, run.output[-3000:]
-        assert "rollout not complete after 10s, not Available: Deployment envoy-gateway-system/stuck (" in run.output
+                                           "teg_restart_wait_timeout": 10}, env=JSON_CALLBACK)
+        assert_one_line_failure(run, cause=["rollout not complete after 10s, not Available: Deployment "
+                                            "envoy-gateway-system/stuck ("],
+                                fix=["describe deployment stuck", "raise the wait timeout"])
         written = {e["objectRef"]["resource"] for e in run.writes}
         assert "deployments" in written  # the restart itself happened
         assert not written & {"peerauthentications", "gateways", "httproutes", "virtualservices"}, sorted(written)

@@ -26,8 +26,7 @@ MANAGED = "app.kubernetes.io/managed-by=teg.istio"
 
 
 def _istio_crds(cluster):
-    state = json.loads((cluster.state_dir / "state.json").read_text())
-    path = localcp.Path(state["crds"]) / localcp.MATRIX[cluster.matrix]["istio"] / "crd-all.gen.yaml"
+    path = cluster.crds / localcp.MATRIX[cluster.matrix]["istio"] / "crd-all.gen.yaml"
     cluster.kubectl("apply", "--server-side", "-f", str(path))
     # `kubectl wait` fails outright while a just-created CRD has no status.conditions yet: poll instead.
     deadline = time.monotonic() + 60
@@ -88,7 +87,8 @@ def _uris(result):
 
 
 def test_refuses_with_the_unmeshed_pods_then_force_then_nothing_to_do(mesh, run, fail):
-    refused, msg = fail()
+    refused, msg = fail(cause=["STRICT mTLS would cut off 4 pod(s) without an istio-proxy sidecar"],
+                        fix=["restart them into the mesh", "strict_mtls_force: true"])
     pods = _teg_pods(mesh)
     assert len(pods) == 4
     assert msg.startswith("STRICT mTLS would cut off 4 pod(s) without an istio-proxy sidecar: ")
@@ -140,7 +140,8 @@ def test_no_check_unless_strict_and_meshed_pods_pass(mesh, run, fail):
     assert _policies(mesh)["apps/default"][1] == {"mtls": {"mode": "STRICT"}}
 
     mesh.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(_pod("plain", "apps", ["app"])))
-    refused, msg = fail(dict(policies, strict_mtls_namespace_policies=[{"namespace": "apps", "name": "other"}]))
+    refused, msg = fail(dict(policies, strict_mtls_namespace_policies=[{"namespace": "apps", "name": "other"}]),
+                        cause=["would cut off 1 pod(s)", "apps/plain"], fix=["strict_mtls_force: true"])
     assert msg.startswith("STRICT mTLS would cut off 1 pod(s) without an istio-proxy sidecar: apps/plain;")
     assert refused.writes == []
 
@@ -181,17 +182,18 @@ def test_namespace_policies_update_and_prune(mesh, run):
     assert run({"strict_mtls_state": "absent"}).writes == []
 
 
-@pytest.mark.parametrize("extra,expected", [
+@pytest.mark.parametrize("extra,expected,fix", [
     ({"strict_mtls_namespace_policies": [{"namespace": "apps", "port_level_mtls": {"8080": "DISABLE"}}]},
-     "strict_mtls_namespace_policies entry apps/default sets port_level_mtls without a selector"),
+     "strict_mtls_namespace_policies entry apps/default sets port_level_mtls without a selector", "add a selector"),
     ({"strict_mtls_namespace_policies": [{"namespace": "no-such-ns"}]},
-     "namespace(s) no-such-ns not found: create them"),
-    ({"strict_mtls_root_namespace": "istio-root"}, "namespace(s) istio-root not found: create them"),
+     "namespace(s) no-such-ns not found", "create them, or correct"),
+    ({"strict_mtls_root_namespace": "istio-root"}, "namespace(s) istio-root not found", "create them, or correct"),
     ({"strict_mtls_namespace_policies": [{"namespace": "istio-system", "name": "second"}]},
-     "strict_mtls_namespace_policies entry istio-system/second has no selector in the root namespace"),
+     "strict_mtls_namespace_policies entry istio-system/second has no selector in the root namespace",
+     "set strict_mtls_mode instead, or give it a selector"),
 ])
-def test_bad_input_is_one_line_before_any_write(mesh, fail, extra, expected):
-    result, msg = fail(dict(extra, strict_mtls_force=True))
+def test_bad_input_is_one_line_before_any_write(mesh, fail, extra, expected, fix):
+    result, msg = fail(dict(extra, strict_mtls_force=True), cause=[expected], fix=[fix])
     assert msg.startswith(expected), msg
     assert result.writes == [], result.describe_writes()
     assert _policies(mesh) == {}
@@ -200,7 +202,8 @@ def test_bad_input_is_one_line_before_any_write(mesh, fail, extra, expected):
 def test_refuses_when_istio_is_not_installed(mesh, fail):
     mesh.kubectl("delete", "crd", "peerauthentications.security.istio.io", "--wait=true")
     try:
-        result, msg = fail({"strict_mtls_force": True})
+        result, msg = fail({"strict_mtls_force": True}, cause=["PeerAuthentication (security.istio.io) is not served"],
+                           fix=["install Istio first"])
     finally:
         _istio_crds(mesh)
     assert msg.startswith("PeerAuthentication (security.istio.io) is not served by this cluster: install Istio first")

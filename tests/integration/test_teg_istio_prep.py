@@ -7,16 +7,14 @@ run writes nothing" and "check mode writes nothing"."""
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import MATRIX, REPO
+from conftest import JSON_CALLBACK, MATRIX, REPO, assert_one_line_failure
 
 PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "teg_istio_prep.yml"
 FIXTURE = REPO / "tests" / "fixtures" / "teg" / f"{MATRIX}.yaml"
-CRDS = Path(__import__("os").environ.get("TEG_ISTIO_CRDS_DIR", REPO.parent / "shared" / "crds"))
 NS = "envoy-gateway-system"
 ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
 EP_GROUP = {"current": "gateway.envoyproxy.io", "legacy": "config.gateway.envoyproxy.io"}[MATRIX]
@@ -27,8 +25,6 @@ GC_API = {"current": "gateway.networking.k8s.io/v1", "legacy": "gateway.networki
 # What mode auto resolves to on each flavour, and the EnvoyProxy that then carries the annotation.
 AUTO_MODE = {"current": "merge", "legacy": "create"}[MATRIX]
 TARGET_EP = {"current": "teg-envoy-proxy", "legacy": "data-plane-sidecars"}[MATRIX]
-# One JSON line per task result, so that an error message can be read back exactly as the role wrote it.
-JSON_RESULTS = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
 
 
 def fixture_object(kind, name):
@@ -66,20 +62,9 @@ def run_role(play, extra_vars=None, **kwargs):
     return play(str(PLAYBOOK), extra_vars=extra_vars, use_site_vars=False, **kwargs)
 
 
-def failure_message(run):
-    """The msg of the one failed task; fails the test unless there is exactly one."""
-    failures = [json.loads(line.split("=> ", 1)[1]) for line in run.stdout.splitlines()
-                if line.startswith("fatal: [localhost]: FAILED! => ")]
-    assert len(failures) == 1, run.output[-3000:]
-    return failures[0]["msg"]
-
-
-def assert_refused(run, *expected):
-    assert run.rc != 0, run.output[-3000:]
-    msg = failure_message(run)
-    assert "\n" not in msg
-    for text in expected:
-        assert text in msg, msg
+def assert_refused(run, cause, fix):
+    """One line naming the cause and the fix (conftest.assert_one_line_failure), and not one write."""
+    msg = assert_one_line_failure(run, cause, fix)
     assert run.writes == [], run.describe_writes()
     return msg
 
@@ -223,23 +208,26 @@ def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(f
     cluster.kubectl("delete", f"envoyproxies.{EP_GROUP}", "sidecars-b", "-n", NS)
 
 
-@pytest.mark.parametrize("extra_vars, expected", [
-    ({"teg_istio_prep_namespace": "no-such-ns"}, ["namespace no-such-ns not found", "teg_istio_prep_namespace"]),
-    ({"teg_istio_prep_gatewayclass": "no-such-class"},
-     ["GatewayClass no-such-class not found", "teg_istio_prep_gatewayclass"]),
-    ({"teg_istio_prep_service": "no-such-svc"},
-     [f"Service {NS}/no-such-svc not found", "teg_istio_prep_service"]),
-    ({"teg_istio_prep_service_port": 18999},
-     [f"Service {NS}/envoy-gateway has no port 18999", "18000", "no port is ever added"]),
-    ({"teg_istio_prep_service_port_name": "xds"}, ["has no port named xds"]),
+@pytest.mark.parametrize("extra_vars, cause, fix", [
+    ({"teg_istio_prep_namespace": "no-such-ns"}, ["namespace no-such-ns not found"],
+     ["set teg_istio_prep_namespace to the namespace TEG"]),
+    ({"teg_istio_prep_gatewayclass": "no-such-class"}, ["GatewayClass no-such-class not found"],
+     ["set teg_istio_prep_gatewayclass to the GatewayClass TEG installed"]),
+    ({"teg_istio_prep_service": "no-such-svc"}, [f"Service {NS}/no-such-svc not found"],
+     ["set teg_istio_prep_service to Envoy Gateway's control-plane Service"]),
+    ({"teg_istio_prep_service_port": 18999}, [f"Service {NS}/envoy-gateway has no port 18999", "18000"],
+     ["set teg_istio_prep_service_port or teg_istio_prep_service_port_name", "no port is ever added"]),
+    ({"teg_istio_prep_service_port_name": "xds"}, ["has no port named xds"],
+     ["set teg_istio_prep_service_port or teg_istio_prep_service_port_name"]),
     ({"teg_istio_prep_ratelimit_service_port": 8099},
-     [f"Service {NS}/envoy-ratelimit has no port 8099 (its ports: 8081)", "teg_istio_prep_ratelimit_service_port"]),
-    ({"teg_istio_prep_pod_annotations": {ANNOTATION: None}}, [ANNOTATION, "must be a string"]),
+     [f"Service {NS}/envoy-ratelimit has no port 8099 (its ports: 8081)"], ["teg_istio_prep_ratelimit_service_port"]),
+    ({"teg_istio_prep_pod_annotations": {ANNOTATION: None}}, [ANNOTATION, "must be a string"],
+     ['write "" for an empty value']),
 ], ids=["namespace-missing", "gatewayclass-missing", "service-missing", "port-missing", "port-name-missing",
         "ratelimit-port-missing", "null-annotation"])
-def test_bad_input_is_refused_before_any_write(fresh, play, extra_vars, expected):
+def test_bad_input_is_refused_before_any_write(fresh, play, extra_vars, cause, fix):
     # A fresh-cluster state is not needed: each case stops in preflight, which every state passes through.
-    assert_refused(run_role(play, extra_vars, env=JSON_RESULTS), *expected)
+    assert_refused(run_role(play, extra_vars, env=JSON_CALLBACK), cause, fix)
 
 
 def test_without_the_ratelimit_service_nothing_is_declared_and_teardown_takes_it_back(fresh, play):
@@ -263,14 +251,12 @@ def test_without_the_ratelimit_service_nothing_is_declared_and_teardown_takes_it
 
 
 def test_an_invalid_variable_is_refused_by_the_argument_spec(fresh, play):
-    run = run_role(play, {"teg_istio_prep_envoyproxy_mode": "replace"}, env=JSON_RESULTS)
-    assert run.rc != 0
-    [failure] = [json.loads(line.split("=> ", 1)[1]) for line in run.stdout.splitlines()
-                 if line.startswith("fatal: [localhost]: FAILED! => ")]
-    # ansible-core's own validation message; its one line per problem is in argument_errors.
-    assert failure["argument_errors"] == [
-        "value of teg_istio_prep_envoyproxy_mode must be one of: auto, create, merge, got: replace"]
-    assert run.writes == [], run.describe_writes()
+    """ansible-core's own validation of the role's argument spec: its header line, then one line per problem
+    (assert_one_line_failure accepts exactly one)."""
+    run = run_role(play, {"teg_istio_prep_envoyproxy_mode": "replace"}, env=JSON_CALLBACK)
+    msg = assert_refused(run, cause=["teg_istio_prep_envoyproxy_mode", "got: replace"],
+                         fix=["must be one of: auto, create, merge"])
+    assert msg == "value of teg_istio_prep_envoyproxy_mode must be one of: auto, create, merge, got: replace"
 
 
 def test_merge_mode_without_a_usable_reference_is_refused(fresh, play):
@@ -279,27 +265,28 @@ def test_merge_mode_without_a_usable_reference_is_refused(fresh, play):
         # Envoy Gateway v0.5 / TEG v0.1: the GatewayClass has no parametersRef to follow.
         cluster.kubectl("patch", "gatewayclass", "teg", "--type=json", "-p",
                         '[{"op": "remove", "path": "/spec/parametersRef"}]', check=False)
-        assert_refused(run_role(play, {"teg_istio_prep_envoyproxy_mode": "merge"}, env=JSON_RESULTS),
-                       "GatewayClass teg has no parametersRef", "teg_istio_prep_envoyproxy_mode")
+        assert_refused(run_role(play, {"teg_istio_prep_envoyproxy_mode": "merge"}, env=JSON_CALLBACK),
+                       ["GatewayClass teg has no parametersRef"], ["set teg_istio_prep_envoyproxy_mode to create"])
     else:
         cluster.kubectl("delete", f"envoyproxies.{EP_GROUP}", "teg-envoy-proxy", "-n", NS)
         try:
-            assert_refused(run_role(play, env=JSON_RESULTS),
-                           f"references EnvoyProxy {NS}/teg-envoy-proxy, which does not exist")
+            assert_refused(run_role(play, env=JSON_CALLBACK),
+                           [f"references EnvoyProxy {NS}/teg-envoy-proxy, which does not exist"],
+                           ["create it, or set teg_istio_prep_envoyproxy_mode to create"])
         finally:
             cluster.kubectl("apply", "--server-side", "-f", "-",
                             stdin=yaml.safe_dump(fixture_object("EnvoyProxy", "teg-envoy-proxy")))
 
 
-def _crd(path):
-    with open(CRDS / path) as fh:
+def _crd(cluster, path):
+    with open(cluster.crds / path) as fh:
         return next(d for d in yaml.safe_load_all(fh) if d and d.get("kind") == "CustomResourceDefinition")
 
 
 def test_an_envoyproxy_api_without_pod_annotations_is_refused(fresh, play):
     """Envoy Gateway before v0.4 had envoyDeployment without `pod`: the real CRD with that field cut."""
     cluster = fresh
-    real = _crd(EP_CRD_FILE)
+    real = _crd(cluster, EP_CRD_FILE)
     old = json.loads(json.dumps(real))
     for version in old["spec"]["versions"]:
         deployment = (version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["provider"]
@@ -307,8 +294,8 @@ def test_an_envoyproxy_api_without_pod_annotations_is_refused(fresh, play):
         del deployment["properties"]["pod"]
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(old))
     try:
-        assert_refused(run_role(play, env=JSON_RESULTS), f"the EnvoyProxy API {EP_API} has no",
-                       "Envoy Gateway older than v0.4")
+        assert_refused(run_role(play, env=JSON_CALLBACK), [f"the EnvoyProxy API {EP_API} has no",
+                       "Envoy Gateway older than v0.4"], ["upgrade TEG / Envoy Gateway to v0.4 or later"])
     finally:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(real))
 
@@ -317,11 +304,11 @@ def test_no_envoyproxy_api_is_refused(fresh, play):
     """Envoy Gateway not installed: no group serves envoyproxies. Runs last: it deletes the CRD, and
     with it every EnvoyProxy, then puts the cluster back as TEG's install left it."""
     cluster = fresh
-    real = _crd(EP_CRD_FILE)
+    real = _crd(cluster, EP_CRD_FILE)
     cluster.kubectl("delete", "crd", real["metadata"]["name"], "--wait=true")
     try:
-        msg = assert_refused(run_role(play, env=JSON_RESULTS), "no API group serves envoyproxies",
-                             "install TEG / Envoy Gateway")
+        msg = assert_refused(run_role(play, env=JSON_CALLBACK), ["no API group serves envoyproxies"],
+                             ["install TEG / Envoy Gateway with its CRDs"])
         assert re.search(r"gateway\.envoyproxy\.io nor config\.gateway\.envoyproxy\.io", msg)
     finally:
         cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(real))

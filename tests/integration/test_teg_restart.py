@@ -121,7 +121,7 @@ def _patched(run_result):
 
 
 def test_refuses_without_istiod_and_writes_nothing(teg, fail):
-    result, msg = fail()
+    result, msg = fail(cause=["istiod not found in the cluster"], fix=["run teg.istio.istio_install before teg_restart"])
     assert msg.startswith("istiod not found in the cluster: run teg.istio.istio_install before teg_restart")
     assert result.writes == [], result.describe_writes()
 
@@ -221,6 +221,56 @@ def test_data_plane_deployments_are_found_by_label(mesh, run):
     assert before["trigger"] is None
 
 
+def _envoyproxy_pod_annotations(cluster):
+    """The pod annotations of the EnvoyProxy GatewayClass teg references (what Envoy Gateway puts on Envoy's pods)."""
+    ref = json.loads(cluster.kubectl("get", "gatewayclass", "teg", "-o", "json").stdout)["spec"].get("parametersRef")
+    if not ref:
+        return {}
+    ep = json.loads(cluster.kubectl("get", "envoyproxies." + ref["group"], ref["name"], "-n", ref.get("namespace", "default"),
+                                    "-o", "json").stdout)
+    return ((((ep["spec"].get("provider") or {}).get("kubernetes") or {}).get("envoyDeployment") or {}).get("pod")
+            or {}).get("annotations") or {}
+
+
+def test_an_envoy_deployment_made_after_the_restart_with_injected_pods_is_left_alone(mesh, run):
+    """Envoy Gateway creates the Envoy Deployment of a Gateway that expose_app adds after teg_restart ran: it
+    records no trigger, but its pods come out of the injector already as a restart would make them. A rerun
+    leaves it alone and writes nothing; once its pods differ (here: a sidecar of an older istiod) it is
+    restarted. The stand-in istiod injects nothing, so the pod template carries what the injector adds;
+    tests/integration_real proves it with the real Envoy Gateway and istiod."""
+    mesh.kubectl("label", "namespace", NS, "istio-injection=enabled", "--overwrite")
+    assert run().rc == 0  # every other Deployment carries the current trigger
+    version = mesh.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
+    wanted = {k: v for k, v in _envoyproxy_pod_annotations(mesh).items()
+              if k == "traffic.sidecar.istio.io/includeInboundPorts"}
+    labels = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+              "app.kubernetes.io/managed-by": "envoy-gateway", "gateway.envoyproxy.io/owning-gateway-name": "apps"}
+    injected = _deployment("envoy-apps-4567cdef", NS, labels=labels, pod_spec={"containers": [
+        {"name": "envoy", "image": "docker.io/envoyproxy/envoy:distroless-v1.36.0"},
+        {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:%s" % version}]})
+    injected["spec"]["template"]["metadata"]["annotations"] = dict(wanted, **{
+        "sidecar.istio.io/status": json.dumps({"initContainers": ["istio-init"], "containers": ["istio-proxy"],
+                                               "revision": "default"})})
+    _apply(mesh, injected)
+    mesh.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", NS, "deployment/envoy-apps-4567cdef")
+    try:
+        before = _state(mesh, "envoy-apps-4567cdef")
+        left = run()
+        assert left.rc == 0, left.output[-3000:]
+        assert left.writes == [], left.describe_writes()
+        assert left.recap()["changed"] == 0
+        assert _state(mesh, "envoy-apps-4567cdef") == before
+
+        mesh.kubectl("set", "image", "-n", NS, "deployment/envoy-apps-4567cdef",
+                     "istio-proxy=docker.io/istio/proxyv2:0.0.1")
+        mesh.kubectl("rollout", "status", "-n", NS, "deployment/envoy-apps-4567cdef", "--timeout=120s")
+        stale = run()
+        assert stale.rc == 0, stale.output[-3000:]
+        assert _patched(stale) == ["envoy-apps-4567cdef"]
+    finally:
+        mesh.kubectl("delete", "deployment", "envoy-apps-4567cdef", "-n", NS)
+
+
 def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, fail):
     stuck = _deployment("stuck", NS, pod_spec={"nodeSelector": {"teg.istio/no-such-node": "true"}})
     _apply(mesh, stuck)
@@ -228,7 +278,9 @@ def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, 
     before = _states(mesh, CONTROL_PLANE)
     try:
         result, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 15,
-                            "teg_restart_force": True})
+                            "teg_restart_force": True},
+                           cause=["Deployment envoy-gateway-system/stuck ("],
+                           fix=["describe deployment stuck", "raise the wait timeout"])
         assert msg.startswith("rollout not complete after 15s, not Available: Deployment envoy-gateway-system/stuck (")
         for name in CONTROL_PLANE:
             assert "Deployment envoy-gateway-system/%s " % name not in msg
@@ -238,7 +290,8 @@ def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, 
         assert _get(mesh, "deployment", "stuck")["spec"]["template"]["metadata"]["annotations"][TRIGGER]
 
         # Nothing to restart any more, but the stuck rollout is still not Available: still a failure.
-        again, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 5})
+        again, msg = fail({"teg_restart_deployments": names, "teg_restart_wait_timeout": 5},
+                          cause=["Deployment envoy-gateway-system/stuck ("], fix=["describe deployment stuck"])
         assert again.writes == [], again.describe_writes()
         assert msg.startswith("rollout not complete after 5s, not Available: Deployment envoy-gateway-system/stuck (")
     finally:
@@ -248,7 +301,8 @@ def test_a_rollout_that_never_completes_fails_after_the_timeout_naming_it(mesh, 
 def test_a_paused_deployment_is_refused_before_any_write(mesh, fail):
     mesh.kubectl("rollout", "pause", "deployment/teg-redis", "-n", NS)
     try:
-        result, msg = fail({"teg_restart_force": True})
+        result, msg = fail({"teg_restart_force": True}, cause=["paused Deployment(s) teg-redis"],
+                           fix=["rollout resume deployment/teg-redis"])
     finally:
         mesh.kubectl("rollout", "resume", "deployment/teg-redis", "-n", NS)
     assert msg.startswith("cannot restart paused Deployment(s) teg-redis in namespace envoy-gateway-system")
@@ -269,6 +323,7 @@ def test_check_mode_reports_and_writes_nothing(mesh, run):
 
 
 def test_missing_namespace_is_one_line_and_writes_nothing(mesh, fail):
-    result, msg = fail({"teg_restart_namespace": "no-such-namespace"})
+    result, msg = fail({"teg_restart_namespace": "no-such-namespace"}, cause=["namespace no-such-namespace not found"],
+                       fix=["install TEG first", "set teg_restart_namespace"])
     assert msg.startswith("namespace no-such-namespace not found: install TEG first")
     assert result.writes == []

@@ -1,6 +1,11 @@
 """site.yml against a cluster where the real Envoy Gateway controller and the real istiod run: the
 objects the procedure writes are accepted by Envoy Gateway, turned into Envoy pods with the sidecar
-annotation, and istiod injects those pods without inbound interception and the app pods with it."""
+annotation, and istiod injects those pods without inbound interception and the app pods with it.
+
+Run as a user would on such a cluster: first in check mode (it reports what it would create and writes
+nothing), then for real without strict_mtls_force (every pod of the mesh namespaces really has a sidecar, so
+STRICT's safety check passes on its own), then once more: the playbook writes nothing and restarts nothing,
+although Envoy Gateway created the Envoy Deployment after the first run's teg_restart."""
 
 import json
 import shlex
@@ -50,15 +55,54 @@ def inbound_ports(pod):
     return args[args.index("-b") + 1]
 
 
+# The site vars force STRICT for the stand-in controllers, whose pods never get sidecars; here they do.
+NO_FORCE = {"strict_mtls_force": False}
+# The playbook's identity; the controllers and the load-balancer stand-in write under their own
+# (tests/localcp/controllers.py).
+PLAYBOOK_USER = "admin"
+
+
+def playbook_writes(run):
+    return [f"{e['verb']} {e['requestURI']}" for e in run.writes if e["user"]["username"] == PLAYBOOK_USER]
+
+
 @pytest.fixture(scope="module")
-def site(play, cluster):
-    run = play("site.yml")
+def check_run(play, cluster):
+    """site.yml --check on the fresh cluster, before anything is applied."""
+    # One JSON document per task result: each message on one line, as the role wrote it (the yaml result
+    # format of ansible.cfg folds long strings).
+    return play("site.yml", extra_vars=NO_FORCE, check=True, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+
+
+@pytest.fixture(scope="module")
+def site(play, cluster, check_run):
+    run = play("site.yml", extra_vars=NO_FORCE)
     assert run.rc == 0, run.output[-4000:]
     # Envoy Gateway writes status asynchronously; wait until it has reported on every object.
     cluster.kubectl("wait", "--for=condition=Accepted", "gatewayclass/teg", "--timeout=120s")
     cluster.kubectl("wait", "--for=condition=Accepted", "gateway", "--all", "-A", "--timeout=120s")
     cluster.kubectl("wait", "--for=condition=Programmed", "gateway", "--all", "-A", "--timeout=180s", check=False)
     return run
+
+
+def test_check_mode_reports_what_it_would_create_and_writes_nothing(check_run):
+    assert check_run.rc == 0, check_run.output[-4000:]
+    assert playbook_writes(check_run) == []
+    assert check_run.recap()["changed"] > 0
+    # expose_app's objects in a namespace that does not exist yet, and of an Istio kind only predicted:
+    # reported, not dry-run (docs/architecture.md).
+    [line] = [line for line in check_run.output.splitlines() if "would create " in line and "HTTPRoute" in line]
+    for what in ("Deployment httpbin/httpbin", "HTTPRoute httpbin/httpbin",
+                 "VirtualService envoy-gateway-system/apps-www.example.com"):
+        assert what in line, line
+
+
+def test_strict_mtls_needs_no_force_where_pods_are_injected(site, cluster):
+    assert "STRICT mTLS would cut off" not in site.output
+    assert "strict_mtls_force is set" not in site.output
+    mode = cluster.kubectl("get", "peerauthentication", "default", "-n", "istio-system", "-o",
+                           "jsonpath={.spec.mtls.mode}").stdout
+    assert mode == "STRICT"
 
 
 def envoy_deployments(cluster):
@@ -136,3 +180,29 @@ def test_restarted_teg_control_plane_pods_carry_sidecars(site, cluster):
 def test_verify_at_status_level_passes(site, play):
     run = play("verify.yml", extra_vars={"verify_level": "status"})
     assert run.rc == 0, run.output[-4000:]
+
+
+def _rollouts(cluster, namespace):
+    """Per Deployment its generation and revision, and the uids of the pods: what a restart changes."""
+    deployments = {d["metadata"]["name"]: (d["metadata"]["generation"],
+                                           d["metadata"]["annotations"].get("deployment.kubernetes.io/revision"))
+                   for d in get(cluster, "deployments", "-n", namespace)["items"]}
+    pods = sorted(p["metadata"]["uid"] for p in get(cluster, "pods", "-n", namespace)["items"])
+    return deployments, pods
+
+
+def _trigger(deployment):
+    return (deployment["spec"]["template"]["metadata"].get("annotations") or {}).get("teg.istio/restart-trigger")
+
+
+def test_a_second_run_writes_nothing_and_restarts_nothing(site, play, cluster):
+    """Envoy Gateway created the Envoy Deployment when expose_app added Gateway apps, after teg_restart ran: it
+    records no restart trigger, but its pods are injected by the current istiod, so it is not restarted."""
+    envoy = envoy_deployments(cluster)
+    assert envoy and all(_trigger(d) is None for d in envoy), [d["metadata"]["name"] for d in envoy]
+    before = {ns: _rollouts(cluster, ns) for ns in (TEG_NAMESPACE, "httpbin")}
+    again = play("site.yml", extra_vars=NO_FORCE)
+    assert again.rc == 0, again.output[-4000:]
+    assert again.recap()["changed"] == 0
+    assert playbook_writes(again) == []
+    assert {ns: _rollouts(cluster, ns) for ns in (TEG_NAMESPACE, "httpbin")} == before

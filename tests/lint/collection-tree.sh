@@ -36,13 +36,13 @@ case $command in
   sanity)
     set -- --local --python 3.11 --color no "$@" ;;
   units)
-    # The unit tests that read the upstream CRDs look for them beside the checkout (../shared/crds) or
-    # in TEG_ISTIO_CRDS_DIR, which ansible-test does not pass on: link them beside the copy.
-    crds=${TEG_ISTIO_CRDS_DIR:-$repo/../shared/crds}
-    if [ -d "$crds" ]; then
-      mkdir -p "$root/ansible_collections/teg/shared"
-      ln -s "$(cd "$crds" && pwd)" "$root/ansible_collections/teg/shared/crds"
-    fi
+    # The unit tests that read the upstream CRDs get them from the launcher (localcp.crds_dir()). In the
+    # copy, ansible-test passes on HOME but not TEG_ISTIO_CRDS_DIR, so the launcher there falls back to its
+    # pinned download in ~/.cache/teg-istio/crds: fill that from the folder the launcher resolves here,
+    # each file verified against crds.lock (fetch_crds reads a file:// mirror like any other).
+    crds=$("$venv/bin/python" "$repo/tests/localcp/localcp.py" crds-dir)
+    TEG_ISTIO_CRDS_BASE_URL="file://$crds" "$venv/bin/python" "$repo/tests/localcp/fetch_crds.py" \
+      "$HOME/.cache/teg-istio/crds"
     set -- --local --python 3.11 --color no "$@" ;;
   docs) ;;
   *)

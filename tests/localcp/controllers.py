@@ -259,8 +259,14 @@ def start_envoy_gateway(cluster, state, binary):
 
 def lb_addresses_loop(interval=2.0):
     """Give each Service of type LoadBalancer without an address one from TEST-NET-1, as a cloud
-    controller would; runs until stopped."""
+    controller would; runs until stopped. Under an identity of its own (CN=lb-addresses), so that the audit
+    log tells its status writes from the playbook's."""
     cluster = localcp.load_state()
+    kubeconfig = STATE_DIR / "lb-addresses.kubeconfig"
+
+    def kubectl(_cluster, *args, check=True):
+        return run([Path(cluster["bins"]["kubernetes"]) / "kubectl", f"--kubeconfig={kubeconfig}", *args], check=check)
+
     while True:
         proc = kubectl(cluster, "get", "services", "-A", "-o", "json", check=False)
         if proc.returncode == 0:
@@ -295,6 +301,7 @@ def cmd_up(args):
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     state = {"pids": {}, "ports": {}, "matrix": cluster["matrix"]}
     save_state(state)
+    client_kubeconfig(cluster, "lb-addresses")
     start("lb-addresses", [sys.executable, Path(__file__), "lb-addresses"], state, STATE_DIR, dict(os.environ))
     start_istiod(cluster, state, bins["pilot-discovery"], versions)
     start_envoy_gateway(cluster, state, bins["envoy-gateway"])

@@ -1,10 +1,11 @@
-"""Download the pinned upstream CRDs (crds.lock) into a folder laid out like shared/crds.
+"""Download the pinned upstream CRDs (crds.lock) into TARGET_DIR/<folder>/<file>, the layout of the CRD
+folder that localcp.py crds_dir() resolves.
 
     fetch_crds.py TARGET_DIR
 
 Every file is verified against its SHA-256 before it is kept; a mismatch or a download failure
-stops with one line naming the file. TEG_ISTIO_CRDS_BASE_URL points at a mirror laid out like
-shared/crds (<base>/<folder>/<file>) instead of the upstream repositories.
+stops with one line naming the file. TEG_ISTIO_CRDS_BASE_URL points at a mirror with that layout
+(<base>/<folder>/<file>; http(s):// or file://) instead of the upstream repositories.
 """
 
 import hashlib
@@ -34,7 +35,7 @@ def fetch(target, base_url=None):
                 data = resp.read()
         except OSError as exc:
             raise SystemExit(f"fetch_crds: cannot download {source}: {exc}; set TEG_ISTIO_CRDS_DIR to a "
-                             "folder laid out like shared/crds") from exc
+                             "folder holding them as <folder>/<file> (crds.lock)") from exc
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
             raise SystemExit(f"fetch_crds: {source} has SHA-256 {digest}, expected {sha256} (crds.lock); not kept")

@@ -6,6 +6,7 @@
     localcp.py status                         one line per process
     localcp.py reset                          back to what `up` left (between test scenarios)
     localcp.py stop-apiserver | start-apiserver   fault injection for the recovery tests
+    localcp.py crds-dir                       print the upstream CRD folder (downloading the pinned files if needed)
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
 Node, so Pods run and Deployments become Available) are binaries that build.sh made from their Go
@@ -38,7 +39,7 @@ STATE_DIR = Path(os.environ.get("LOCALCP_DIR", REPO / ".localcp"))
 STATE_FILE = STATE_DIR / "state.json"
 KUBECONFIG = STATE_DIR / "kubeconfig"
 
-# The flavours: which upstream CRD folders (of ../shared/crds, see its README) a cluster gets.
+# The flavours: which upstream CRD folders (of the folder crds_dir() resolves) a cluster gets.
 MATRIX = {
     "current": {"envoy_gateway": "envoy-gateway-v1.9.0", "istio": "istio-1.29.6"},
     "legacy": {"envoy_gateway": "envoy-gateway-v0.5.0", "istio": "istio-1.19.10"},
@@ -78,15 +79,25 @@ def bin_dirs():
     return dirs
 
 
+def crds_download_dir():
+    """Where the pinned upstream CRDs are downloaded when no CRD folder is given: TEG_ISTIO_CRDS_DOWNLOAD_DIR,
+    default <cache>/crds (TEG_ISTIO_CACHE, default ~/.cache/teg-istio)."""
+    if os.environ.get("TEG_ISTIO_CRDS_DOWNLOAD_DIR"):
+        return Path(os.environ["TEG_ISTIO_CRDS_DOWNLOAD_DIR"])
+    cache = Path(os.environ.get("TEG_ISTIO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teg-istio"))
+    return cache / "crds"
+
+
 def crds_dir():
-    """TEG_ISTIO_CRDS_DIR, default ../shared/crds beside the checkout; where that folder is absent, the
-    same pinned upstream files are downloaded (checksums in crds.lock) into the build cache."""
+    """The upstream CRD folder, the one place the tests get it from (tests/lint/lint.sh refuses any other):
+    TEG_ISTIO_CRDS_DIR, default the folder `shared/crds` beside the checkout; where that folder is absent,
+    the same pinned upstream files are downloaded (checksums in crds.lock) into crds_download_dir(), from
+    the upstream repositories or from TEG_ISTIO_CRDS_BASE_URL (a mirror laid out like the folder)."""
     configured = os.environ.get("TEG_ISTIO_CRDS_DIR")
     path = Path(configured) if configured else REPO.parent / "shared" / "crds"
     if path.is_dir():
         return path
-    cache = Path(os.environ.get("TEG_ISTIO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teg-istio"))
-    target = cache / "crds"
+    target = crds_download_dir()
     log(f"{path} does not exist: downloading the pinned upstream CRDs into {target}")
     import fetch_crds
     try:
@@ -507,6 +518,10 @@ def cmd_reset(args):
             "deployment", "--all")
 
 
+def cmd_crds_dir(args):
+    print(crds_dir())
+
+
 def cmd_stop_apiserver(args):
     state = load_state() or {}
     if not state:
@@ -530,7 +545,7 @@ def main(argv=None):
     up.add_argument("--matrix", choices=sorted(MATRIX), default=os.environ.get("MATRIX", "current"))
     up.add_argument("--controllers", choices=["stand-in", "real"], default=os.environ.get("CONTROLLERS") or "stand-in",
                     help="real: also run the Envoy Gateway controller and istiod (docs/real-controllers.md)")
-    for name in ("down", "env", "status", "reset", "stop-apiserver", "start-apiserver"):
+    for name in ("down", "env", "status", "reset", "stop-apiserver", "start-apiserver", "crds-dir"):
         sub.add_parser(name)
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.command.replace("-", "_")]

@@ -8,12 +8,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE, TegIstioError
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    TegIstioError,
+    sidecar_container,
+)
 
 MODES = ("STRICT", "PERMISSIVE", "DISABLE", "UNSET")
-
-
-SIDECAR = "istio-proxy"
 
 
 def _key(policy):
@@ -106,9 +108,7 @@ def unmeshed_pods(pods):
         status = pod.get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
             continue
-        spec = pod.get("spec") or {}
-        names = set(c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or []))
-        if SIDECAR not in names:
+        if sidecar_container(pod) is None:
             meta = pod.get("metadata") or {}
             out.append("%s/%s" % (meta.get("namespace"), meta.get("name")))
     return sorted(out)

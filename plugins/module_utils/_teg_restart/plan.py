@@ -15,10 +15,12 @@ import json
 
 from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     TRIGGER_ANNOTATION,
+    already_injected,
     paused_error,
     plan_restarts,
     rollout_state,
     select_deployments,
+    wanted_injection,
 )
 
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
@@ -39,17 +41,18 @@ def trigger(namespace_labels, include_inbound, istiod):
 
 
 def restart_pending(deployments, names, data_plane, trigger_value, force=False, wait=True,
-                    trigger_annotation=TRIGGER_ANNOTATION):
+                    trigger_annotation=TRIGGER_ANNOTATION, current=()):
     """False only when rollout_restart would merely read: every Deployment in `names` exists among
     `deployments` (those of the namespace), none of them or of `data_plane` (those the label selector
     matched, None when off) needs a restart for `trigger_value`, and, with `wait`, each has rolled out its
     current generation. Anything else runs the module: a restart, a rollout still to wait for (so that a
     rerun after a stuck rollout fails again), a missing Deployment to warn about, `force`, or nothing
-    selected at all (the module names the missing namespace)."""
+    selected at all (the module names the missing namespace). `current`: the data-plane Deployments
+    without a trigger whose pods already run as wanted (rollout.already_injected), which need no restart."""
     selected, missing = select_deployments(deployments, names, data_plane)
     if force or missing or not selected:
         return True
-    restart, _unchanged = plan_restarts(selected, trigger_value, trigger_annotation, False)
+    restart, _unchanged = plan_restarts(selected, trigger_value, trigger_annotation, False, current)
     if restart:
         return True
     return bool(wait) and any(rollout_state(d, d["metadata"].get("generation", 0))[0] != "done" for d in selected)
@@ -63,6 +66,9 @@ def reads(settings):
     if settings["data_plane"]:
         out["data plane"] = {"kind": "Deployment", "api_version": "apps/v1", "namespace": settings["namespace"],
                              "label_selectors": [settings["data_plane_selector"]]}
+        # Its pods: an Envoy Deployment made after the last restart whose pods are already injected needs none.
+        out["data plane pods"] = {"kind": "Pod", "api_version": "v1", "namespace": settings["namespace"],
+                                  "label_selectors": [settings["data_plane_selector"]]}
     return out
 
 
@@ -98,18 +104,24 @@ def decide(facts, read, settings, predicted, check_mode):
     if "envoyproxy_pod_annotations" in predicted:
         annotations = dict(annotations, **predicted["envoyproxy_pod_annotations"])
     value = trigger(labels, annotations.get(INCLUDE_INBOUND), istiod)
+    # The same settings, unhashed: what a restart would make of the pods.
+    injection = wanted_injection(labels, istiod, {INCLUDE_INBOUND: annotations.get(INCLUDE_INBOUND)})
     deployments = read["deployments"]["resources"]
     data_plane = read["data plane"]["resources"] if settings["data_plane"] else None
+    current = set()
+    if settings["data_plane"] and not settings["force"]:
+        current = already_injected(data_plane, read["data plane pods"]["resources"], injection, TRIGGER_ANNOTATION)
     selected, _missing = select_deployments(deployments, settings["deployments"], data_plane)
-    restart, _unchanged = plan_restarts(selected, value, TRIGGER_ANNOTATION, settings["force"])
+    restart, _unchanged = plan_restarts(selected, value, TRIGGER_ANNOTATION, settings["force"], current)
     # rollout_restart refuses them too, but only after it has patched the others.
     error = paused_error(selected, restart, settings["namespace"])
     if error:
         return None, [error], warnings
     return {
         "trigger": value,
+        "injection": injection,
         "restart": restart_pending(deployments, settings["deployments"], data_plane, value, settings["force"],
-                                   settings["wait"]),
+                                   settings["wait"], current=current),
         "restarts": [entry["name"] for entry in restart],
     }, [], warnings
 

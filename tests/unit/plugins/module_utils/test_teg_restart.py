@@ -2,7 +2,17 @@
 module would restart or wait for something. The restarts themselves are covered by
 tests/integration/test_teg_restart.py."""
 
-from ansible_collections.teg.istio.plugins.module_utils._teg_restart.plan import restart_pending, trigger
+import json
+
+import pytest
+
+from ansible_collections.teg.istio.plugins.module_utils._teg_restart.plan import decide, restart_pending, trigger
+from ansible_collections.teg.istio.plugins.module_utils.rollout import (
+    TRIGGER_ANNOTATION,
+    already_injected,
+    plan_restarts,
+    wanted_injection,
+)
 
 TRIGGER = "abc"
 
@@ -52,3 +62,112 @@ def test_the_trigger_is_the_hash_the_role_computed_before():
     assert trigger({"istio-injection": "enabled"}, "", {"revision": "default", "version": "1.29.6"}) == \
         hashlib.sha256(text.encode()).hexdigest()
     assert trigger({}, None, None) != trigger({}, "", None)
+
+
+# --- an Envoy Deployment made after the last restart (rollout.already_injected) ---------------------------
+
+INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+WANTED = wanted_injection({"istio-injection": "enabled"}, {"revision": "default", "version": "1.29.6"}, {INBOUND: ""})
+ENVOY_LABELS = {"gateway.envoyproxy.io/owning-gateway-name": "apps"}
+
+
+def envoy(name="envoy-apps", trigger=None):
+    dep = deployment(name, trigger=trigger)
+    dep["spec"]["selector"] = {"matchLabels": ENVOY_LABELS}
+    return dep
+
+
+def pod(revision="default", proxy="docker.io/istio/proxyv2:1.29.6", annotations=None, labels=None,
+        deleting=False):
+    meta = {"labels": dict(labels or ENVOY_LABELS), "annotations": dict({INBOUND: ""}, **(annotations or {}))}
+    containers = [{"name": "envoy", "image": "docker.io/envoyproxy/envoy:distroless-v1.36.0"}]
+    if revision is not None:
+        meta["annotations"]["sidecar.istio.io/status"] = json.dumps(
+            {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "revision": revision})
+        containers.append({"name": "istio-proxy", "image": proxy})
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-30T10:00:00Z"
+    return {"metadata": meta, "spec": {"containers": containers}}
+
+
+def test_injection_wanted_follows_the_webhook_selectors_of_istios_chart():
+    assert WANTED == {"enabled": True, "revision": "default", "version": "1.29.6", "pod_annotations": {INBOUND: ""}}
+    assert wanted_injection({"istio.io/rev": "canary"}, None, {})["revision"] == "canary"
+    # istio-injection wins: the revision webhooks require it absent.
+    assert wanted_injection({"istio-injection": "enabled", "istio.io/rev": "canary"}, None, {})["revision"] == "default"
+    assert wanted_injection({"istio-injection": "disabled", "istio.io/rev": "canary"}, None, {})["enabled"] is False
+    assert wanted_injection({}, None, {})["enabled"] is False
+
+
+def test_a_deployment_without_trigger_whose_pods_are_injected_as_wanted_is_current():
+    assert already_injected([envoy()], [pod()], WANTED, TRIGGER_ANNOTATION) == {"envoy-apps"}
+    # A pod on its way out does not count; the ones left decide.
+    assert already_injected([envoy()], [pod(), pod(revision=None, deleting=True)], WANTED, TRIGGER_ANNOTATION) == \
+        {"envoy-apps"}
+
+
+@pytest.mark.parametrize("pods", [
+    [],  # no pod to tell by
+    [pod(revision=None)],  # not injected
+    [pod(), pod(revision=None)],  # one of them not injected
+    [pod(revision="canary")],  # injected by another revision
+    [pod(proxy="docker.io/istio/proxyv2:1.28.0")],  # by an older istiod
+    [pod(annotations={INBOUND: "8080"})],  # other pod annotations than the EnvoyProxy gives now
+    [pod(labels={"gateway.envoyproxy.io/owning-gateway-name": "other"})],  # another Deployment's pods
+], ids=["no-pods", "not-injected", "one-not-injected", "other-revision", "older-proxy", "other-annotations",
+        "other-deployment"])
+def test_pods_that_differ_from_what_a_restart_makes_need_the_restart(pods):
+    assert already_injected([envoy()], pods, WANTED, TRIGGER_ANNOTATION) == set()
+
+
+def test_a_deployment_that_records_a_trigger_goes_by_the_trigger_alone():
+    assert already_injected([envoy(trigger="old")], [pod()], WANTED, TRIGGER_ANNOTATION) == set()
+    assert already_injected([envoy()], [pod()], None, TRIGGER_ANNOTATION) == set()
+
+
+def test_with_injection_off_pods_without_sidecar_are_current():
+    off = wanted_injection({}, {"version": "1.29.6"}, {})
+    assert already_injected([envoy()], [pod(revision=None)], off, TRIGGER_ANNOTATION) == {"envoy-apps"}
+    assert already_injected([envoy()], [pod()], off, TRIGGER_ANNOTATION) == set()
+
+
+def test_an_injected_data_plane_deployment_without_trigger_needs_no_module_run():
+    current = already_injected([envoy()], [pod()], WANTED, TRIGGER_ANNOTATION)
+    assert restart_pending(SETTLED, NAMES, [envoy()], TRIGGER, current=current) is False
+    # Without the pods' evidence it is restarted, as before; force restarts it anyway.
+    assert restart_pending(SETTLED, NAMES, [envoy()], TRIGGER) is True
+    assert restart_pending(SETTLED, NAMES, [envoy()], TRIGGER, force=True, current=current) is True
+    restart, unchanged = plan_restarts([envoy()], TRIGGER, TRIGGER_ANNOTATION, False, current)
+    assert restart == [] and unchanged[0]["name"] == "envoy-apps"
+    assert plan_restarts([envoy()], TRIGGER, TRIGGER_ANNOTATION, True, current)[0][0]["reason"] == "force"
+
+
+def test_the_plan_leaves_an_injected_envoy_deployment_alone_and_restarts_a_stale_one():
+    """decide() as teg_restart's plan runs it, from one read: the control plane carries the trigger of these
+    settings, Envoy Gateway made envoy-apps after the restart (no trigger; its pods injected as wanted) and
+    envoy-old before (no trigger; its pods without sidecar)."""
+    labels = {"istio-injection": "enabled"}
+    istiod = {"revision": "default", "version": "1.29.6"}
+    value = trigger(labels, "", istiod)
+    facts = {"istio": {"istiod": istiod}, "gatewayclass": {"envoyproxy": {"spec": {"provider": {"kubernetes": {
+        "envoyDeployment": {"pod": {"annotations": {INBOUND: ""}}}}}}}}}
+    old_labels = {"gateway.envoyproxy.io/owning-gateway-name": "old"}
+    stale = envoy("envoy-old")
+    stale["spec"]["selector"] = {"matchLabels": old_labels}
+    data_plane = [envoy(), stale]
+    read = {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system", "labels": labels}}]},
+            "deployments": {"resources": [deployment(n, trigger=value) for n in NAMES] + data_plane},
+            "data plane": {"resources": data_plane},
+            "data plane pods": {"resources": [pod(), pod(revision=None, labels=old_labels)]}}
+    settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": True, "force": False,
+                "wait": True, "require_istiod": True}
+    decisions, errors, _warnings = decide(facts, read, settings, {}, False)
+    assert errors == []
+    assert decisions["restarts"] == ["envoy-old"] and decisions["restart"] is True
+    assert decisions["injection"] == WANTED
+    read["data plane"]["resources"] = [envoy()]
+    read["deployments"]["resources"] = [deployment(n, trigger=value) for n in NAMES] + [envoy()]
+    decisions, errors, _warnings = decide(facts, read, settings, {}, False)
+    assert decisions["restarts"] == [] and decisions["restart"] is False
+    forced, _errors, _warnings = decide(facts, read, dict(settings, force=True), {}, False)
+    assert forced["restarts"] == NAMES + ["envoy-apps"]

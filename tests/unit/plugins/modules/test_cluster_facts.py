@@ -2,7 +2,7 @@
 which API group is taken to serve EnvoyProxy. The API side runs in every integration test's plan."""
 
 import json
-import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,14 +13,12 @@ from ansible_collections.teg.istio.plugins.module_utils import names
 from ansible_collections.teg.istio.plugins.modules import cluster_facts
 
 REPO = Path(__file__).resolve().parents[4]
-CRDS = Path(os.environ.get("TEG_ISTIO_CRDS_DIR", REPO.parent / "shared" / "crds"))
+sys.path.insert(0, str(REPO / "tests" / "localcp"))
+import localcp  # noqa: E402  (the launcher resolves the upstream CRD folder)
 
 
 def _crd(relative):
-    path = CRDS / relative
-    if not path.exists():
-        pytest.skip(f"{path} is not available (TEG_ISTIO_CRDS_DIR)")
-    with open(path) as fh:
+    with open(localcp.crds_dir() / relative) as fh:
         return next(d for d in yaml.safe_load_all(fh) if d and d.get("kind") == "CustomResourceDefinition")
 
 
