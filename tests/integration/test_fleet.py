@@ -7,7 +7,11 @@ variable fails). Each cluster's own audit log is the witness:
 - the first run converges all three (writes on each, verify passes on each, the summary says changed);
 - a second run writes nothing on any, and the summary says converged for each;
 - with one cluster's API server stopped (and another reset to the TEG fixture), the other two converge,
-  the run exits non-zero and the summary names the stopped one with the one-line reason.
+  the run exits non-zero and the summary names the stopped one with the one-line reason;
+- teardown.yml on the group takes each cluster out of the mesh.
+
+One host (west) reaches its cluster through teg_istio_context in a kubeconfig whose current context is
+another cluster's (east), so a call or helm that missed the context would write into east.
 
 The tests of this module depend on each other's order (pytest runs them top to bottom)."""
 
@@ -56,11 +60,28 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inventory(fleet, tmp_path_factory):
-    path = tmp_path_factory.mktemp("fleet-inventory") / "clusters.yml"
+    folder = tmp_path_factory.mktemp("fleet-inventory")
     hosts = {name: {"teg_istio_kubeconfig": str(cluster.kubeconfig)} for name, cluster in fleet.items()}
+    # west through a context of a kubeconfig whose current context is east's: a call (or helm) that missed
+    # teg_istio_context would write west's objects into east.
+    merged = folder / "merged.kubeconfig"
+    merged.write_text(yaml.safe_dump(merged_kubeconfig(fleet, current="east")))
+    hosts["west"] = {"teg_istio_kubeconfig": str(merged), "teg_istio_context": "west"}
+    path = folder / "clusters.yml"
     path.write_text(yaml.safe_dump({"all": {"children": {GROUP: {
         "hosts": hosts, "vars": {"ansible_python_interpreter": sys.executable}}}}}))
     return path
+
+
+def merged_kubeconfig(fleet, current):
+    """One kubeconfig with a context per cluster, named after it."""
+    doc = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [], "current-context": current}
+    for name, cluster in fleet.items():
+        own = yaml.safe_load(cluster.kubeconfig.read_text())
+        doc["clusters"].append(dict(own["clusters"][0], name=name))
+        doc["users"].append(dict(own["users"][0], name=name))
+        doc["contexts"].append({"name": name, "context": {"cluster": name, "user": name}})
+    return doc
 
 
 def run_site(fleet, inventory, tmp_path, playbook="site.yml"):
@@ -89,15 +110,20 @@ def summary(stdout):
     return out
 
 
-def test_first_run_converges_every_cluster(fleet, inventory, tmp_path):
-    proc, runs = run_site(fleet, inventory, tmp_path)
+def changed_every_cluster(fleet, inventory, tmp_path, playbook):
+    """Run `playbook` on the group, expect success, a write on each cluster and `changed` for each in the
+    summary; the injection label of each cluster's TEG namespace."""
+    proc, runs = run_site(fleet, inventory, tmp_path, playbook)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     for name in NAMES:
         assert runs[name].writes, f"{name}: no write in its audit log"
     assert summary(proc.stdout) == {name: "changed" for name in NAMES}, proc.stdout[-2000:]
-    for cluster in fleet.values():
-        ns = json.loads(cluster.kubectl("get", "namespace", "envoy-gateway-system", "-o", "json").stdout)
-        assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+    return {name: json.loads(cluster.kubectl("get", "namespace", "envoy-gateway-system", "-o", "json").stdout)
+            ["metadata"].get("labels", {}).get("istio-injection") for name, cluster in fleet.items()}
+
+
+def test_first_run_converges_every_cluster(fleet, inventory, tmp_path):
+    assert changed_every_cluster(fleet, inventory, tmp_path, "site.yml") == {name: "enabled" for name in NAMES}
 
 
 def test_second_run_writes_nothing_on_any_cluster(fleet, inventory, tmp_path):
@@ -123,3 +149,7 @@ def test_a_stopped_cluster_fails_alone_and_is_named(fleet, inventory, tmp_path):
     assert "cannot reach the Kubernetes API server" in outcome["north"], outcome["north"]
     ns = json.loads(fleet["east"].kubectl("get", "namespace", "envoy-gateway-system", "-o", "json").stdout)
     assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+
+
+def test_teardown_runs_on_every_cluster(fleet, inventory, tmp_path):
+    assert changed_every_cluster(fleet, inventory, tmp_path, "teardown.yml") == {name: None for name in NAMES}
