@@ -71,7 +71,7 @@ def _httproute(app, settings, api_version, routing):
     }
     if routing == "service":
         # Istio's pattern for third-party load balancers: EG sends to the Service's ClusterIP and the
-        # Host names the Service, so the sidecar routes by its registry entry (platform notes D5).
+        # Host names the Service, so the sidecar routes by its registry entry (docs/traffic-simulation.md, hop 2).
         rewrite = {"hostname": _fqdn(app)}
         if app["rewrite"] != app["path_prefix"]:
             rewrite["path"] = {"type": "ReplacePrefixMatch", "replacePrefixMatch": app["rewrite"]}
@@ -264,8 +264,8 @@ def envoyproxy_routing_patch(existing, routing, api_version):
     """The EnvoyProxy change the routing mode needs, or None.
 
     service: routingType Service. virtualservice: a routingType Service left by an earlier run in
-    service mode is removed, since the mesh VirtualService cannot match ClusterIP traffic
-    (platform notes G4). Other fields are never touched: the patch carries only routingType."""
+    service mode is removed, since the mesh VirtualService cannot match ClusterIP traffic.
+    Other fields are never touched: the patch carries only routingType."""
     if not existing:
         return None
     current = (existing.get("spec") or {}).get("routingType")
