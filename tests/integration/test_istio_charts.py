@@ -173,8 +173,11 @@ def automation_identity(cluster, rendered):
     cluster.kubectl("apply", *[arg for path in manifests for arg in ("-f", str(path))])
     cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     yield SA
+    # Neither the RBAC (no label `reset` knows) nor Istio's namespace may outlive this module: the test
+    # files after it start from the fixture.
     cluster.kubectl("delete", "--ignore-not-found", "--wait=false",
                     *[arg for path in reversed(manifests) for arg in ("-f", str(path))])
+    cluster.localcp("reset")
 
 
 def test_the_api_server_accepts_the_real_charts_from_the_automation_identity(cluster, rendered, automation_identity):
