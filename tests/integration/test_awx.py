@@ -57,10 +57,12 @@ def _site_vars(cluster):
 
 
 def _without_rule(predicate):
-    """rbac/clusterrole.yml with the rules of both ClusterRoles changed by `predicate(rule)` (None drops one)."""
+    """rbac/clusterrole.yml with the rules of both ClusterRoles changed by `predicate(rule)`: None drops a rule,
+    a list replaces it with its rules."""
     roles = yaml.safe_load((RBAC / "clusterrole.yml").read_text())  # one List of the two
     for role in roles["items"]:
-        role["rules"] = [r for r in (predicate(rule) for rule in role["rules"]) if r is not None]
+        changed = [predicate(rule) for rule in role["rules"]]
+        role["rules"] = [r for c in changed if c is not None for r in (c if isinstance(c, list) else [c])]
     return yaml.safe_dump(roles)
 
 
@@ -71,9 +73,12 @@ def _drop_crd_read(rule):
 
 
 def _drop_service_patch(rule):
+    """patch taken away from services only, in every rule that grants it (teg-istio's, and teg-istio-install's
+    for the Services of Istio's charts); the rule's other resources keep every verb."""
     if "services" in rule["resources"] and "patch" in rule["verbs"]:
-        assert rule["resources"] == ["services"], rule  # the edit takes patch away from services only
-        return dict(rule, verbs=[v for v in rule["verbs"] if v != "patch"])
+        others = [r for r in rule["resources"] if r != "services"]
+        services = dict(rule, resources=["services"], verbs=[v for v in rule["verbs"] if v != "patch"])
+        return [services] + ([dict(rule, resources=others)] if others else [])
     return rule
 
 
