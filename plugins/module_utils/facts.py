@@ -24,6 +24,8 @@ GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 # Field paths in the EnvoyProxy CRD schema that decide what the roles may write.
 POD_ANNOTATIONS_PATH = ("spec", "provider", "kubernetes", "envoyDeployment", "pod", "annotations")
 ROUTING_TYPE_PATH = ("spec", "routingType")
+# Envoy Gateway v1.0 and later drain their Envoy pods on shutdown, as this part of the EnvoyProxy sets.
+SHUTDOWN_PATH = ("spec", "shutdown")
 
 
 def _schema_has(schema, path):
@@ -84,14 +86,14 @@ def _envoyproxy_facts(client, discovery, schema):
     if not group:
         return None
     facts = {"api_version": "%s/%s" % (group, version), "group": group, "pod_annotations": None,
-             "routing_type": None}
+             "routing_type": None, "shutdown": None}
     if schema:
         crd_name = "envoyproxies.%s" % group
         with api_errors("read", describe("CustomResourceDefinition", crd_name)):
             crd = _get_json(client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s" % crd_name)
         served = _served_schema(crd, version)
         facts.update(pod_annotations=_schema_has(served, POD_ANNOTATIONS_PATH),
-                     routing_type=_schema_has(served, ROUTING_TYPE_PATH))
+                     routing_type=_schema_has(served, ROUTING_TYPE_PATH), shutdown=_schema_has(served, SHUTDOWN_PATH))
     return facts
 
 

@@ -41,6 +41,11 @@ def describe(kind, name, namespace=None):
 
 # The sidecar container Istio's injector adds: a regular container, or a native sidecar (an init container
 # with restartPolicy Always) on Kubernetes versions that have them.
+# The Envoy pods' annotations by which their sidecar outlives Envoy's drain (teg_istio_prep_sidecar_drain):
+# Istio's per-pod switch to a native (restartable init container) sidecar, and its per-pod proxy config.
+NATIVE_SIDECAR_ANNOTATION = "sidecar.istio.io/nativeSidecar"
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+DRAIN_ANNOTATIONS = (NATIVE_SIDECAR_ANNOTATION, PROXY_CONFIG_ANNOTATION)
 SIDECAR_CONTAINER = "istio-proxy"
 
 

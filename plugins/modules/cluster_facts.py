@@ -137,6 +137,9 @@ cluster:
         routing_type:
           description: The schema has C(spec.routingType) (Envoy Gateway v1.1 and later).
           type: bool
+        shutdown:
+          description: The schema has C(spec.shutdown), the drain of the Envoy pods on shutdown (Envoy Gateway v1.0 and later).
+          type: bool
     gateway_api:
       description: The Gateway API, or C(null) when C(gatewayclasses) is not served.
       type: dict

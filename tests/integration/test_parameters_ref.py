@@ -53,7 +53,8 @@ def test_prep_expose_verify_and_both_teardowns_use_the_envoyproxy_in_default(unq
     cluster = unqualified
     role(play, "teg_istio_prep")
     pod = envoyproxy(cluster)["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]
-    assert pod["annotations"] == {ANNOTATION: ""}
+    # With the native-sidecar annotation teg_istio_prep_sidecar_drain auto adds on this flavour.
+    assert pod["annotations"] == {ANNOTATION: "", "sidecar.istio.io/nativeSidecar": "true"}
 
     role(play, "expose_app", **SAMPLE)
     assert envoyproxy(cluster)["spec"]["routingType"] == "Service"

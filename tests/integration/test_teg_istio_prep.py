@@ -25,6 +25,12 @@ GC_API = {"current": "gateway.networking.k8s.io/v1", "legacy": "gateway.networki
 # What mode auto resolves to on each flavour, and the EnvoyProxy that then carries the annotation.
 AUTO_MODE = {"current": "merge", "legacy": "create"}[MATRIX]
 TARGET_EP = {"current": "teg-envoy-proxy", "legacy": "data-plane-sidecars"}[MATRIX]
+NATIVE = "sidecar.istio.io/nativeSidecar"
+PROXY_CONFIG = "proxy.istio.io/config"
+# What teg_istio_prep_sidecar_drain auto adds on each flavour (module_utils/_teg_istio_prep/drain.py): Envoy
+# Gateway v1.9 drains its Envoy pods and Kubernetes 1.34 with an Istio >= 1.24 (or none known) runs native
+# sidecars; Envoy Gateway v0.5 has no spec.shutdown (no drain), so nothing.
+DRAIN = {"current": {NATIVE: "true"}, "legacy": {}}[MATRIX]
 
 
 def fixture_object(kind, name):
@@ -172,7 +178,65 @@ def test_annotations_already_on_the_envoyproxy_are_kept(fresh, play):
     assert run.recap()["changed"] == 1
     [write] = run.writes
     assert write["verb"] == "patch" and TARGET_EP in write["requestURI"]
-    assert pod_annotations(envoyproxy(cluster, TARGET_EP)) == {"example.com/keep": "yes", ANNOTATION: ""}
+    assert pod_annotations(envoyproxy(cluster, TARGET_EP)) == dict(DRAIN, **{"example.com/keep": "yes", ANNOTATION: ""})
+
+
+def drain_annotations(ep):
+    return {k: v for k, v in pod_annotations(ep).items() if k in (NATIVE, PROXY_CONFIG)}
+
+
+def test_the_envoy_pods_get_the_sidecar_drain_and_a_second_run_writes_nothing(fresh, play):
+    """teg_istio_prep_sidecar_drain auto, from the versions the cluster shows: native sidecars on the current
+    flavour, nothing on the legacy one (Envoy Gateway v0.5 does not drain); teardown takes it back."""
+    cluster = fresh
+    run = run_role(play)
+    assert run.rc == 0, run.output[-3000:]
+    assert drain_annotations(envoyproxy(cluster, TARGET_EP)) == DRAIN
+    again = run_role(play)
+    assert again.rc == 0, again.output[-3000:]
+    assert again.writes == [], again.describe_writes()
+    assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0
+    # Legacy: the EnvoyProxy the role made is gone; current: TEG's is left without what was added.
+    assert NATIVE not in json.dumps(envoyproxy(cluster, TARGET_EP, check=False) or {})
+    assert run_role(play).rc == 0
+
+
+@pytest.mark.skipif(MATRIX != "current", reason="Envoy Gateway v0.5 has no spec.shutdown: drain_duration is refused")
+def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_takes_back_only_it(fresh, play):
+    cluster = fresh
+    assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0  # no native annotation left from auto
+    mine = "holdApplicationUntilProxyStarts: true\n"
+    patch = {"spec": {"shutdown": {"drainTimeout": "1m30s"}, "provider": {"type": "Kubernetes", "kubernetes": {
+        "envoyDeployment": {"pod": {"annotations": {PROXY_CONFIG: mine}}}}}}}
+    cluster.kubectl("patch", f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS, "--type=merge", "-p", json.dumps(patch))
+    try:
+        wanted = {"teg_istio_prep_sidecar_drain": "drain_duration"}
+        run = run_role(play, wanted)
+        assert run.rc == 0, run.output[-3000:]
+        annotations = drain_annotations(envoyproxy(cluster, TARGET_EP))
+        assert list(annotations) == [PROXY_CONFIG]
+        assert json.loads(annotations[PROXY_CONFIG]) == {"holdApplicationUntilProxyStarts": True,
+                                                         "terminationDrainDuration": "90s"}
+        again = run_role(play, wanted)
+        assert again.rc == 0 and again.writes == [], again.describe_writes()
+        # Teardown takes back the drain and keeps the rest of that annotation.
+        assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0
+        assert drain_annotations(envoyproxy(cluster, TARGET_EP)) == {
+            PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true}'}
+    finally:
+        undo = {"spec": {"shutdown": None, "provider": {"type": "Kubernetes", "kubernetes": None}}}
+        cluster.kubectl("patch", f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS, "--type=merge", "-p", json.dumps(undo))
+    assert run_role(play).rc == 0
+
+
+@pytest.mark.skipif(MATRIX != "legacy", reason="the refusals of Envoy Gateway v0.5 with Istio 1.19")
+def test_on_envoy_gateway_v0_5_with_istio_1_19_neither_cure_applies(fresh, play):
+    run = run_role(play, {"teg_istio_prep_sidecar_drain": "drain_duration"}, env=JSON_CALLBACK)
+    assert_refused(run, ["teg_istio_prep_sidecar_drain drain_duration", "no spec.shutdown"], ["set it to auto or none"])
+    run = run_role(play, {"teg_istio_prep_sidecar_drain": "native", "teg_istio_prep_istio_version": "1.19.10"},
+                   env=JSON_CALLBACK)
+    assert_refused(run, ["Istio 1.19 has no per-pod sidecar.istio.io/nativeSidecar"],
+                   ["set it to auto or drain_duration"])
 
 
 def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(fresh, play, tmp_path):
@@ -223,8 +287,14 @@ def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(f
      [f"Service {NS}/envoy-ratelimit has no port 8099 (its ports: 8081)"], ["teg_istio_prep_ratelimit_service_port"]),
     ({"teg_istio_prep_pod_annotations": {ANNOTATION: None}}, [ANNOTATION, "must be a string"],
      ['write "" for an empty value']),
+    ({"teg_istio_prep_pod_annotations": {ANNOTATION: "", PROXY_CONFIG: "{}"}},
+     ["teg_istio_prep_pod_annotations sets proxy.istio.io/config", "teg_istio_prep_sidecar_drain auto manages"],
+     ["set teg_istio_prep_sidecar_drain to none"]),
+    ({"teg_istio_prep_sidecar_drain": "native", "teg_istio_prep_istio_version": "1.23.5"},
+     ["teg_istio_prep_sidecar_drain native", "Istio 1.23 has no per-pod sidecar.istio.io/nativeSidecar"],
+     ["set it to auto or drain_duration"]),
 ], ids=["namespace-missing", "gatewayclass-missing", "service-missing", "port-missing", "port-name-missing",
-        "ratelimit-port-missing", "null-annotation"])
+        "ratelimit-port-missing", "null-annotation", "drain-annotation-clash", "native-istio-too-old"])
 def test_bad_input_is_refused_before_any_write(fresh, play, extra_vars, cause, fix):
     # A fresh-cluster state is not needed: each case stops in preflight, which every state passes through.
     assert_refused(run_role(play, extra_vars, env=JSON_CALLBACK), cause, fix)

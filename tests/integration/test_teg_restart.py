@@ -242,7 +242,8 @@ def test_an_envoy_deployment_made_after_the_restart_with_injected_pods_is_left_a
     assert run().rc == 0  # every other Deployment carries the current trigger
     version = mesh.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
     wanted = {k: v for k, v in _envoyproxy_pod_annotations(mesh).items()
-              if k == "traffic.sidecar.istio.io/includeInboundPorts"}
+              if k in ("traffic.sidecar.istio.io/includeInboundPorts", "sidecar.istio.io/nativeSidecar",
+                       "proxy.istio.io/config")}
     labels = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
               "app.kubernetes.io/managed-by": "envoy-gateway", "gateway.envoyproxy.io/owning-gateway-name": "apps"}
     injected = _deployment("envoy-apps-4567cdef", NS, labels=labels, pod_spec={"containers": [

@@ -61,17 +61,19 @@ def _workload_key(kubernetes):
     return "envoyDaemonSet" if (kubernetes or {}).get("envoyDaemonSet") is not None else "envoyDeployment"
 
 
-def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, state="present"):
+def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, state="present",
+                                     replace=None):
     """Definition that gives the Envoy pods of an EnvoyProxy the pod `annotations`.
 
     `envoyproxy` is the object as read, or None/{} when it does not exist: then the whole new
     EnvoyProxy (labelled managed-by teg.istio) is returned. For an existing one, only the missing or
     different annotations are returned as a merge patch, so every other setting and annotation stays.
     With state="absent" (teardown), the merge patch that removes those of `annotations` the
-    EnvoyProxy carries, and {} when it carries none or does not exist."""
+    EnvoyProxy carries (and sets those of `replace` it carries to their new value), and {} when it carries
+    none or does not exist."""
     _check_annotations(annotations)
     if state == "absent":
-        return _annotations_removal(envoyproxy, annotations, api_version, name, namespace)
+        return _annotations_removal(envoyproxy, annotations, api_version, name, namespace, replace or {})
     if not envoyproxy:
         return {
             "apiVersion": api_version, "kind": "EnvoyProxy",
@@ -97,17 +99,18 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
     }
 
 
-def _annotations_removal(envoyproxy, annotations, api_version, name, namespace):
+def _annotations_removal(envoyproxy, annotations, api_version, name, namespace, replace):
     kubernetes = (((envoyproxy or {}).get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
     workload = _workload_key(kubernetes)
     pod = (kubernetes.get(workload) or {}).get("pod") or {}
     current = pod.get("annotations") or {}
     present = {key: None for key in annotations if key in current}
+    present.update((key, value) for key, value in replace.items() if key in current and current[key] != value)
     if not present:
         return {}
     # Leave no empty maps behind: null the highest level that would hold nothing else, so the
     # EnvoyProxy reads as it did before the annotations were added.
-    if len(present) < len(current):
+    if len(present) < len(current) or any(value is not None for value in present.values()):
         change = {workload: {"pod": {"annotations": present}}}
     elif len(pod) > 1:
         change = {workload: {"pod": {"annotations": None}}}

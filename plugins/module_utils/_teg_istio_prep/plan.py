@@ -12,6 +12,10 @@ __metaclass__ = type
 
 from ansible_collections.teg.istio.plugins.module_utils._diffs import merge_patch_diff
 from ansible_collections.teg.istio.plugins.module_utils._gatewayclass_parameters import ref_after_absent
+from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain import (
+    decide_drain,
+    drain_annotations_after_teardown,
+)
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches import (
     envoyproxy_pod_annotations_patch,
     injection_labels_patch,
@@ -143,6 +147,14 @@ def _merge_errors(facts, settings):
     return []
 
 
+def _istio_version(facts, settings):
+    """The Istio version the Envoy pods will be injected by: the one set (the version istio_install installs),
+    else the running istiod's image tag; None when neither tells."""
+    if settings["istio_version"]:
+        return settings["istio_version"]
+    return ((facts.get("istio") or {}).get("istiod") or {}).get("version")
+
+
 def decide_present(facts, read, settings, check_mode):
     """(decisions, errors): what step 1 writes, from the facts (cluster_facts' `cluster` with the
     GatewayClass) and the read of read_present()."""
@@ -176,9 +188,16 @@ def decide_present(facts, read, settings, check_mode):
         return None, ["%s has provider type %s; pod annotations need type Kubernetes: choose another EnvoyProxy "
                       "(teg_istio_prep_envoyproxy_name with mode create)" % (where, provider.get("type"))]
 
+    drain, errors = decide_drain(settings["sidecar_drain"], envoyproxy, where, _istio_version(facts, settings),
+                                 facts.get("kubernetes_version"), facts["envoyproxy"].get("shutdown"),
+                                 settings["pod_annotations"])
+    if errors:
+        return None, errors
+    annotations = dict(settings["pod_annotations"], **drain["annotations"])
+
     api_version = facts["envoyproxy"]["api_version"]
     namespace_patch = injection_labels_patch(_first(read, "namespace"), settings["revision"])
-    envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, settings["pod_annotations"], api_version,
+    envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version,
                                                         target["name"], target["namespace"])
     port = _port_matches(_first(read, "service"), settings)[1][0]
     wanted_ref = {"group": group, "kind": "EnvoyProxy", "name": target["name"], "namespace": target["namespace"]}
@@ -189,6 +208,10 @@ def decide_present(facts, read, settings, check_mode):
         # One kubernetes.core.k8s call (state present, merge): the namespace exists (read above), the
         # EnvoyProxy may have to be created.
         "objects": [d for d in (namespace_patch, envoyproxy_patch) if d],
+        # What the Envoy pods carry once written: the role's annotations and how their sidecar outlives
+        # Envoy's drain (module_utils/_teg_istio_prep/drain.py).
+        "pod_annotations": annotations,
+        "sidecar_drain": {"mode": drain["mode"], "reason": drain["reason"]},
         "service_port": port.get("appProtocol") != settings["app_protocol"],
         # Hop 4b of docs/traffic-simulation.md: without it envoy-ratelimit's sidecar refuses the Envoy pods'
         # TLS under STRICT. Envoy Gateway server-side-applies that Service without appProtocol, so the field
@@ -227,7 +250,7 @@ def _labels_after(namespace, patch):
 def predictions(facts, read, settings, decisions):
     """What step 1 leaves for the later roles to see, before it is written (check mode, site plan)."""
     namespace_patch = next((d for d in decisions["objects"] if d["kind"] == "Namespace"), None)
-    annotations = dict(settings["pod_annotations"])
+    annotations = dict(decisions["pod_annotations"])
     return {
         "teg_namespace": {"name": settings["namespace"],
                           "labels": _labels_after(_first(read, "namespace"), namespace_patch)},
@@ -244,7 +267,12 @@ def predictions(facts, read, settings, decisions):
 def plan(view, settings, predicted, check_mode):
     if settings["state"] == "absent":
         return teardown(view, settings)
-    facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"envoyproxy_schema"})
+    # The versions decide how the sidecar outlives Envoy's drain: the API server's, and istiod's when
+    # teg_istio_prep_istio_version (or istio_install_version) does not say which Istio will run.
+    parts = {"envoyproxy_schema", "version"}
+    if settings["sidecar_drain"] in ("auto", "native") and not settings["istio_version"]:
+        parts.add("istiod")
+    facts = view.facts(gatewayclass=settings["gatewayclass"], parts=parts)
     read = view.read(facts, read_present(settings))
     decisions, errors = decide_present(facts, read, settings, check_mode)
     if errors:
@@ -286,10 +314,14 @@ def decide_absent(facts, read, referenced, settings):
     owned_names = set((o["metadata"]["namespace"], o["metadata"]["name"]) for o in owned)
     patches = []
     if referenced and (referenced["metadata"]["namespace"], referenced["metadata"]["name"]) not in owned_names:
-        removal = envoyproxy_pod_annotations_patch(referenced, settings["pod_annotations"],
-                                                   facts["envoyproxy"]["api_version"],
-                                                   referenced["metadata"]["name"], referenced["metadata"]["namespace"],
-                                                   "absent")
+        name, namespace = referenced["metadata"]["name"], referenced["metadata"]["namespace"]
+        remove, replace = [], {}
+        if settings["sidecar_drain"] != "none":
+            remove, replace = drain_annotations_after_teardown(referenced, describe("EnvoyProxy", name, namespace))
+        removal = envoyproxy_pod_annotations_patch(referenced, dict(settings["pod_annotations"],
+                                                                    **dict.fromkeys(remove, "")),
+                                                   facts["envoyproxy"]["api_version"], name, namespace, "absent",
+                                                   replace)
         if removal:
             patches.append(removal)
     namespace = _first(read, "namespace")

@@ -13,6 +13,7 @@ __metaclass__ = type
 import hashlib
 import json
 
+from ansible_collections.teg.istio.plugins.module_utils.names import DRAIN_ANNOTATIONS
 from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     TRIGGER_ANNOTATION,
     already_injected,
@@ -26,10 +27,13 @@ from ansible_collections.teg.istio.plugins.module_utils.rollout import (
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
 
 
-def trigger(namespace_labels, include_inbound, istiod):
+def trigger(namespace_labels, include_inbound, istiod, drain=None):
     """The restart trigger: sha256 of the JSON (keys sorted) of what the restarted pods pick up. An absent
     annotation (None) and the empty string stay apart. The same value the role computed in YAML before
-    (to_json(sort_keys=true) | hash('sha256')), so that an upgrade of the collection restarts nothing."""
+    (to_json(sort_keys=true) | hash('sha256')), so that an upgrade of the collection restarts nothing.
+    `drain`: the sidecar-drain annotations the EnvoyProxy gives the Envoy pods (teg_istio_prep_sidecar_drain,
+    module_utils/_teg_istio_prep/drain.py), hashed only when there are any, so that pods restarted
+    before they existed are not restarted for nothing."""
     istiod = istiod or {}
     value = {
         "injection": {"istio-injection": (namespace_labels or {}).get("istio-injection"),
@@ -37,6 +41,8 @@ def trigger(namespace_labels, include_inbound, istiod):
         "includeInboundPorts": include_inbound,
         "istiod": {"revision": istiod.get("revision"), "version": istiod.get("version")},
     }
+    if drain:
+        value["sidecarDrain"] = drain
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -103,9 +109,10 @@ def decide(facts, read, settings, predicted, check_mode):
     annotations = _pod_annotations((facts.get("gatewayclass") or {}).get("envoyproxy"))
     if "envoyproxy_pod_annotations" in predicted:
         annotations = dict(annotations, **predicted["envoyproxy_pod_annotations"])
-    value = trigger(labels, annotations.get(INCLUDE_INBOUND), istiod)
+    drain = dict((key, annotations[key]) for key in DRAIN_ANNOTATIONS if key in annotations)
+    value = trigger(labels, annotations.get(INCLUDE_INBOUND), istiod, drain)
     # The same settings, unhashed: what a restart would make of the pods.
-    injection = wanted_injection(labels, istiod, {INCLUDE_INBOUND: annotations.get(INCLUDE_INBOUND)})
+    injection = wanted_injection(labels, istiod, dict(drain, **{INCLUDE_INBOUND: annotations.get(INCLUDE_INBOUND)}))
     deployments = read["deployments"]["resources"]
     data_plane = read["data plane"]["resources"] if settings["data_plane"] else None
     current = set()

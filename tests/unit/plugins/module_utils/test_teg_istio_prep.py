@@ -144,7 +144,8 @@ SETTINGS = {
     "state": "present", "namespace": NS, "revision": "", "gatewayclass": "teg", "service": "envoy-gateway",
     "service_port": 18000, "service_port_name": "", "app_protocol": "tls", "ratelimit_service": "envoy-ratelimit",
     "ratelimit_service_port": 8081, "envoyproxy_mode": "create", "envoyproxy_name": "data-plane-sidecars",
-    "pod_annotations": {"traffic.sidecar.istio.io/includeInboundPorts": ""},
+    "pod_annotations": {"traffic.sidecar.istio.io/includeInboundPorts": ""}, "sidecar_drain": "auto",
+    "istio_version": "",
 }
 FACTS = {
     "envoyproxy": {"api_version": "gateway.envoyproxy.io/v1alpha1", "group": "gateway.envoyproxy.io",

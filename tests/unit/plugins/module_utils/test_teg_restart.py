@@ -171,3 +171,35 @@ def test_the_plan_leaves_an_injected_envoy_deployment_alone_and_restarts_a_stale
     assert decisions["restarts"] == [] and decisions["restart"] is False
     forced, _errors, _warnings = decide(facts, read, dict(settings, force=True), {}, False)
     assert forced["restarts"] == NAMES + ["envoy-apps"]
+
+
+def test_the_sidecar_drain_annotation_changes_the_trigger_and_what_the_pods_must_carry():
+    """teg_istio_prep_sidecar_drain's annotation on the EnvoyProxy (its value or its arrival) restarts the TEG
+    Deployments once, and an Envoy pod without it is not taken for one injected as wanted; without any, the
+    trigger is the one of before, so an upgrade of the collection alone restarts nothing."""
+    labels = {"istio-injection": "enabled"}
+    istiod = {"revision": "default", "version": "1.29.6"}
+    before = trigger(labels, "", istiod)
+    assert trigger(labels, "", istiod, {}) == before
+    native = trigger(labels, "", istiod, {"sidecar.istio.io/nativeSidecar": "true"})
+    drain = trigger(labels, "", istiod, {"proxy.istio.io/config": '{"terminationDrainDuration":"60s"}'})
+    assert len({before, native, drain}) == 3
+    annotations = {INBOUND: "", "sidecar.istio.io/nativeSidecar": "true"}
+    facts = {"istio": {"istiod": istiod}, "gatewayclass": {"envoyproxy": {"spec": {"provider": {"kubernetes": {
+        "envoyDeployment": {"pod": {"annotations": annotations}}}}}}}}
+    read = {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system", "labels": labels}}]},
+            "deployments": {"resources": [deployment(n, trigger=before) for n in NAMES] + [envoy()]},
+            "data plane": {"resources": [envoy()]},
+            "data plane pods": {"resources": [pod()]}}
+    settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": True, "force": False,
+                "wait": True, "require_istiod": True}
+    decisions, errors, _warnings = decide(facts, read, settings, {}, False)
+    assert errors == []
+    assert decisions["trigger"] == native
+    assert decisions["injection"]["pod_annotations"] == annotations
+    # The pod of envoy-apps lacks the annotation: restarted with the control plane.
+    assert decisions["restarts"] == NAMES + ["envoy-apps"]
+    # Predicted by teg_istio_prep's plan before it is written: the same.
+    facts["gatewayclass"]["envoyproxy"] = None
+    predicted, _errors, _warnings = decide(facts, read, settings, {"envoyproxy_pod_annotations": annotations}, False)
+    assert predicted["trigger"] == native

@@ -22,14 +22,15 @@ def _crd(relative):
         return next(d for d in yaml.safe_load_all(fh) if d and d.get("kind") == "CustomResourceDefinition")
 
 
-@pytest.mark.parametrize("relative, pod_annotations, routing_type", [
-    ("envoy-gateway-v1.9.0/gateway.envoyproxy.io_envoyproxies.yaml", True, True),
-    ("envoy-gateway-v0.5.0/config.gateway.envoyproxy.io_envoyproxies.yaml", True, False),
+@pytest.mark.parametrize("relative, pod_annotations, routing_type, shutdown", [
+    ("envoy-gateway-v1.9.0/gateway.envoyproxy.io_envoyproxies.yaml", True, True, True),
+    ("envoy-gateway-v0.5.0/config.gateway.envoyproxy.io_envoyproxies.yaml", True, False, False),
 ])
-def test_schema_features_of_the_real_envoyproxy_crds(relative, pod_annotations, routing_type):
+def test_schema_features_of_the_real_envoyproxy_crds(relative, pod_annotations, routing_type, shutdown):
     schema = cf._served_schema(_crd(relative), "v1alpha1")
     assert cf._schema_has(schema, cf.POD_ANNOTATIONS_PATH) is pod_annotations
     assert cf._schema_has(schema, cf.ROUTING_TYPE_PATH) is routing_type
+    assert cf._schema_has(schema, cf.SHUTDOWN_PATH) is shutdown
 
 
 def test_a_schema_without_pod_is_an_envoy_gateway_older_than_v0_4():
@@ -144,7 +145,8 @@ def test_the_return_documentation_names_every_key_the_contract_has():
     documented = yaml.safe_load(cluster_facts.RETURN)["cluster"]["contains"]
     assert set(documented) == {"kubernetes_version", "envoyproxy", "gateway_api", "istio", "gatewayclass",
                                "namespace_exists"}
-    assert set(documented["envoyproxy"]["contains"]) == {"api_version", "group", "pod_annotations", "routing_type"}
+    assert set(documented["envoyproxy"]["contains"]) == {
+        "api_version", "group", "pod_annotations", "routing_type", "shutdown"}
     assert set(documented["istio"]["contains"]) == {"virtualservice_api_version", "peerauthentication_api_version",
                                                     "istiod"}
     assert set(documented["istio"]["contains"]["istiod"]["contains"]) == {"namespace", "name", "version", "revision"}
