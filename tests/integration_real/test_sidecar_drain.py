@@ -28,7 +28,8 @@ def site(play, cluster):
     # The site vars force STRICT for the stand-in controllers, whose pods never get sidecars; here they do.
     run = play("site.yml", extra_vars={"strict_mtls_force": False})
     assert run.rc == 0, run.output[-4000:]
-    return run
+    yield run
+    cluster.localcp("reset")  # the next module starts from a fresh cluster
 
 
 def _envoy_pods(cluster, wanted, timeout=240):
