@@ -48,6 +48,8 @@ def render():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] not in ([], ["--check"]):
+        sys.exit("usage: tools/roles_doc.py [--check]")
     text = render()
     if "--check" in sys.argv:
         if not OUT.exists() or OUT.read_text() != text:
