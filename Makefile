@@ -103,7 +103,7 @@ simulate: venv  ## traffic proof: every hop of the request through the generated
 simulate-build: venv  ## only build the traffic suite into the build cache (a CI step before simulate)
 	$(BIN)/python tests/simulate/run.py build
 
-bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps
+bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps vs site.yml on three clusters in one run
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)
 
 molecule: molecule-localcp-$(MATRIX)  ## molecule scenario localcp (MATRIX=current|legacy): check, converge, idempotence, verify

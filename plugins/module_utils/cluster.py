@@ -35,13 +35,44 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions imp
 from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError  # noqa: F401  pylint: disable=unused-import
 
 
-def api_error_message(exc, action, what):
-    """One line for an API failure while doing `action` ("patch", "read", …) to `what`."""
+# The play host's variables that playbooks/site.yml, verify.yml and teardown.yml give the connection options of
+# every Kubernetes call (module_defaults group/teg.istio.istio; README.md, "Many clusters"): option -> variable.
+HOST_VARIABLES = (("kubeconfig", "teg_istio_kubeconfig"), ("context", "teg_istio_context"), ("host", "teg_istio_host"),
+                  ("api_key", "teg_istio_api_key"), ("ca_cert", "teg_istio_ca_cert"),
+                  ("validate_certs", "teg_istio_validate_certs"))
+
+
+def connection_variables(params, defined):
+    """{option: host variable} for the connection options set in `params` whose host variable is among `defined`
+    (the variable names the play host has): what a connection message names so that a fleet run says which
+    inventory variable to fix instead of K8S_AUTH_*."""
+    return dict((option, variable) for option, variable in HOST_VARIABLES
+                if variable in defined and params.get(option) not in (None, ""))
+
+
+def _server_hint(params, variables):
+    """Where to look when the API server cannot be reached: the host variable that set the address or the
+    kubeconfig, else K8S_AUTH_HOST / the kubeconfig."""
+    if "host" in variables:
+        return "check %s (%s)" % (variables["host"], params["host"])
+    if "kubeconfig" in variables:
+        context = " (context %s, %s)" % (params["context"], variables["context"]) if "context" in variables else ""
+        return "check the server address in %s (%s)%s" % (variables["kubeconfig"], params["kubeconfig"], context)
+    return "check K8S_AUTH_HOST / the kubeconfig server address"
+
+
+def api_error_message(exc, action, what, params=None, variables=None):
+    """One line for an API failure while doing `action` ("patch", "read", …) to `what`; `variables`
+    (connection_variables) names the host variables that set the connection options in `params`."""
     status = getattr(exc, "status", None)
     reason = _api_reason(exc)
+    variables = variables or {}
     if status == 401:
+        credentials = ("%s / %s" % (variables["api_key"], variables.get("kubeconfig", "the kubeconfig"))
+                       if "api_key" in variables else
+                       "K8S_AUTH_API_KEY / %s" % variables.get("kubeconfig", "the kubeconfig"))
         return ("the API server rejected the credentials (401 Unauthorized) while trying to %s %s: "
-                "check the token or client certificate in K8S_AUTH_API_KEY / the kubeconfig" % (action, what))
+                "check the token or client certificate in %s" % (action, what, credentials))
     if status == 403:
         return ("forbidden (403) to %s %s: %s; grant that verb on that resource to the identity running "
                 "the playbook (see docs/rbac.md)" % (action, what, reason))
@@ -49,9 +80,9 @@ def api_error_message(exc, action, what):
         return "%s not found (404) while trying to %s it" % (what, action)
     if status == 422 or status == 400:
         return "the API server refused to %s %s (%s): %s" % (action, what, status, reason)
-    if isinstance(exc, (Urllib3HTTPError, OSError)) or status is None:
-        return ("cannot reach the Kubernetes API server to %s %s: %s; check K8S_AUTH_HOST / the kubeconfig "
-                "server address and that the API server is running" % (action, what, _first_line(exc)))
+    if _unreachable(exc):
+        return ("cannot reach the Kubernetes API server to %s %s: %s; %s and that the API server is running"
+                % (action, what, _first_line(exc), _server_hint(params or {}, variables)))
     return "failed to %s %s (%s): %s" % (action, what, status, reason)
 
 
@@ -59,21 +90,24 @@ def connect(module):
     """The API client the kubernetes.core way (K8S_AUTH_*, kubeconfig, context, module_defaults), with a
     connection settings problem (no kubeconfig, a context it does not have) as one line naming the
     cause and the fix."""
+    # The host variables behind the options, where the in-process action knows them (plugin_utils/_inprocess.py).
+    variables = getattr(module, "connection_variables", None) or {}
     try:
         # The client's discovery asks the API server for its version when the client is built.
         with api_errors("read", "its version and API groups"):
             return get_api_client(module)
     except CoreException as exc:
-        raise TegIstioError(connection_error_message(exc, module.params)) from exc
+        raise TegIstioError(connection_error_message(exc, module.params, variables)) from exc
 
 
-def _kubeconfig_source(params):
+def _kubeconfig_source(params, variables=None):
     """(path or None, how it was chosen) of the kubeconfig the client loads, as kubernetes.core picks it."""
     kubeconfig = params.get("kubeconfig")
+    option = (variables or {}).get("kubeconfig", "the kubeconfig option")
     if isinstance(kubeconfig, dict):
-        return None, "the kubeconfig option (a dict)"
+        return None, "%s (a dict)" % option
     if kubeconfig:
-        return kubeconfig, "the kubeconfig option"
+        return kubeconfig, option
     for variable in ("K8S_AUTH_KUBECONFIG", "KUBECONFIG"):
         if os.environ.get(variable):
             # KUBECONFIG may list several files; the first one names it well enough for a message.
@@ -90,25 +124,32 @@ def _context_names(path):
         return []
 
 
-def connection_error_message(exc, params):
+def connection_error_message(exc, params, variables=None):
     """One line for a failure to build the API client from the connection settings in `params` (a
-    module's parameters) and the environment: what is wrong, with which file, and what to set."""
+    module's parameters) and the environment: what is wrong, with which file, and what to set; `variables`
+    (connection_variables) names the host variables that set the options."""
     text = str(exc)
     text = text.split("Could not create API client: ", 1)[-1]
-    path, chosen = _kubeconfig_source(params)
+    variables = variables or {}
+    path, chosen = _kubeconfig_source(params, variables)
     context = params.get("context") or os.environ.get("K8S_AUTH_CONTEXT")
     where = "kubeconfig %s (from %s)" % (path, chosen) if path else chosen
+    kubeconfig_setting = variables.get("kubeconfig", "K8S_AUTH_KUBECONFIG")
     if context and "Expected object with name %s in" % context in text and "contexts" in text:
         names = _context_names(path) if path else []
-        return ("context %s is not in %s: set K8S_AUTH_CONTEXT (or the context option) to one of its contexts (%s), "
+        return ("context %s is not in %s: set %s to one of its contexts (%s), "
                 "or leave it unset to use the kubeconfig's current context"
-                % (context, where, ", ".join(names) or "it has none"))
+                % (context, where, variables.get("context", "K8S_AUTH_CONTEXT (or the context option)"),
+                   ", ".join(names) or "it has none"))
     if "No configuration found" in text or "File does not exist" in text or (path and not os.path.exists(path)):
+        if "kubeconfig" in variables:
+            return ("no Kubernetes connection settings: %s does not exist or is empty; set %s to a kubeconfig file, "
+                    "or teg_istio_host with teg_istio_api_key" % (where, kubeconfig_setting))
         return ("no Kubernetes connection settings: %s does not exist or is empty, and K8S_AUTH_HOST is not set; "
                 "set K8S_AUTH_KUBECONFIG (or KUBECONFIG) to a kubeconfig file, or K8S_AUTH_HOST with "
                 "K8S_AUTH_API_KEY" % where)
-    return ("cannot load the Kubernetes connection settings from %s: %s; fix that file or point K8S_AUTH_KUBECONFIG "
-            "at another one" % (where, _first_line(text)))
+    return ("cannot load the Kubernetes connection settings from %s: %s; fix that file or point %s "
+            "at another one" % (where, _first_line(text), kubeconfig_setting))
 
 
 def _api_reason(exc):
@@ -228,6 +269,30 @@ def envoyproxy_group_version(client, discovery=None):
     return None, None
 
 
+class ConnectionSettingsError(TegIstioError):
+    """An API request that failed because of the connection settings (the server cannot be reached, the
+    credentials were rejected), wherever in a module it happened. Its message names K8S_AUTH_*; the runner of
+    the module, which alone knows the play host's variables behind the options (plugin_utils/_inprocess.py),
+    words it again with `message_for`."""
+
+    def __init__(self, exc, action, what):
+        self.cause, self.action, self.what = exc, action, what
+        super(ConnectionSettingsError, self).__init__(api_error_message(exc, action, what))
+
+    def message_for(self, params, variables):
+        return api_error_message(self.cause, self.action, self.what, params, variables)
+
+
+def _unreachable(exc):
+    """True when the request never got an HTTP answer the other branches of api_error_message word."""
+    status = getattr(exc, "status", None)
+    return status not in (401, 403, 404, 400, 422) and (isinstance(exc, (Urllib3HTTPError, OSError)) or status is None)
+
+
+def _is_connection_failure(exc):
+    return getattr(exc, "status", None) == 401 or _unreachable(exc)
+
+
 @contextlib.contextmanager
 def api_errors(action, what):
     """Turn a failed API request inside the block into TegIstioError carrying the one-line message of
@@ -235,6 +300,8 @@ def api_errors(action, what):
     try:
         yield
     except (DynamicApiError, Urllib3HTTPError, OSError) as exc:
+        if _is_connection_failure(exc):
+            raise ConnectionSettingsError(exc, action, what) from exc
         raise TegIstioError(api_error_message(exc, action, what)) from exc
 
 

@@ -20,6 +20,10 @@ of its private module_utils file) here, doing by hand what Ansible does for a mo
 - no_log: the values of no_log options (api_key, password, a kubeconfig dict) masked in the result;
 - warnings and the `invocation` block, as a module returns them.
 
+One thing a module process cannot know: which of the play host's variables (teg_istio_kubeconfig, ...) set the
+connection options, so that a connection failure names the inventory variable to fix (cluster.connect and
+cluster.ConnectionSettingsError).
+
 Otherwise it runs the module as a module process (the fallback), so the Kubernetes client then runs
 where the module runs. It can change at any time; do not use it from other collections."""
 
@@ -49,7 +53,8 @@ except ImportError:
     # The module process reports the missing library the kubernetes.core way.
     HAS_KUBERNETES = False
 
-from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError
+from ansible_collections.teg.istio.plugins.module_utils.cluster import (
+    ConnectionSettingsError, TegIstioError, connection_variables)
 
 
 class ModuleExit(Exception):
@@ -70,6 +75,8 @@ class InProcessModule(object):
         self.check_mode = check_mode
         self._diff = diff
         self.warnings = []
+        # {option: the play host's variable that set it}; cluster.connect names them in its messages.
+        self.connection_variables = {}
 
     @property
     def server_side_dry_run(self):
@@ -169,6 +176,7 @@ class InProcessAction(ActionBase):
             # (which YAML dumpers, for one, refuse).
             params = json.loads(json.dumps(params))
             module = InProcessModule(self.MODULE, params, bool(self._task.check_mode), bool(self._task.diff))
+            module.connection_variables = connection_variables(params, task_vars or {})
             outcome = self._run_module(module)
         no_log_values = validation._no_log_values
         outcome = remove_values(outcome, no_log_values)
@@ -203,5 +211,7 @@ class InProcessAction(ActionBase):
                 module.fail_from_exception(exc)
             except ModuleExit as done:
                 return done.result
+        except ConnectionSettingsError as exc:
+            return dict(exc.result, msg=exc.message_for(module.params, module.connection_variables), failed=True)
         except TegIstioError as exc:
             return dict(exc.result, msg=str(exc), failed=True)

@@ -7,11 +7,14 @@
 (c) site.yml again, with nothing to do
 (d) the expose_app role alone with 1, 10 and 100 apps (each run under its own Gateway, so runs do
     not prune each other)
+(e) site.yml on three fresh clusters in one run (README.md, "Many clusters"): the bench's cluster and two more
+    of the same flavour, each its own state directory, the hosts of one inventory; fleet3/1 = e/b, what the
+    two more clusters cost against one cluster alone
 
 Medians of --runs runs each (5 by default), the runs of a, b, c and d alternating, so that the machine's
 load at any moment weighs on all of them alike; with each ansible-playbook run the peak resident set
 size of its process tree (wait4's ru_maxrss). The results and the machine's description go to
-docs/bench-results.md; the last line is `bench: b/a=<x> c/a=<y> d100/d1=<z>`. Nothing here is asserted:
+docs/bench-results.md; the last line is `bench: b/a=<x> c/a=<y> d100/d1=<z> fleet3/1=<w>`. Nothing here is asserted:
 timings are facts to read, not tests.
 """
 
@@ -31,6 +34,7 @@ LOCALCP = [sys.executable, str(REPO / "tests" / "localcp" / "localcp.py")]
 PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 SITE_VARS = "@" + str(REPO / "tests" / "localcp" / "site-vars.yml")
 APP_COUNTS = (1, 10, 100)
+FLEET_GROUP = "bench_fleet"
 
 
 def cluster_env(state_dir):
@@ -74,6 +78,15 @@ def apps_playbook(tmp, count, run):
     return "@" + str(path)
 
 
+def fleet_inventory(tmp, state_dirs):
+    """An inventory with one host per cluster (teg_istio_kubeconfig only), in the group FLEET_GROUP."""
+    hosts = {f"cluster-{i + 1}": {"teg_istio_kubeconfig": str(Path(d) / "kubeconfig")} for i, d in enumerate(state_dirs)}
+    path = Path(tmp) / "fleet.json"
+    path.write_text(json.dumps({"all": {"children": {FLEET_GROUP: {
+        "hosts": hosts, "vars": {"ansible_python_interpreter": sys.executable}}}}}))
+    return str(path)
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -92,15 +105,23 @@ def main():
     parser.add_argument("--matrix", default=os.environ.get("MATRIX", "current"))
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    state_dir = Path(tempfile.mkdtemp(prefix="teg-istio-bench-"))
-    env = dict(os.environ, LOCALCP_DIR=str(state_dir))
-    subprocess.run([*LOCALCP, "up", "--matrix", args.matrix], env=env, check=True)
-    times = {"a": [], "b": [], "c": [], **{f"d{n}": [] for n in APP_COUNTS}}
+    # The bench's cluster first: a, b, c and d run on it; e on it and the two others.
+    state_dirs = [Path(tempfile.mkdtemp(prefix=f"teg-istio-bench-{n}-")) for n in range(3)]
+    state_dir = state_dirs[0]
+    ups = [subprocess.Popen([*LOCALCP, "up", "--matrix", args.matrix], env=dict(os.environ, LOCALCP_DIR=str(d)))
+           for d in state_dirs]
+    if any(up.wait() != 0 for up in ups):
+        for d in state_dirs:
+            subprocess.run([*LOCALCP, "down"], env=dict(os.environ, LOCALCP_DIR=str(d)), check=False)
+        raise SystemExit("bench: cluster-up failed")
+    times = {"a": [], "b": [], "c": [], **{f"d{n}": [] for n in APP_COUNTS}, "e": []}
     try:
         env = cluster_env(state_dir)
         env["MATRIX"] = args.matrix
+        others = [dict(env, LOCALCP_DIR=str(d)) for d in state_dirs[1:]]
         site = [PLAYBOOK, "playbooks/site.yml", "-e", SITE_VARS]
         with tempfile.TemporaryDirectory() as tmp:
+            fleet_site = site + ["-i", fleet_inventory(tmp, state_dirs), "-e", f"teg_istio_clusters={FLEET_GROUP}"]
             for run in range(args.runs):
                 subprocess.run([*LOCALCP, "reset"], env=env, check=True, capture_output=True)
                 times["a"].append(timed(["bash", "tests/bench/manual.sh"], env, "manual.sh"))
@@ -111,21 +132,27 @@ def main():
                     cmd = [PLAYBOOK, "tests/integration/playbooks/expose_app.yml", "-e", SITE_VARS,
                            "-e", apps_playbook(tmp, count, run)]
                     times[f"d{count}"].append(timed(cmd, env, f"expose_app with {count} apps", f"d{count}"))
+                for each in [env, *others]:
+                    subprocess.run([*LOCALCP, "reset"], env=each, check=True, capture_output=True)
+                times["e"].append(timed(fleet_site, env, "site.yml on three clusters (fresh)", "e"))
                 print(f"run {run + 1}: " + ", ".join(f"{k}={v[-1]:.1f}s" for k, v in times.items()), flush=True)
     finally:
-        subprocess.run([*LOCALCP, "down"], env=dict(os.environ, LOCALCP_DIR=str(state_dir)), check=False)
+        for d in state_dirs:
+            subprocess.run([*LOCALCP, "down"], env=dict(os.environ, LOCALCP_DIR=str(d)), check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = {"b/a": med["b"] / med["a"], "c/a": med["c"] / med["a"], "d100/d1": med["d100"] / med["d1"]}
+    ratios = {"b/a": med["b"] / med["a"], "c/a": med["c"] / med["a"], "d100/d1": med["d100"] / med["d1"],
+              "fleet3/1": med["e"] / med["b"]}
     write_results(args, med, ratios, times)
     print("peak RSS of ansible-playbook (MiB, max over the runs): "
           + ", ".join(f"{k}={max(v):.0f}" for k, v in PEAK_RSS.items()))
-    print(f"bench: b/a={ratios['b/a']:.2f} c/a={ratios['c/a']:.2f} d100/d1={ratios['d100/d1']:.2f}")
+    print(f"bench: b/a={ratios['b/a']:.2f} c/a={ratios['c/a']:.2f} d100/d1={ratios['d100/d1']:.2f} "
+          f"fleet3/1={ratios['fleet3/1']:.2f}")
 
 
 def write_results(args, med, ratios, times):
     labels = {"a": "manual procedure (kubectl + helm, manual.sh)", "b": "site.yml on a fresh cluster",
               "c": "site.yml again, nothing to do", "d1": "expose_app, 1 app", "d10": "expose_app, 10 apps",
-              "d100": "expose_app, 100 apps"}
+              "d100": "expose_app, 100 apps", "e": "site.yml on three fresh clusters in one run (an inventory)"}
     rows = "\n".join(f"| {k} | {labels[k]} | {med[k]:.1f} | {' / '.join(f'{t:.1f}' for t in times[k])} | "
                      f"{max(PEAK_RSS[k]):.0f} |" if k in PEAK_RSS else
                      f"| {k} | {labels[k]} | {med[k]:.1f} | {' / '.join(f'{t:.1f}' for t in times[k])} | |" for k in labels)
@@ -139,10 +166,11 @@ Written by `make bench` (tests/bench/bench.py) on {time.strftime('%Y-%m-%d %H:%M
 {rows}
 
 Ratios: b/a = {ratios['b/a']:.2f} (target ≤ 2.0), c/a = {ratios['c/a']:.2f} (target ≤ 0.5),
-d100/d1 = {ratios['d100/d1']:.2f} (target ≤ 2.0). The peak RSS is the largest process of the
-ansible-playbook run's tree (its workers and the module processes it starts), the maximum over the runs.
+d100/d1 = {ratios['d100/d1']:.2f} (target ≤ 2.0), fleet3/1 = e/b = {ratios['fleet3/1']:.2f} (target ≤ 1.6: three
+clusters in one run against one). The peak RSS is the largest process of the ansible-playbook run's tree (its
+workers and the module processes it starts), the maximum over the runs.
 
-`bench: b/a={ratios['b/a']:.2f} c/a={ratios['c/a']:.2f} d100/d1={ratios['d100/d1']:.2f}`
+`bench: b/a={ratios['b/a']:.2f} c/a={ratios['c/a']:.2f} d100/d1={ratios['d100/d1']:.2f} fleet3/1={ratios['fleet3/1']:.2f}`
 """
     (REPO / "docs" / "bench-results.md").write_text(text)
 
