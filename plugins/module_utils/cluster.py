@@ -32,27 +32,15 @@ except ImportError:  # reported by AnsibleK8SModule's own dependency check
 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError, api_error_line  # noqa: F401  pylint: disable=unused-import
 
 
 def api_error_message(exc, action, what):
-    """One line for an API failure while doing `action` ("patch", "read", …) to `what`."""
+    """One line for an API failure while doing `action` ("patch", "read", ...) to `what`."""
     status = getattr(exc, "status", None)
-    reason = _api_reason(exc)
-    if status == 401:
-        return ("the API server rejected the credentials (401 Unauthorized) while trying to %s %s: "
-                "check the token or client certificate in K8S_AUTH_API_KEY / the kubeconfig" % (action, what))
-    if status == 403:
-        return ("forbidden (403) to %s %s: %s; grant that verb on that resource to the identity running "
-                "the playbook (see docs/rbac.md)" % (action, what, reason))
-    if status == 404:
-        return "%s not found (404) while trying to %s it" % (what, action)
-    if status == 422 or status == 400:
-        return "the API server refused to %s %s (%s): %s" % (action, what, status, reason)
-    if isinstance(exc, (Urllib3HTTPError, OSError)) or status is None:
-        return ("cannot reach the Kubernetes API server to %s %s: %s; check K8S_AUTH_HOST / the kubeconfig "
-                "server address and that the API server is running" % (action, what, _first_line(exc)))
-    return "failed to %s %s (%s): %s" % (action, what, status, reason)
+    if isinstance(exc, (Urllib3HTTPError, OSError)) and status not in (400, 401, 403, 404, 422):
+        status = None
+    return api_error_line(status, _api_reason(exc) if status is not None else _first_line(exc), action, what)
 
 
 def connect(module):
