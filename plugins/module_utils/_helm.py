@@ -87,11 +87,27 @@ def run_helm(binary, args, env, timeout=None):
 
 
 def helm_error_line(text):
-    """The one line that says why helm failed: its last "Error: ..." line, else its first line."""
-    text = text or ""
-    errors = [line.strip()[len("Error:"):].strip() for line in text.splitlines() if line.strip().startswith("Error:")]
-    line = errors[-1] if errors else next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")
+    """The one line that says why helm failed: its last "Error: ..." line, else its first line. Where that line
+    only counts errors ("3 errors occurred:", helm's list of errors), the first error listed under it."""
+    lines = (text or "").splitlines()
+    errors = [i for i, line in enumerate(lines) if line.strip().startswith("Error:")]
+    if not errors:
+        return re.sub(r"\s+", " ", next((ln.strip() for ln in lines if ln.strip()), "unknown error"))
+    line = lines[errors[-1]].strip()[len("Error:"):].strip()
+    if re.search(r"errors? occurred:$", line):
+        listed = next((ln.strip()[1:].strip() for ln in lines[errors[-1] + 1:] if ln.strip().startswith("*")), "")
+        line = "%s %s" % (line, listed) if listed else line
     return re.sub(r"\s+", " ", line)
+
+
+# What helm (Go's net/http and client-go) says when the API server refused, dropped or never answered.
+_UNREACHABLE = re.compile(r"connection refused|connection reset|\bEOF\b|client connection lost|i/o timeout|"
+                          r"Kubernetes cluster unreachable|no such host|TLS handshake timeout", re.IGNORECASE)
+
+
+def helm_unreachable(line):
+    """True when helm's error line says the API server could not be reached (or went away mid-request)."""
+    return bool(_UNREACHABLE.search(line or ""))
 
 
 def helm_hint(line):

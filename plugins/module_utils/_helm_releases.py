@@ -21,6 +21,7 @@ from ansible_collections.teg.istio.plugins.module_utils._helm import (
     helm_environment,
     helm_error_line,
     helm_hint,
+    helm_unreachable,
     run_helm,
 )
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
@@ -142,6 +143,13 @@ def _install(module, helm, release, chart, scratch):
     rc, out, err = helm.run(args)
     if rc != 0:
         line = helm_error_line(err or out)
+        if helm_unreachable(line):
+            # helm stops where the API server went away: the release record may be left pending, which the next
+            # run names with the command that recovers it (istio_install's plan, docs/bad-input.md).
+            raise TegIstioError("cannot reach the Kubernetes API server while helm installed or upgraded release %s "
+                                "(chart %s) in namespace %s: %s; check K8S_AUTH_HOST / the kubeconfig server address "
+                                "and that the API server is running, then run again"
+                                % (release["name"], chart, helm.namespace, line))
         raise TegIstioError("helm could not install or upgrade release %s (chart %s) in namespace %s: %s; %s"
                             % (release["name"], chart, helm.namespace, line, helm_hint(line)))
 

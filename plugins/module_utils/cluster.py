@@ -32,7 +32,7 @@ except ImportError:  # reported by AnsibleK8SModule's own dependency check
 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError, api_error_line  # noqa: F401  pylint: disable=unused-import
 
 
 # The play host's variables that playbooks/site.yml, verify.yml and teardown.yml give the connection options of
@@ -62,28 +62,15 @@ def _server_hint(params, variables):
 
 
 def api_error_message(exc, action, what, params=None, variables=None):
-    """One line for an API failure while doing `action` ("patch", "read", …) to `what`; `variables`
+    """One line for an API failure while doing `action` ("patch", "read", ...) to `what`; `variables`
     (connection_variables) names the host variables that set the connection options in `params`."""
     status = getattr(exc, "status", None)
-    reason = _api_reason(exc)
+    if isinstance(exc, (Urllib3HTTPError, OSError)) and status not in (400, 401, 403, 404, 422):
+        status = None
     variables = variables or {}
-    if status == 401:
-        credentials = ("%s / %s" % (variables["api_key"], variables.get("kubeconfig", "the kubeconfig"))
-                       if "api_key" in variables else
-                       "K8S_AUTH_API_KEY / %s" % variables.get("kubeconfig", "the kubeconfig"))
-        return ("the API server rejected the credentials (401 Unauthorized) while trying to %s %s: "
-                "check the token or client certificate in %s" % (action, what, credentials))
-    if status == 403:
-        return ("forbidden (403) to %s %s: %s; grant that verb on that resource to the identity running "
-                "the playbook (see docs/rbac.md)" % (action, what, reason))
-    if status == 404:
-        return "%s not found (404) while trying to %s it" % (what, action)
-    if status == 422 or status == 400:
-        return "the API server refused to %s %s (%s): %s" % (action, what, status, reason)
-    if _unreachable(exc):
-        return ("cannot reach the Kubernetes API server to %s %s: %s; %s and that the API server is running"
-                % (action, what, _first_line(exc), _server_hint(params or {}, variables)))
-    return "failed to %s %s (%s): %s" % (action, what, status, reason)
+    credentials = "%s / %s" % (variables.get("api_key", "K8S_AUTH_API_KEY"), variables.get("kubeconfig", "the kubeconfig"))
+    return api_error_line(status, _api_reason(exc) if status is not None else _first_line(exc), action, what,
+                          credentials=credentials, server=_server_hint(params or {}, variables))
 
 
 def connect(module):

@@ -39,6 +39,28 @@ def describe(kind, name, namespace=None):
     return "%s %s/%s" % (kind, namespace, name) if namespace else "%s %s" % (kind, name)
 
 
+def api_error_line(status, reason, action, what, credentials="K8S_AUTH_API_KEY / the kubeconfig",
+                   server="check K8S_AUTH_HOST / the kubeconfig server address"):
+    """One line for an API failure while doing `action` ("patch", "read", ...) to `what`: `status` is the HTTP
+    status the API server answered with and `reason` its message, or `status` None when the API server was not
+    reached (or did not answer), `reason` then the client's error. `credentials` and `server` say where the
+    token and the server address were set (a fleet host's variables, else the process environment)."""
+    if status == 401:
+        return ("the API server rejected the credentials (401 Unauthorized) while trying to %s %s: "
+                "check the token or client certificate in %s" % (action, what, credentials))
+    if status == 403:
+        return ("forbidden (403) to %s %s: %s; grant that verb on that resource to the identity running "
+                "the playbook (see docs/rbac.md)" % (action, what, reason))
+    if status == 404:
+        return "%s not found (404) while trying to %s it" % (what, action)
+    if status == 422 or status == 400:
+        return "the API server refused to %s %s (%s): %s" % (action, what, status, reason)
+    if status is None:
+        return ("cannot reach the Kubernetes API server to %s %s: %s; %s and that the API server is running"
+                % (action, what, reason, server))
+    return "failed to %s %s (%s): %s" % (action, what, status, reason)
+
+
 # The sidecar container Istio's injector adds: a regular container, or a native sidecar (an init container
 # with restartPolicy Always) on Kubernetes versions that have them.
 # The Envoy pods' annotations by which their sidecar outlives Envoy's drain (teg_istio_prep_sidecar_drain):

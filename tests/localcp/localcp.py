@@ -5,7 +5,8 @@
     localcp.py env                            print `export` lines (KUBECONFIG, PATH)
     localcp.py status                         one line per process
     localcp.py reset                          back to what `up` left (between test scenarios)
-    localcp.py stop-apiserver | start-apiserver   fault injection for the recovery tests
+    localcp.py stop-apiserver [--kill] | start-apiserver   fault injection for the recovery tests (--kill:
+                                              SIGKILL, no graceful end of the requests in flight)
     localcp.py crds-dir                       print the upstream CRD folder (downloading the pinned files if needed)
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
@@ -264,13 +265,14 @@ def _exited(pid):
 
 
 def stop_component(name, state, timeout=20, save=None, is_ours=None):
-    """Stop the process group of `name` (TERM, then KILL after `timeout`) if it still runs what we
-    started. `save` and `is_ours` default to this cluster's; controllers.py passes its own."""
+    """Stop the process group of `name` (TERM, then KILL after `timeout`; KILL only with timeout 0) if it
+    still runs what we started. `save` and `is_ours` default to this cluster's; controllers.py passes its own."""
     pid = state["pids"].pop(name, None)
     (save or save_state)(state)
     if not pid or not (is_ours or _is_ours)(pid, name):
         return
-    os.killpg(pid, signal.SIGTERM)
+    if timeout:
+        os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not _exited(pid):
         time.sleep(0.2)
@@ -526,7 +528,8 @@ def cmd_stop_apiserver(args):
     state = load_state() or {}
     if not state:
         raise LocalcpError("no local cluster is running")
-    stop_component("kube-apiserver", state)
+    # --kill: no TERM first, so a request held in admission is cut off before it is stored or answered.
+    stop_component("kube-apiserver", state, timeout=0 if args.kill else 20)
 
 
 def cmd_start_apiserver(args):
@@ -545,8 +548,9 @@ def main(argv=None):
     up.add_argument("--matrix", choices=sorted(MATRIX), default=os.environ.get("MATRIX", "current"))
     up.add_argument("--controllers", choices=["stand-in", "real"], default=os.environ.get("CONTROLLERS") or "stand-in",
                     help="real: also run the Envoy Gateway controller and istiod (docs/real-controllers.md)")
-    for name in ("down", "env", "status", "reset", "stop-apiserver", "start-apiserver", "crds-dir"):
+    for name in ("down", "env", "status", "reset", "start-apiserver", "crds-dir"):
         sub.add_parser(name)
+    sub.add_parser("stop-apiserver").add_argument("--kill", action="store_true")
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:

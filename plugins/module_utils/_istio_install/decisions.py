@@ -188,7 +188,11 @@ def release_errors(releases, namespace):
     errors = []
     for name, release in sorted((releases or {}).items()):
         status = (release or {}).get("status") or ""
-        if status.startswith("pending"):
+        if status == "pending-install":
+            # Never deployed: there is no revision to roll back to (helm rollback refuses), only the record to remove.
+            errors.append("Helm release %s in %s is pending-install (an interrupted helm install): run `helm uninstall "
+                          "%s -n %s`, then run again" % (name, namespace, name, namespace))
+        elif status.startswith("pending"):
             errors.append("Helm release %s in %s is %s (an interrupted helm run): run `helm rollback %s -n %s` "
                           "(or `helm uninstall %s -n %s` if it never deployed), then run again"
                           % (name, namespace, status, name, namespace, name, namespace))

@@ -190,6 +190,10 @@ def test_release_errors_only_for_stuck_releases():
                       "`helm rollback istiod -n istio-system` (or `helm uninstall istiod -n istio-system` if it never "
                       "deployed), then run again"]
     assert f.release_errors({"istiod": {"status": "failed"}}, "x") == []
+    # A first install cut off: no revision to roll back to, only the record to remove.
+    assert f.release_errors({"istio-base": {"status": "pending-install"}}, "istio-system") == [
+        "Helm release istio-base in istio-system is pending-install (an interrupted helm install): run "
+        "`helm uninstall istio-base -n istio-system`, then run again"]
     assert f.release_errors({"istiod": {"status": "uninstalling"}}, "x") == [
         "Helm release istiod in x is being uninstalled: wait for `helm status istiod -n x` to finish, then run again"]
 
@@ -200,6 +204,20 @@ def test_helm_error_is_helms_last_error_line():
     assert _helm.helm_error_line(stderr) == ("INSTALLATION FAILED: rendered manifests contain a resource that "
                                              "already exists.")
     assert _helm.helm_error_line("exec: no such file\nmore") == "exec: no such file"
+
+
+def test_helm_s_list_of_errors_gives_its_first_error_and_a_lost_api_server_is_told_apart():
+    stderr = ('Error: 3 errors occurred:\n\t* Post "https://127.0.0.1:6443/api/v1/namespaces/istio-system/'
+              'serviceaccounts": EOF\n\t* Post "https://127.0.0.1:6443/apis": dial tcp 127.0.0.1:6443: connect: '
+              'connection refused\n\n')
+    line = _helm.helm_error_line(stderr)
+    assert line == ('3 errors occurred: Post "https://127.0.0.1:6443/api/v1/namespaces/istio-system/serviceaccounts": '
+                    'EOF')
+    assert _helm.helm_unreachable(line)
+    assert _helm.helm_unreachable("Kubernetes cluster unreachable: Get \"https://x/version\": dial tcp: connect: "
+                                  "connection refused")
+    assert not _helm.helm_unreachable("INSTALLATION FAILED: x exists and cannot be imported into the current release")
+    assert not _helm.helm_unreachable("clusterroles.rbac.authorization.k8s.io is forbidden: User")
 
 
 @pytest.mark.parametrize("line, fragment", [
