@@ -1,6 +1,6 @@
 """Stage the test stand-ins for Istio's `base` and `istiod` charts for one Istio version.
 
-    prepare.py OUT_DIR [--matrix current|legacy | --istio-version 1.29.6]
+    prepare.py OUT_DIR [--matrix current|legacy | --istio-version 1.29.6] [--also-version 1.30.0 ...]
 
 writes, from tests/charts/istio-base-test and tests/charts/istiod-test:
 
@@ -8,6 +8,9 @@ writes, from tests/charts/istio-base-test and tests/charts/istiod-test:
                                                                 and `helm repo index` leave it (air gap,
                                                                 or served over HTTP: a mirror)
     OUT_DIR/dirs/base/, OUT_DIR/dirs/istiod/                     the same charts unpacked
+
+--also-version adds archives of the same stand-ins at another version (base with the CRDs of <v>), so
+that an in-place upgrade from one version to another can be tested.
 
 Both charts get `version` and `appVersion` <v>, so the role's version pin is exercised, and the base
 chart gets that Istio version's real CRDs (crd-all.gen.yaml, byte for byte) in crds/, read from the
@@ -23,6 +26,7 @@ import re
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,8 +121,9 @@ def repo_index(archives):
     return {"apiVersion": "v1", "entries": entries, "generated": created}
 
 
-def stage(out, version, crds):
-    """Both layouts for Istio `version`; returns {"archives": path, "dirs": path}."""
+def stage(out, version, crds, also=()):
+    """Both layouts for Istio `version`, and archives of the same charts at each version of `also` (the stand-in
+    of a release to upgrade to); returns {"archives": path, "dirs": path}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dirs = stage_dirs(out, version, crds)
@@ -128,6 +133,13 @@ def stage(out, version, crds):
     archives.mkdir()
     for name in CHARTS:
         _tar_chart(dirs / name, archives / f"{name}-{version}.tgz")
+    for other in also:
+        with tempfile.TemporaryDirectory(dir=out) as scratch:
+            for name in CHARTS:
+                chart = Path(scratch) / name
+                shutil.copytree(dirs / name, chart)
+                (chart / "Chart.yaml").write_text(set_chart_version((chart / "Chart.yaml").read_text(), other))
+                _tar_chart(chart, archives / f"{name}-{other}.tgz")
     (archives / "index.yaml").write_text(yaml.safe_dump(repo_index(archives), sort_keys=True))
     return {"archives": archives, "dirs": dirs}
 
@@ -138,10 +150,12 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--matrix", default="current")
     group.add_argument("--istio-version")
+    parser.add_argument("--also-version", action="append", default=[],
+                        help="also archive the charts at this version (repeatable)")
     args = parser.parse_args(argv)
     try:
         version = args.istio_version or istio_version_for(args.matrix)
-        paths = stage(args.out, version, crd_file(version))
+        paths = stage(args.out, version, crd_file(version), args.also_version)
     except PrepareError as exc:
         print(f"prepare: {exc}", file=sys.stderr)
         return 1

@@ -211,6 +211,59 @@ def release_current(release, chart, version, values):
             and (release.get("values") or {}) == (values or {}))
 
 
+def _release_version(release, chart):
+    """The chart version of a Helm release of `chart` ("istiod-1.29.6" -> "1.29.6"), None when unknown."""
+    name = (release or {}).get("chart") or ""
+    version = name[len(chart) + 1:] if name.startswith(chart + "-") else ""
+    return version if _VERSION.match(version) else None
+
+
+def _minor(version):
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _older(version, other):
+    """True when `version` sorts before `other` (numeric parts only; a pre-release sorts before its release)."""
+    def key(v):
+        core, dash, pre = v.partition("-")
+        return tuple(int(p) for p in core.split(".")) + (0 if dash and pre else 1,)
+    return key(version) < key(other)
+
+
+def upgrade_errors(releases, names, version, namespace):
+    """The refusal of an in-place move the Helm releases cannot make as Istio documents it, else []:
+    Istio's in-place upgrade needs the installed version to be at most one minor version older than the
+    new one (istio.io/latest/docs/setup/upgrade/in-place, "Upgrade prerequisites"), so a move of more than
+    one minor version, up or down, or to another major version, is refused. `releases`: cluster_facts'
+    helm_releases; `names`: chart -> release name, istiod first (its version is what the sidecars run)."""
+    for chart, release in names:
+        installed = _release_version(releases.get(release), chart)
+        if installed is None or installed == version:
+            continue
+        (old_major, old_minor), (new_major, new_minor) = _minor(installed), _minor(version)
+        if old_major == new_major and abs(new_minor - old_minor) <= 1:
+            continue
+        step = "%d.%d" % (old_major, old_minor + (1 if _older(installed, version) else -1))
+        return ["Helm release %s in %s is Istio %s, and istio_install_version %s would %s it in place by more than one "
+                "minor version, which Istio does not support (an in-place upgrade moves one minor version at a "
+                "time): set istio_install_version to a %s release and run, then %s"
+                % (release, namespace, installed, version, "upgrade" if _older(installed, version) else "downgrade",
+                   step, version)]
+    return []
+
+
+def downgrade_warning(releases, names, version, namespace):
+    """A warning when the releases move to an older version (within one minor version, which Istio's in-place
+    procedure allows), else None."""
+    for chart, release in names:
+        installed = _release_version(releases.get(release), chart)
+        if installed is not None and _older(version, installed):
+            return ("Helm release %s in %s is downgraded in place from Istio %s to %s; the sidecars follow when TEG "
+                    "restarts" % (release, namespace, installed, version))
+    return None
+
+
 def crd_deletions(crds):
     """Deletion stubs for the CRDs of Istio's API groups (*.istio.io), the set Istio's uninstall guide
     removes, from a list of CustomResourceDefinitions."""

@@ -32,6 +32,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     chart_errors,
     chart_source,
     crd_deletions,
+    downgrade_warning,
     injector_name,
     input_errors,
     inventory,
@@ -41,6 +42,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     predicted_apis,
     release_current,
     release_errors,
+    upgrade_errors,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
@@ -174,6 +176,14 @@ def plan(view, settings, predicted, check_mode):
 
     current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
                for chart in CHARTS}
+    # istiod first: its version is the one the sidecars run.
+    installed = [(chart, names[chart]) for chart in ("istiod", "base")]
+    errors = upgrade_errors(releases, installed, settings["version"], settings["namespace"])
+    if errors:
+        return {"errors": errors, "warnings": warnings}
+    downgrade = downgrade_warning(releases, installed, settings["version"], settings["namespace"])
+    if downgrade:
+        warnings.append(downgrade)
     if not all(current.values()):
         error = _helm_error(settings, view)
         if error:

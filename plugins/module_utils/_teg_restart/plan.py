@@ -3,8 +3,9 @@
 """PRIVATE to teg.istio: the plan of the teg_restart role (step 3: restart the TEG control plane and the
 Envoy data plane so that they come back with sidecars). The restart trigger is a hash of what the new
 pods must pick up (the namespace's injection labels, the includeInboundPorts annotation, istiod's
-revision and version); whether rollout_restart has anything to do is decided with its own rules
-(module_utils/rollout.py), so that a run with nothing to restart runs nothing. It can change at any time."""
+revision and version, so that an Istio upgrade restarts TEG once onto the new sidecar); whether
+rollout_restart has anything to do is decided with its own rules (module_utils/rollout.py), so that a
+run with nothing to restart runs nothing. It can change at any time."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -85,13 +86,22 @@ def _pod_annotations(envoyproxy):
     return ((workload or {}).get("pod") or {}).get("annotations") or {}
 
 
+def _injector(running, predicted):
+    """The istiod whose sidecars the restarted pods get: the one istio_install predicts (in check mode, or when
+    site.yml plans every role before the first write) when there is none yet or it upgrades that revision in
+    place, so that an Istio upgrade shows as a restart before it is made; else the one running."""
+    if predicted and (running is None or running.get("revision") == predicted.get("revision")):
+        return predicted
+    return running
+
+
 def decide(facts, read, settings, predicted, check_mode):
     """(decisions, errors, warnings)."""
     namespace = (read["namespace"]["resources"] or [None])[0]
     if namespace is None:
         return None, ["namespace %s not found: install TEG first, or set teg_restart_namespace to the namespace TEG "
                       "runs in" % settings["namespace"]], []
-    istiod = facts["istio"]["istiod"] or ((predicted.get("istio") or {}).get("istiod"))
+    istiod = _injector(facts["istio"]["istiod"], (predicted.get("istio") or {}).get("istiod"))
     warnings = []
     if settings["require_istiod"] and istiod is None:
         # Alone in check mode, an istio_install before it may only have been predicted; with predictions or

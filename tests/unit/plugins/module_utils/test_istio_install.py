@@ -254,3 +254,65 @@ def _release(status="deployed", chart="istiod-1.29.6", values=None):
 ])
 def test_a_release_is_current_only_when_deployed_with_the_same_chart_version_and_values(release, current):
     assert f.release_current(release, "istiod", "1.29.6", {"a": 1}) is current
+
+
+# --- in-place upgrades ------------------------------------------------------------------------------
+
+INSTALLED = [("istiod", "istiod"), ("base", "istio-base")]
+
+
+def _at(istiod, base=None):
+    return {"istiod": {"status": "deployed", "chart": "istiod-" + istiod},
+            "istio-base": {"status": "deployed", "chart": "base-" + (base or istiod)}}
+
+
+@pytest.mark.parametrize("installed, target", [
+    ("1.29.6", "1.29.6"),       # a rerun
+    ("1.29.6", "1.29.7"),       # a patch
+    ("1.29.6", "1.30.0"),       # one minor version up
+    ("1.29.6", "1.30.0-beta.0"),
+    ("1.30.1", "1.29.6"),       # one minor version down (Istio's in-place procedure also downgrades)
+])
+def test_an_in_place_move_of_at_most_one_minor_version_is_accepted(installed, target):
+    assert f.upgrade_errors(_at(installed), INSTALLED, target, "istio-system") == []
+
+
+def test_nothing_installed_or_a_new_revision_is_not_an_in_place_move():
+    assert f.upgrade_errors({}, INSTALLED, "1.29.6", "istio-system") == []
+    assert f.upgrade_errors({"istiod": None, "istio-base": None}, INSTALLED, "1.29.6", "istio-system") == []
+    # A revision side by side: its istiod release does not exist yet; base moves one minor version.
+    canary = [("istiod", "istiod-canary"), ("base", "istio-base")]
+    assert f.upgrade_errors(_at("1.28.2"), canary, "1.29.6", "istio-system") == []
+
+
+def test_a_skip_of_more_than_one_minor_version_is_refused_naming_the_release_and_the_step_between():
+    assert f.upgrade_errors(_at("1.27.3"), INSTALLED, "1.29.6", "istio-system") == [
+        "Helm release istiod in istio-system is Istio 1.27.3, and istio_install_version 1.29.6 would upgrade it in "
+        "place by more than one minor version, which Istio does not support (an in-place upgrade moves one minor "
+        "version at a time): set istio_install_version to a 1.28 release and run, then 1.29.6"]
+
+
+def test_a_downgrade_of_more_than_one_minor_version_is_refused():
+    (error,) = f.upgrade_errors(_at("1.29.6"), INSTALLED, "1.27.0", "mesh")
+    assert error.startswith("Helm release istiod in mesh is Istio 1.29.6, and istio_install_version 1.27.0 would "
+                            "downgrade it in place by more than one minor version")
+    assert error.endswith("set istio_install_version to a 1.28 release and run, then 1.27.0")
+
+
+def test_the_base_release_is_checked_when_istiod_is_within_one_minor_version():
+    (error,) = f.upgrade_errors(_at("1.29.6", base="1.27.0"), INSTALLED, "1.30.0", "istio-system")
+    assert error.startswith("Helm release istio-base in istio-system is Istio 1.27.0")
+
+
+def test_a_release_of_another_chart_or_an_unreadable_version_is_not_compared():
+    releases = {"istiod": {"status": "deployed", "chart": "pilot-1.2.3"},
+                "istio-base": {"status": "deployed", "chart": "base-latest"}}
+    assert f.upgrade_errors(releases, INSTALLED, "1.29.6", "istio-system") == []
+
+
+def test_a_downgrade_within_one_minor_version_is_warned_about():
+    assert f.downgrade_warning(_at("1.30.1"), INSTALLED, "1.29.6", "istio-system") == (
+        "Helm release istiod in istio-system is downgraded in place from Istio 1.30.1 to 1.29.6; the sidecars follow "
+        "when TEG restarts")
+    assert f.downgrade_warning(_at("1.29.6"), INSTALLED, "1.30.0", "istio-system") is None
+    assert f.downgrade_warning(_at("1.30.0"), INSTALLED, "1.30.0-beta.0", "istio-system") is not None

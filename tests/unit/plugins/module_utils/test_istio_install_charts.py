@@ -84,6 +84,25 @@ def test_stage_is_reproducible(tmp_path, staged):
     assert gzip.decompress((staged["archives"] / "base-1.29.6.tgz").read_bytes())
 
 
+def test_stage_also_archives_the_same_charts_at_another_version(tmp_path):
+    """The stand-in of an Istio release to upgrade to: the same charts, base with the CRDs of the staged version."""
+    crds = tmp_path / "crd-all.gen.yaml"
+    crds.write_text(CRDS)
+    staged = prepare.stage(tmp_path / "out", "1.29.6", crds, also=["1.30.0"])
+    archives = staged["archives"]
+    assert sorted(p.name for p in archives.iterdir()) == [
+        "base-1.29.6.tgz", "base-1.30.0.tgz", "index.yaml", "istiod-1.29.6.tgz", "istiod-1.30.0.tgz"]
+    with tarfile.open(archives / "base-1.30.0.tgz") as tar:
+        assert tar.extractfile("base/crds/crd-all.gen.yaml").read().decode() == CRDS
+        meta = yaml.safe_load(tar.extractfile("base/Chart.yaml"))
+    assert (meta["version"], meta["appVersion"]) == ("1.30.0", "1.30.0")
+    index = yaml.safe_load((archives / "index.yaml").read_text())
+    assert sorted(e["version"] for e in index["entries"]["istiod"]) == ["1.29.6", "1.30.0"]
+    # The unpacked charts stay at the staged version, and no scratch folder is left behind.
+    assert yaml.safe_load((staged["dirs"] / "istiod" / "Chart.yaml").read_text())["version"] == "1.29.6"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["archives", "dirs"]
+
+
 def _helm():
     found = shutil.which("helm") or next(iter(sorted(Path.home().glob(".cache/teg-istio/bin/helm-*/helm"))), None)
     if not found:

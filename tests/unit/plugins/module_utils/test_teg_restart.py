@@ -203,3 +203,27 @@ def test_the_sidecar_drain_annotation_changes_the_trigger_and_what_the_pods_must
     facts["gatewayclass"]["envoyproxy"] = None
     predicted, _errors, _warnings = decide(facts, read, settings, {"envoyproxy_pod_annotations": annotations}, False)
     assert predicted["trigger"] == native
+
+
+def test_an_istio_upgrade_istio_install_predicts_changes_the_trigger_before_it_is_made():
+    """In check mode and in site.yml's planning, istiod is still at the old version; istio_install's prediction
+    of an upgrade of that revision decides the trigger, so the upgrade shows as a restart of TEG. A new revision
+    beside it does not take the running one's place, and a real run (no prediction) goes by what runs."""
+    labels = {"istio-injection": "enabled"}
+    running = {"namespace": "istio-system", "name": "istiod", "revision": "default", "version": "1.29.6"}
+    upgraded = dict(running, version="1.30.0")
+    facts = {"istio": {"istiod": running}, "gatewayclass": {}}
+    read = {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system", "labels": labels}}]},
+            "deployments": {"resources": [deployment(n, trigger=trigger(labels, None, running)) for n in NAMES]}}
+    settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": False, "force": False,
+                "wait": True, "require_istiod": True}
+    same, _errors, _warnings = decide(facts, read, settings, {}, True)
+    assert same["restart"] is False and same["restarts"] == []
+    predicted = {"istio": {"istiod": upgraded}}
+    planned, errors, _warnings = decide(facts, read, settings, predicted, True)
+    assert errors == []
+    assert planned["trigger"] == trigger(labels, None, upgraded)
+    assert planned["restarts"] == NAMES and planned["injection"]["version"] == "1.30.0"
+    canary = {"istio": {"istiod": dict(upgraded, name="istiod-canary", revision="canary")}}
+    beside, _errors, _warnings = decide(facts, read, settings, canary, True)
+    assert beside["restarts"] == []
