@@ -78,6 +78,24 @@ def sidecar_container(pod):
                  if c.get("name") == SIDECAR_CONTAINER), None)
 
 
+# Istio's ambient mode (teg_istio_mesh_mode ambient): a namespace (or pod) with this label and value is
+# enrolled in the mesh through ztunnel, with no sidecar; the value "none" on a pod opts it out.
+# Upstream: istio/istio pkg/config/constants (DataplaneModeLabel, DataplaneModeAmbient).
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+DATAPLANE_MODE_AMBIENT = "ambient"
+MESH_MODES = ("sidecar", "ambient")
+
+
+def ambient_enrolled(pod, namespace_labels):
+    """Whether Istio's ambient mode captures `pod`: its own istio.io/dataplane-mode label when it has one
+    (ambient, or none to opt out), else its namespace's; a pod with a sidecar is never captured by ztunnel."""
+    if sidecar_container(pod) is not None:
+        return False
+    own = (((pod or {}).get("metadata") or {}).get("labels") or {}).get(DATAPLANE_MODE_LABEL)
+    mode = own if own is not None else (namespace_labels or {}).get(DATAPLANE_MODE_LABEL)
+    return mode == DATAPLANE_MODE_AMBIENT
+
+
 def image_version(image):
     """The tag of a container image reference without a leading "v" (docker.io/istio/pilot:1.29.6 ->
     "1.29.6"); None when it has no tag (only a digest, or none at all)."""
