@@ -13,7 +13,7 @@ SITE_VARS := tests/localcp/site-vars.yml
 # The local cluster's kubeconfig, and the built kubectl/helm first on PATH.
 CLUSTER_ENV = eval "$$($(LOCALCP) env)"
 
-.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit units integration lint bench molecule molecule-kind clean
+.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit units integration lint bench molecule molecule-kind molecule-kind-ambient clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -122,6 +122,9 @@ molecule-localcp-%: venv
 
 molecule-kind: venv  ## molecule scenario kind: needs Docker, kind and internet (not runnable on this project's machines)
 	PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s kind
+
+molecule-kind-ambient: venv  ## molecule scenario kind-ambient: kind in Istio's ambient mode; needs Docker, kind and internet
+	PATH=$(CURDIR)/$(BIN):$$PATH MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s kind-ambient
 
 clean: cluster-down  ## remove the virtualenv and local state (build cache stays: see docs)
 	rm -rf $(VENV) .ansible tests/output

@@ -1,0 +1,160 @@
+"""Istio's ambient mode from the same playbook (teg_istio_mesh_mode: ambient), on the local control plane with the
+stand-in charts, the API server's audit log as the witness (issue #17):
+
+- site.yml in ambient converges: TEG's and httpbin's namespaces labelled istio.io/dataplane-mode=ambient and not
+  for injection, the EnvoyProxy routing to Services with none of the sidecar annotations, no mesh
+  VirtualService, istio-cni and ztunnel installed after istiod, STRICT in place, and no TEG Deployment
+  restarted (ambient enrols running pods);
+- a second run writes nothing; verify.yml passes in ambient;
+- switching to sidecar and back with site.yml: each switch restarts every TEG Deployment exactly once, takes
+  back what the other mode set, and the run after it writes nothing;
+- teardown.yml with Istio removed leaves the cluster as cluster-up left it.
+
+Ambient needs Istio 1.24 or later: only the current flavour runs it (the legacy flavour's refusal is a row of
+test_bad_input.py). The tests of this module depend on each other's order."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from conftest import MATRIX
+from snapshots import differences, snapshot
+
+pytestmark = pytest.mark.skipif(MATRIX != "current", reason="ambient needs Istio >= 1.24: the current flavour only")
+
+TEG_NS = "envoy-gateway-system"
+AMBIENT = {"teg_istio_mesh_mode": "ambient"}
+SIDECAR = {"teg_istio_mesh_mode": "sidecar"}
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+TRIGGER = "teg.istio/restart-trigger"
+TEG_DEPLOYMENTS = ("envoy-gateway", "envoy-ratelimit", "teg-envoy-gateway", "teg-redis")
+FULL_TEARDOWN = {"teardown_istio": True, "istio_install_remove_crds": True}
+
+
+def get(cluster, kind, name, namespace=None):
+    args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+    return json.loads(cluster.kubectl(*args).stdout)
+
+
+def items(cluster, kind, namespace):
+    return json.loads(cluster.kubectl("get", kind, "-n", namespace, "-o", "json").stdout)["items"]
+
+
+def triggers(cluster):
+    """{Deployment name: restart trigger of its pod template (None when never restarted)} of TEG's namespace."""
+    return {d["metadata"]["name"]: ((d["spec"]["template"]["metadata"].get("annotations") or {}).get(TRIGGER))
+            for d in items(cluster, "deployments", TEG_NS)}
+
+
+def restarts(run):
+    """{Deployment: number of writes to it} of a run (rollout_restart patches the pod template once)."""
+    return Counter(e["objectRef"]["name"] for e in run.writes if e["objectRef"]["resource"] == "deployments"
+                   and e["objectRef"]["namespace"] == TEG_NS)
+
+
+def envoyproxy(cluster):
+    ref = get(cluster, "gatewayclasses.gateway.networking.k8s.io", "teg")["spec"]["parametersRef"]
+    return get(cluster, "envoyproxies." + ref["group"], ref["name"], ref.get("namespace") or "default")
+
+
+def mesh_virtualservices(cluster):
+    return [v for v in items(cluster, "virtualservices.networking.istio.io", TEG_NS)
+            if "mesh" in (v["spec"].get("gateways") or [])]
+
+
+def daemonsets(cluster):
+    return sorted(d["metadata"]["name"] for d in items(cluster, "daemonsets", "istio-system"))
+
+
+def assert_ambient(cluster):
+    for namespace in (TEG_NS, "httpbin"):
+        labels = get(cluster, "namespace", namespace)["metadata"].get("labels") or {}
+        assert labels.get(DATAPLANE_MODE) == "ambient", (namespace, labels)
+        assert "istio-injection" not in labels and "istio.io/rev" not in labels, (namespace, labels)
+    spec = envoyproxy(cluster)["spec"]
+    assert spec.get("routingType") == "Service", spec
+    pod = ((spec.get("provider") or {}).get("kubernetes") or {}).get("envoyDeployment", {}).get("pod") or {}
+    assert INCLUDE_INBOUND not in (pod.get("annotations") or {}), pod
+    assert mesh_virtualservices(cluster) == []
+    assert daemonsets(cluster) == ["istio-cni-node", "ztunnel"]
+    policy = get(cluster, "peerauthentications.security.istio.io", "default", "istio-system")
+    assert policy["spec"]["mtls"]["mode"] == "STRICT"
+
+
+def assert_sidecar(cluster):
+    for namespace in (TEG_NS, "httpbin"):
+        labels = get(cluster, "namespace", namespace)["metadata"].get("labels") or {}
+        assert labels.get("istio-injection") == "enabled" and DATAPLANE_MODE not in labels, (namespace, labels)
+    spec = envoyproxy(cluster)["spec"]
+    assert "routingType" not in spec, spec
+    assert spec["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"][INCLUDE_INBOUND] == ""
+    assert len(mesh_virtualservices(cluster)) == 1
+    assert daemonsets(cluster) == []
+
+
+@pytest.fixture(scope="module")
+def fresh(cluster):
+    cluster.localcp("reset")
+    return snapshot(cluster)
+
+
+def test_check_mode_in_ambient_writes_nothing(play, fresh, cluster):
+    run = play("site.yml", extra_vars=AMBIENT, check=True, diff=True)
+    assert run.rc == 0, run.output[-4000:]
+    assert run.recap()["changed"] > 0
+    assert run.writes == [], run.describe_writes()
+    assert differences(snapshot(cluster), fresh) == []
+
+
+def test_site_in_ambient_enrols_teg_and_the_apps_without_restarting_them(play, cluster):
+    run = play("site.yml", extra_vars=AMBIENT)
+    assert run.rc == 0, run.output[-4000:]
+    assert_ambient(cluster)
+    assert restarts(run) == {}, restarts(run)
+    assert all(triggers(cluster)[name] is None for name in TEG_DEPLOYMENTS), triggers(cluster)
+
+
+def test_a_second_ambient_run_writes_nothing_and_verify_passes(play):
+    run = play("site.yml", extra_vars=AMBIENT)
+    assert run.rc == 0, run.output[-4000:]
+    assert run.recap()["changed"] == 0
+    assert run.writes == [], run.describe_writes()
+    verify = play("verify.yml", extra_vars=AMBIENT)
+    assert verify.rc == 0, verify.output[-4000:]
+
+
+def test_switching_to_sidecar_restarts_teg_once_and_takes_back_ambient(play, cluster):
+    run = play("site.yml", extra_vars=SIDECAR)
+    assert run.rc == 0, run.output[-4000:]
+    assert_sidecar(cluster)
+    counts = restarts(run)
+    assert all(counts[name] == 1 for name in TEG_DEPLOYMENTS), counts
+    sidecar_triggers = triggers(cluster)
+    assert all(sidecar_triggers[name] for name in TEG_DEPLOYMENTS), sidecar_triggers
+    again = play("site.yml", extra_vars=SIDECAR)
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+
+
+def test_switching_back_to_ambient_restarts_teg_once_to_drop_the_sidecars(play, cluster):
+    before = triggers(cluster)
+    run = play("site.yml", extra_vars=AMBIENT)
+    assert run.rc == 0, run.output[-4000:]
+    assert_ambient(cluster)
+    counts = restarts(run)
+    assert all(counts[name] == 1 for name in TEG_DEPLOYMENTS), counts
+    after = triggers(cluster)
+    assert all(after[name] and after[name] != before[name] for name in TEG_DEPLOYMENTS), (before, after)
+    again = play("site.yml", extra_vars=AMBIENT)
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+    verify = play("verify.yml", extra_vars=AMBIENT)
+    assert verify.rc == 0, verify.output[-4000:]
+
+
+def test_teardown_in_ambient_leaves_the_cluster_as_cluster_up_left_it(play, cluster, fresh):
+    run = play("teardown.yml", extra_vars=dict(AMBIENT, **FULL_TEARDOWN))
+    assert run.rc == 0, run.output[-4000:]
+    assert differences(snapshot(cluster), fresh) == []
+    again = play("teardown.yml", extra_vars=dict(AMBIENT, **FULL_TEARDOWN))
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
