@@ -568,7 +568,7 @@ def test_ambient_installs_cni_and_ztunnel_after_istiod_and_a_rerun_writes_nothin
     assert order == ["istio-base", "istiod", "istio-cni", "ztunnel"], installed
     assert json.loads(helm(cluster, "get", "values", "istiod", "-n", NAMESPACE, "-o", "json"))["profile"] == "ambient"
     assert json.loads(helm(cluster, "get", "values", "istio-cni", "-n", NAMESPACE, "-o", "json")) == {
-        "profile": "ambient", "global": {"istioNamespace": NAMESPACE}}
+        "profile": "ambient"}
     for name in ("istio-cni-node", "ztunnel"):
         daemonset = kubectl_json(cluster, "-n", NAMESPACE, "get", "daemonset", name)
         assert daemonset["status"]["numberReady"] >= 1

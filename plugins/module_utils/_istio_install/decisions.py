@@ -404,8 +404,9 @@ def foreign_daemonsets(daemonsets, namespace):
 
 
 def cni_values(namespace, revision):
-    """Values for the cni chart: ambient enabled through the chart's own profile, the Istio namespace, the revision."""
-    values = {"profile": "ambient", "global": {"istioNamespace": namespace}}
+    """Values for the cni chart: ambient enabled through the chart's own profile, and the revision. Not the Istio
+    namespace: the real chart does not read global.istioNamespace (tests/integration/test_istio_charts.py)."""
+    values = {"profile": "ambient"}
     if revision:
         values["revision"] = revision
     return values

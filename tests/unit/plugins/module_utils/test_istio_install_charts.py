@@ -154,7 +154,7 @@ def test_ambient_stand_ins_render_the_daemonsets_the_role_waits_for(staged, name
         assert ("ServiceAccount", pod["serviceAccountName"]) in docs
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
         if chart == "cni":
-            assert env["AMBIENT_ENABLED"] == "true" and env["ISTIO_NAMESPACE"] == namespace
+            assert env["AMBIENT_ENABLED"] == "true" and env["POD_NAMESPACE"] == namespace
             assert pod["containers"][0]["image"] == "docker.io/istio/install-cni:1.29.6"
         else:
             assert env["XDS_ADDRESS"] == "%s.%s.svc:15012" % (f.istiod_name(revision), namespace)
