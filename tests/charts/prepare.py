@@ -1,18 +1,18 @@
-"""Stage the test stand-ins for Istio's `base` and `istiod` charts for one Istio version.
+"""Stage the test stand-ins for Istio's `base`, `istiod`, `cni` and `ztunnel` charts for one Istio version.
 
     prepare.py OUT_DIR [--matrix current|legacy | --istio-version 1.29.6] [--also-version 1.30.0 ...]
 
-writes, from tests/charts/istio-base-test and tests/charts/istiod-test:
+writes, from tests/charts/istio-base-test, istiod-test, cni-test and ztunnel-test:
 
-    OUT_DIR/archives/base-<v>.tgz, istiod-<v>.tgz, index.yaml   a chart repository as `helm pull`
-                                                                and `helm repo index` leave it (air gap,
+    OUT_DIR/archives/base-<v>.tgz, istiod-<v>.tgz,              a chart repository as `helm pull`
+                     cni-<v>.tgz, ztunnel-<v>.tgz, index.yaml   and `helm repo index` leave it (air gap,
                                                                 or served over HTTP: a mirror)
-    OUT_DIR/dirs/base/, OUT_DIR/dirs/istiod/                     the same charts unpacked
+    OUT_DIR/dirs/base/, istiod/, cni/, ztunnel/                  the same charts unpacked
 
 --also-version adds archives of the same stand-ins at another version (base with the CRDs of <v>), so
 that an in-place upgrade from one version to another can be tested.
 
-Both charts get `version` and `appVersion` <v>, so the role's version pin is exercised, and the base
+Every chart gets `version` and `appVersion` <v>, so the role's version pin is exercised, and the base
 chart gets that Istio version's real CRDs (crd-all.gen.yaml, byte for byte) in crds/, read from the
 CRD folder the launcher resolves (localcp.crds_dir(), which downloads the pinned files when there is
 none). Nothing of that is committed: OUT_DIR lives in the cluster's state directory.
@@ -35,7 +35,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 # chart name (as in Chart.yaml and as the role looks it up) -> folder of the stand-in
-CHARTS = {"base": "istio-base-test", "istiod": "istiod-test"}
+CHARTS = {"base": "istio-base-test", "istiod": "istiod-test", "cni": "cni-test", "ztunnel": "ztunnel-test"}
 # Archives are rebuilt on every cluster-up: a fixed timestamp keeps them byte-identical.
 _EPOCH = 946684800  # 2000-01-01T00:00:00Z
 

@@ -19,7 +19,7 @@ import json
 
 ENVOYPROXY_GROUP = {"current": "gateway.envoyproxy.io", "legacy": "config.gateway.envoyproxy.io"}
 # Resources as `kubectl api-resources -o name` names them (resource.group; core resources without a group).
-BUILTIN = ["namespaces", "services", "serviceaccounts", "deployments.apps", "configmaps", "secrets",
+BUILTIN = ["namespaces", "services", "serviceaccounts", "deployments.apps", "daemonsets.apps", "configmaps", "secrets",
            "customresourcedefinitions.apiextensions.k8s.io",
            "clusterroles.rbac.authorization.k8s.io", "clusterrolebindings.rbac.authorization.k8s.io",
            "roles.rbac.authorization.k8s.io", "rolebindings.rbac.authorization.k8s.io",
@@ -32,7 +32,7 @@ CUSTOM = ["gatewayclasses.gateway.networking.k8s.io", "gateways.gateway.networki
           "httproutes.gateway.networking.k8s.io", "virtualservices.networking.istio.io",
           "peerauthentications.security.istio.io"]
 # Kind names (as in `kind:`) of everything listed, for the check that the real charts create nothing else.
-KINDS = {"Namespace", "Service", "ServiceAccount", "Deployment", "ConfigMap", "Secret", "CustomResourceDefinition",
+KINDS = {"Namespace", "Service", "ServiceAccount", "Deployment", "DaemonSet", "ConfigMap", "Secret", "CustomResourceDefinition",
          "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "MutatingWebhookConfiguration",
          "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
          "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "GatewayClass", "Gateway", "HTTPRoute",

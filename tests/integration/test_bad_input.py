@@ -47,12 +47,17 @@ def fixture_state(cluster):
      ["such as 1."]),
     ({"istio_install_version": "1.2.3"}, ["chart base and istiod version 1.2.3 not found in the local chart directory"],
      ["put them there (helm pull istio/base --version 1.2.3) or set istio_install_version"]),
+    # Ambient needs Istio >= 1.24: the legacy flavour's Istio is refused in one line, before any write.
+    ({"teg_istio_mesh_mode": "ambient", "istio_install_version": "1.19.10"},
+     ["istio_install_version 1.19.10 has no ambient mode that Istio supports (ambient is GA from Istio 1.24)"],
+     ["set istio_install_version to 1.24 or later, or istio_install_mesh_mode (teg_istio_mesh_mode) to sidecar"]),
     ({"strict_mtls_namespace_policies": [{"namespace": "no-such-ns"}]}, ["namespace(s) no-such-ns not found"],
      ["create them, or correct strict_mtls_root_namespace / strict_mtls_namespace_policies"]),
     ({"teg_restart_deployments": ["envoy-gateway", "paused"]}, ["cannot restart paused Deployment(s) paused"],
      ["rollout resume deployment/paused"]),
 ], ids=["invalid-variable", "namespace-missing", "gatewayclass-missing", "service-port-missing", "invalid-hostname",
-        "app-namespace-missing", "istio-version-latest", "istio-chart-version-missing", "mtls-namespace-missing",
+        "app-namespace-missing", "istio-version-latest", "istio-chart-version-missing", "ambient-istio-too-old",
+        "mtls-namespace-missing",
         "paused-deployment"])
 def test_bad_variables_stop_before_any_write(play, cluster, extra_vars, cause, fix):
     paused = "paused" in extra_vars.get("teg_restart_deployments", [])

@@ -1,10 +1,11 @@
-"""Istio's real charts: the `base` and `istio-discovery` (istiod) charts of the istio.io/istio module the real
+"""Istio's real charts: the `base` and `istio-discovery` (istiod) charts, and for ambient mode `istio-cni` (chart `cni`)
+and `ztunnel`, of the istio.io/istio module the real
 istiod of CONTROLLERS=real is built from (ISTIOD_MODULE_VERSION in tests/localcp/versions.env; `go mod download`
 puts it into the Go module cache, as tests/localcp/controllers.py does for the injection template).
 
 - The values are exactly those the istio_install role passes: the role installs the test stand-ins of the
   charts (tests/charts) and helm's record of that release (`helm get values`) is what is rendered here, for
-  the default variables and for a revision.
+  the default variables, for a revision and for ambient mode (istiod with `profile: ambient`, cni, ztunnel).
 - Every value the role passes is read by the real chart: changing it changes what the chart renders (a key
   the chart ignores, or one it renamed, is caught).
 - The real API server accepts everything the charts render, by server-side dry run, as the ServiceAccount
@@ -40,7 +41,9 @@ pytestmark = pytest.mark.skipif(MATRIX != "current", reason="Istio's charts are 
 PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"
 NAMESPACE = "istio-system"
 SA = "system:serviceaccount:teg-istio-automation:teg-istio"
-CHARTS = {"base": "manifests/charts/base", "istiod": "manifests/charts/istio-control/istio-discovery"}
+CHARTS = {"base": "manifests/charts/base", "istiod": "manifests/charts/istio-control/istio-discovery",
+          "cni": "manifests/charts/istio-cni", "ztunnel": "manifests/charts/ztunnel"}
+RELEASES = {"base": "istio-base", "istiod": "istiod", "cni": "istio-cni", "ztunnel": "ztunnel"}
 # What helm does to a chart's objects: install (get, create), upgrade (get, patch; update with --force), uninstall.
 HELM_VERBS = ("get", "create", "patch", "update", "delete")
 # The role's own reads and deletes beyond the charts' objects: Helm's release records (Secrets, read by
@@ -60,8 +63,11 @@ def _role_values(cluster, play, **variables):
     run = play(str(PLAYBOOK), extra_vars=extra, use_site_vars=False)
     assert run.rc == 0, run.output[-3000:]
     istiod = "istiod-" + variables["istio_install_revision"] if variables.get("istio_install_revision") else "istiod"
+    releases = [("base", "istio-base"), ("istiod", istiod)]
+    if variables.get("istio_install_mesh_mode") == "ambient":
+        releases += [("cni", "istio-cni"), ("ztunnel", "ztunnel")]
     return {chart: json.loads(_helm(cluster, "get", "values", release, "-n", NAMESPACE, "-o", "json"))
-            for chart, release in (("base", "istio-base"), ("istiod", istiod))}
+            for chart, release in releases}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,8 @@ def role_values(cluster, play):
     cluster.localcp("reset")
     values = {"default": _role_values(cluster, play),
               "revision canary": _role_values(cluster, play, istio_install_revision="canary")}
+    cluster.localcp("reset")
+    values["ambient"] = _role_values(cluster, play, istio_install_mesh_mode="ambient")
     cluster.localcp("reset")
     return values
 
@@ -85,12 +93,16 @@ def _kube_version():
     return localcp.versions()["KUBERNETES_VERSION"]
 
 
-def render(cluster, module_dir, chart, values):
-    """What helm would send to this cluster (its Kubernetes version) for the chart with `values`."""
-    release = {"base": "istio-base", "istiod": "istiod"}[chart]
-    out = _helm(cluster, "template", release, str(module_dir / CHARTS[chart]), "-n", NAMESPACE, "--kube-version",
-                _kube_version(), "-f", "-", stdin=json.dumps(values))
-    return [d for d in yaml.safe_load_all(out) if d]
+def render(cluster, module_dir, chart, values, refused=None):
+    """What helm would send to this cluster (its Kubernetes version) for the chart with `values`; with `refused`
+    given, that value when the chart refuses the values (as the real charts refuse an unknown `profile`)."""
+    args = ["helm", "template", RELEASES[chart], str(module_dir / CHARTS[chart]), "-n", NAMESPACE, "--kube-version",
+            _kube_version(), "-f", "-"]
+    proc = subprocess.run(args, env=cluster.env, input=json.dumps(values), capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and refused is not None:
+        return refused
+    assert proc.returncode == 0, f"helm template {chart}: {proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def _without_values_echo(objects):
@@ -139,8 +151,10 @@ def ignored_values(cluster, module_dir, chart, values):
     ignored = []
     for path, value in _leaves(values):
         probe = (value + "-probe") if isinstance(value, str) else (not value if isinstance(value, bool) else "probe")
-        changed = _without_values_echo(render(cluster, module_dir, chart, _with(values, path, probe)))
-        if changed == _without_values_echo(rendered) and not _injector_reads(rendered, path):
+        # A probe the chart refuses (an unknown profile) is a value it reads.
+        changed = render(cluster, module_dir, chart, _with(values, path, probe), refused="refused")
+        if changed != "refused" and _without_values_echo(changed) == _without_values_echo(rendered) \
+                and not _injector_reads(rendered, path):
             ignored.append(".".join(path))
     return ignored
 
@@ -229,7 +243,7 @@ def charts_kinds(k8s, cluster):
     """(group, resource) of what the test stand-ins of the charts create (tests/charts), which the role
     installs in every other test."""
     out = set()
-    for chart in ("base", "istiod"):
+    for chart in ("base", "istiod", "cni", "ztunnel"):
         text = _helm(cluster, "template", "x", str(cluster.state_dir / "charts" / "dirs" / chart), "-n", NAMESPACE,
                      "--include-crds", "--kube-version", _kube_version())
         for obj in (d for d in yaml.safe_load_all(text) if d):

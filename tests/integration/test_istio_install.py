@@ -514,3 +514,85 @@ def test_mirror_with_basic_authentication(cluster, run, refuse, private_mirror):
     assert msg.startswith("cannot get chart base version ")
     assert f"from the chart repository {private_mirror}: " in msg and "401 Unauthorized" in msg
     assert refused.writes == []
+
+
+# --- ambient mode (the current flavour only: ambient needs Istio >= 1.24) ---------------------------
+
+AMBIENT = {"istio_install_mesh_mode": "ambient"}
+
+
+@pytest.fixture
+def current_only(cluster):
+    if cluster.matrix != "current":
+        pytest.skip("ambient needs Istio >= 1.24; the legacy flavour only shows the refusal (test_bad_input.py)")
+
+
+def test_ambient_refuses_a_ztunnel_it_does_not_own_before_any_write(cluster, refuse, current_only):
+    # Another ambient install's ztunnel (no Helm release of this role): two on a node would fight over the traffic.
+    cluster.kubectl("create", "namespace", "other-mesh")
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ztunnel", "namespace": "other-mesh"},
+        "spec": {"selector": {"matchLabels": {"app": "ztunnel"}}, "template": {
+            "metadata": {"labels": {"app": "ztunnel"}},
+            "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/ztunnel:1.29.6"}]}}}}))
+    try:
+        result, msg = refuse(["DaemonSet other-mesh/ztunnel (not installed by Helm) already runs and is not part of "
+                              "release istio-cni / ztunnel in istio-system"],
+                             ["remove it (or the Istio ambient install it belongs to) first, or set "
+                              "istio_install_manage: false"], **AMBIENT)
+        assert result.writes == [], result.describe_writes()
+        assert releases(cluster) == {}
+    finally:
+        cluster.kubectl("-n", "other-mesh", "delete", "daemonset", "ztunnel", "--wait=true")
+        cluster.kubectl("delete", "namespace", "other-mesh", "--wait=false")
+
+
+def test_ambient_installs_cni_and_ztunnel_after_istiod_and_a_rerun_writes_nothing(cluster, run, flavour, current_only):
+    checked = run(check=True, **AMBIENT)
+    assert checked.rc == 0, checked.output[-3000:]
+    assert checked.writes == [], checked.describe_writes()
+    assert "would create namespace istio-system, install or upgrade istio-base and istiod and istio-cni and ztunnel" \
+        in checked.stdout
+    result = run(**AMBIENT)
+    assert result.rc == 0, result.output[-3000:]
+    version = flavour["istio"]
+    found = releases(cluster)
+    assert {n: (r["chart"], r["status"]) for n, r in found.items()} == {
+        "istio-base": (f"base-{version}", "deployed"), "istiod": (f"istiod-{version}", "deployed"),
+        "istio-cni": (f"cni-{version}", "deployed"), "ztunnel": (f"ztunnel-{version}", "deployed")}
+    # Istio's order (its Helm page for ambient): base, istiod, then cni and ztunnel; helm's release records tell it.
+    installed = [e["objectRef"]["name"] for e in result.writes
+                 if e["objectRef"]["resource"] == "secrets" and e["verb"] == "create"]
+    order = [next(r for r in ("istio-base", "istiod", "istio-cni", "ztunnel") if n.startswith(f"sh.helm.release.v1.{r}.v"))
+             for n in installed if n.startswith("sh.helm.release.v1.")]
+    assert order == ["istio-base", "istiod", "istio-cni", "ztunnel"], installed
+    assert json.loads(helm(cluster, "get", "values", "istiod", "-n", NAMESPACE, "-o", "json"))["profile"] == "ambient"
+    assert json.loads(helm(cluster, "get", "values", "istio-cni", "-n", NAMESPACE, "-o", "json")) == {
+        "profile": "ambient"}
+    for name in ("istio-cni-node", "ztunnel"):
+        daemonset = kubectl_json(cluster, "-n", NAMESPACE, "get", "daemonset", name)
+        assert daemonset["status"]["numberReady"] >= 1
+    assert "ambient: DaemonSets istio-cni-node and ztunnel ready" in result.stdout
+    again = run(istio_install_helm_binary="/nonexistent/bin/helm", **AMBIENT)
+    assert again.rc == 0, again.output[-3000:]
+    assert again.recap()["changed"] == 0
+    assert again.writes == [], again.describe_writes()
+
+
+def test_sidecar_mode_after_ambient_uninstalls_ztunnel_and_cni(cluster, run, current_only):
+    checked = run(check=True)
+    assert checked.rc == 0, checked.output[-3000:]
+    assert checked.writes == [], checked.describe_writes()
+    assert "would uninstall ztunnel and istio-cni (sidecar mode), install or upgrade istiod" in checked.stdout
+    assert set(releases(cluster)) == {"istio-base", "istiod", "istio-cni", "ztunnel"}
+    result = run()
+    assert result.rc == 0, result.output[-3000:]
+    assert set(releases(cluster)) == {"istio-base", "istiod"}
+    assert "profile" not in json.loads(helm(cluster, "get", "values", "istiod", "-n", NAMESPACE, "-o", "json"))
+    assert not exists(cluster, "-n", NAMESPACE, "daemonset", "ztunnel")
+    assert not exists(cluster, "-n", NAMESPACE, "daemonset", "istio-cni-node")
+    again = run()
+    assert again.recap()["changed"] == 0 and again.writes == [], again.describe_writes()
+    removed = run(istio_install_state="absent", istio_install_remove_crds=True)
+    assert removed.rc == 0, removed.output[-3000:]
+    assert releases(cluster) == {} and istio_crds(cluster) == []

@@ -171,12 +171,16 @@ def base_values(passthrough, namespace):
     return _deep_merge(passthrough, {"global": {"istioNamespace": namespace}})
 
 
-def istiod_values(passthrough, namespace, revision, outbound_mode):
-    """Values for the istiod chart: the passthrough dict under the role's own settings (which win)."""
+def istiod_values(passthrough, namespace, revision, outbound_mode, mesh_mode="sidecar"):
+    """Values for the istiod chart: the passthrough dict under the role's own settings (which win). In ambient mode
+    the chart's own `profile: ambient` (its files/profile-ambient.yaml: PILOT_ENABLE_AMBIENT, HBONE, the CNI's
+    ambient switch)."""
     managed = {
         "global": {"istioNamespace": namespace},
         "meshConfig": {"outboundTrafficPolicy": {"mode": outbound_mode}},
     }
+    if mesh_mode == "ambient":
+        managed["profile"] = "ambient"
     if revision:
         managed["revision"] = revision
     return _deep_merge(passthrough, managed)
@@ -276,7 +280,7 @@ def chart_errors(checked, version, source):
     """Messages for the charts found but not usable: `checked` maps chart -> (reference, its Chart.yaml as a
     dict, or the reason it could not be read as a string)."""
     errors = []
-    for chart in ("base", "istiod"):
+    for chart in ("base", "istiod", "cni", "ztunnel"):
         if chart not in checked:
             continue
         ref, meta = checked[chart]
@@ -303,3 +307,114 @@ def predicted_apis(version):
     served = "v1" if (int(parts[0]), int(parts[1])) >= _V1_FROM else "v1beta1"
     return {"virtualservice_api_version": "networking.istio.io/" + served,
             "peerauthentication_api_version": "security.istio.io/" + served}
+
+
+# --- ambient mode -------------------------------------------------------------------------------------------
+
+# The releases ambient mode adds beside istio-base and istiod, by chart (Istio's Helm install page for ambient,
+# istio.io/latest/docs/ambient/install/helm/: base, istiod with profile ambient, cni, ztunnel, in that order).
+AMBIENT_RELEASES = {"cni": "istio-cni", "ztunnel": "ztunnel"}
+
+# The DaemonSets those charts run (the cni chart's `istio-cni-node`, the ztunnel chart's `ztunnel`).
+AMBIENT_DAEMONSETS = {"cni": "istio-cni-node", "ztunnel": "ztunnel"}
+
+# Ambient mode went GA in Istio 1.24; the charts of older releases either lack it or carry it as alpha/beta.
+AMBIENT_MINIMUM = (1, 24)
+
+# The oldest Kubernetes minor version each Istio minor release supports (Istio's "Supported Releases" page,
+# istio.io/latest/docs/releases/supported-releases/#support-status-of-istio-releases); a release newer than the
+# table takes its newest row. Older Kubernetes is refused in ambient mode (ztunnel and the CNI agent rely on
+# the node and pod APIs of the supported versions); newer than the tested range is only warned about.
+KUBERNETES_SUPPORT = {
+    (1, 24): ((1, 28), (1, 31)),
+    (1, 25): ((1, 29), (1, 32)),
+    (1, 26): ((1, 29), (1, 33)),
+    (1, 27): ((1, 29), (1, 33)),
+    (1, 28): ((1, 30), (1, 34)),
+    (1, 29): ((1, 31), (1, 35)),
+}
+
+
+def charts_for(mesh_mode):
+    """The charts a mode installs, in install order."""
+    return ("base", "istiod") + (("cni", "ztunnel") if mesh_mode == "ambient" else ())
+
+
+def ambient_version_error(mesh_mode, version):
+    """The refusal of ambient mode on an Istio older than 1.24, else None (`version` already checked as SemVer)."""
+    if mesh_mode != "ambient" or not _VERSION.match(version or ""):
+        return None
+    if _minor(version) >= AMBIENT_MINIMUM:
+        return None
+    return ("istio_install_version %s has no ambient mode that Istio supports (ambient is GA from Istio 1.24): set "
+            "istio_install_version to 1.24 or later, or istio_install_mesh_mode (teg_istio_mesh_mode) to sidecar"
+            % version)
+
+
+def _kubernetes_minor(git_version):
+    match = re.match(r"^v?([0-9]+)\.([0-9]+)", git_version or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def kubernetes_support(version, git_version):
+    """(error or None, warning or None) for Kubernetes `git_version` ("v1.34.4") under Istio `version` in ambient mode:
+    older than the oldest Kubernetes that Istio release supports is refused, newer than the newest it was tested
+    with is warned about. An unreadable version is let through (the API server is what it is)."""
+    kubernetes = _kubernetes_minor(git_version)
+    if kubernetes is None:
+        return None, None
+    istio = _minor(version)
+    known = sorted(KUBERNETES_SUPPORT)
+    row = KUBERNETES_SUPPORT.get(istio) or KUBERNETES_SUPPORT[known[-1] if istio > known[-1] else known[0]]
+    (low, high) = row
+    if kubernetes < low:
+        return ("Kubernetes %s is older than Istio %s supports (1.%d to 1.%d, istio.io/latest/docs/releases/"
+                "supported-releases): upgrade the cluster to Kubernetes 1.%d or later, or set istio_install_version "
+                "to an Istio release that supports it" % (git_version, version, low[1], high[1], low[1])), None
+    if kubernetes > high:
+        return None, ("Kubernetes %s is newer than the versions Istio %s was tested with (1.%d to 1.%d, "
+                      "istio.io/latest/docs/releases/supported-releases)" % (git_version, version, low[1], high[1]))
+    return None, None
+
+
+def foreign_daemonsets(daemonsets, namespace):
+    """The refusals for DaemonSets named as the cni and ztunnel charts name theirs that are not part of this role's
+    releases in `namespace` (another CNI agent or ztunnel: a second one on each node would fight over the pods'
+    traffic), one message for all. `daemonsets`: the cluster's DaemonSets, all namespaces."""
+    wanted = dict((name, chart) for chart, name in AMBIENT_DAEMONSETS.items())
+    found = []
+    for daemonset in daemonsets or []:
+        meta = daemonset.get("metadata") or {}
+        chart = wanted.get(meta.get("name"))
+        if chart is None:
+            continue
+        annotations = meta.get("annotations") or {}
+        if annotations.get("meta.helm.sh/release-name") == AMBIENT_RELEASES[chart] and \
+                annotations.get("meta.helm.sh/release-namespace") == namespace and meta.get("namespace") == namespace:
+            continue
+        owner = annotations.get("meta.helm.sh/release-name")
+        found.append("%s/%s (%s)" % (meta.get("namespace"), meta.get("name"),
+                                     ("Helm release %s in %s" % (owner, annotations.get("meta.helm.sh/release-namespace")))
+                                     if owner else "not installed by Helm"))
+    if not found:
+        return []
+    return ["DaemonSet %s already runs and is not part of release %s in %s: remove it (or the Istio ambient install it "
+            "belongs to) first, or set istio_install_manage: false to use that Istio as it is"
+            % (", ".join(sorted(found)), " / ".join(AMBIENT_RELEASES[c] for c in ("cni", "ztunnel")), namespace)]
+
+
+def cni_values(namespace, revision):
+    """Values for the cni chart: ambient enabled through the chart's own profile, and the revision. Not the Istio
+    namespace: the real chart does not read global.istioNamespace (tests/integration/test_istio_charts.py)."""
+    values = {"profile": "ambient"}
+    if revision:
+        values["revision"] = revision
+    return values
+
+
+def ztunnel_values(namespace, revision):
+    """Values for the ztunnel chart: the Istio namespace (where istiod's CA and xDS are) and the revision."""
+    values = {"istioNamespace": namespace}
+    if revision:
+        values["revision"] = revision
+    return values

@@ -1,8 +1,8 @@
 # Copyright: teg.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """PRIVATE to teg.istio: the plan of the istio_install role (step 2: Istio's control plane with Helm,
-charts base then istiod, never the gateway chart), its verification after the install, and the
-uninstall. One read (Istio's Deployments, the injector, Helm's release Secrets); helm runs only to look
+charts base then istiod, and in ambient mode cni then ztunnel; never the gateway chart), its verification
+after the install, and the uninstall. One read (Istio's Deployments, the injector, Helm's release Secrets); helm runs only to look
 at charts in a repository (`helm show chart`, which leaves no file behind) and only when something is
 to install. It can change at any time."""
 
@@ -28,7 +28,15 @@ from ansible_collections.teg.istio.plugins.module_utils._helm import (
     scratch_directory,
 )
 from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions import (
+    AMBIENT_DAEMONSETS,
+    AMBIENT_RELEASES,
+    ambient_version_error,
     base_values,
+    charts_for,
+    cni_values,
+    foreign_daemonsets,
+    kubernetes_support,
+    ztunnel_values,
     chart_errors,
     chart_source,
     crd_deletions,
@@ -47,18 +55,23 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
 from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 BASE_RELEASE = "istio-base"
-CHARTS = ("base", "istiod")
+
+
+def _ambient(settings):
+    return settings.get("mesh_mode") == "ambient"
 
 
 def _names(settings):
-    return {"base": BASE_RELEASE, "istiod": istiod_name(settings["revision"]),
-            "injector": injector_name(settings["namespace"], settings["revision"])}
+    return dict(AMBIENT_RELEASES, base=BASE_RELEASE, istiod=istiod_name(settings["revision"]),
+                injector=injector_name(settings["namespace"], settings["revision"]))
 
 
 def _values(settings):
     return {"base": base_values(settings["base_values"], settings["namespace"]),
             "istiod": istiod_values(settings["istiod_values"], settings["namespace"], settings["revision"],
-                                    settings["outbound_traffic_policy"])}
+                                    settings["outbound_traffic_policy"], settings.get("mesh_mode")),
+            "cni": cni_values(settings["namespace"], settings["revision"]),
+            "ztunnel": ztunnel_values(settings["namespace"], settings["revision"])}
 
 
 def _where(items):
@@ -85,23 +98,24 @@ def _helm_error(settings, view):
 
 def _local_chart_errors(settings, source):
     """(chart references, errors) for charts in a local directory."""
+    charts = charts_for(settings.get("mesh_mode"))
     directory = settings["chart_path"]
     try:
         entries = sorted(os.listdir(directory))
     except OSError:
         return None, ["%s does not exist or is not a readable directory: set istio_install_chart_path to the directory "
-                      "holding the base and istiod charts" % directory]
+                      "holding the %s charts" % (directory, ", ".join(charts))]
     found = [{"path": os.path.join(directory, name), "isdir": os.path.isdir(os.path.join(directory, name))}
-             for name in entries if name.startswith(CHARTS)]
-    located = local_charts(found, directory, settings["version"])
-    missing = [chart for chart in CHARTS if located["refs"][chart] is None]
+             for name in entries if name.startswith(charts)]
+    located = local_charts(found, directory, settings["version"], charts)
+    missing = [chart for chart in charts if located["refs"][chart] is None]
     if missing:
         return None, ["chart %s version %s not found in the %s (looked for <chart>-%s.tgz and <chart>/; it holds: %s): "
                       "put them there (helm pull istio/%s --version %s) or set istio_install_version"
                       % (" and ".join(missing), settings["version"], source, settings["version"],
                          ", ".join(located["listing"]) or "nothing", missing[0], settings["version"])]
     checked = {}
-    for chart in CHARTS:
+    for chart in charts:
         ref = located["refs"][chart]
         try:
             checked[chart] = (ref, chart_metadata(ref))
@@ -118,7 +132,7 @@ def _repository_chart_errors(settings, source, view):
     checked = {}
     try:
         env = helm_environment(view.params, scratch)
-        for chart in CHARTS:
+        for chart in charts_for(settings.get("mesh_mode")):
             if url.startswith("oci://"):
                 args = ["show", "chart", url.rstrip("/") + "/" + chart]
             else:
@@ -140,24 +154,50 @@ def _repository_chart_errors(settings, source, view):
     return chart_errors(checked, settings["version"], source)
 
 
+def _ambient_preflight(view, settings, facts, daemonsets):
+    """(errors, warnings) of ambient mode's cluster checks: the Kubernetes version Istio supports for this
+    release, and no CNI agent or ztunnel DaemonSet that these releases do not own."""
+    error, warning = kubernetes_support(settings["version"], facts.get("kubernetes_version"))
+    errors = ([error] if error else []) + foreign_daemonsets(daemonsets, settings["namespace"])
+    return errors, [warning] if warning else []
+
+
+def _daemonsets_in_place(daemonsets, namespace):
+    """True when the cni and ztunnel DaemonSets of this namespace exist (read in the plan)."""
+    here = set(((d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name"))
+               for d in daemonsets or [])
+    return all((namespace, name) in here for name in AMBIENT_DAEMONSETS.values())
+
+
 def plan(view, settings, predicted, check_mode):
     if settings["state"] == "absent":
         return teardown(view, settings)
     errors = input_errors(settings["namespace"], settings["revision"], settings["version"], settings["chart_path"],
                           settings["chart_repo_url"])
+    ambient_error = ambient_version_error(settings.get("mesh_mode"), settings["version"])
+    if ambient_error:
+        errors.append(ambient_error)
     if errors:
         return {"errors": errors}
+    ambient = _ambient(settings)
+    charts = charts_for(settings.get("mesh_mode"))
     names, values = _names(settings), _values(settings)
     manage = settings["manage"]
-    facts = view.facts(namespace=settings["namespace"])
-    read = view.read(facts, {
+    facts = view.facts(namespace=settings["namespace"], parts={"version"} if ambient and manage else ())
+    specs = {
         # One list for istiod (istio=pilot) and the gateways (istio=<gateway>): both carry the label `istio`.
         "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
         "injector": {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1",
                      "name": names["injector"]},
-    })
+    }
+    if ambient and manage:
+        # Every DaemonSet of the cluster: another CNI agent or ztunnel may run in any namespace.
+        specs["DaemonSets"] = {"kind": "DaemonSet", "api_version": "apps/v1"}
+    read = view.read(facts, specs)
+    daemonsets = read["DaemonSets"]["resources"] if "DaemonSets" in read else []
     found = inventory(read["Istio Deployments"]["resources"], settings["namespace"], settings["revision"])
-    releases = view.helm_releases(settings["namespace"], [names["base"], names["istiod"]]) if manage else {}
+    # The ambient releases are read in sidecar mode too: switching back uninstalls those this role installed.
+    releases = view.helm_releases(settings["namespace"], [names[c] for c in charts_for("ambient")]) if manage else {}
     warnings = []
     if found["gateways"]:
         warnings.append("Istio gateway Deployment(s) %s found. TEG is the ingress of this mesh, so this role never "
@@ -171,20 +211,30 @@ def plan(view, settings, predicted, check_mode):
             return {"errors": ["istio_install_manage is false but no Deployment %s (label app=istiod) runs in namespace "
                                "%s%s" % (names["istiod"], settings["namespace"], where)], "warnings": warnings}
         settled = found["istiod"]["available"] and bool(read["injector"]["resources"])
-        return {"errors": [], "warnings": warnings, "writes": {"namespace": False, "releases": [], "check_mode_note": None},
+        return {"errors": [], "warnings": warnings,
+                "writes": {"namespace": False, "releases": [], "uninstall": [], "check_mode_note": None},
                 "predicts": {}, "settled": settled, "changes": not settled}
 
+    if ambient:
+        errors, more = _ambient_preflight(view, settings, facts, daemonsets)
+        warnings.extend(more)
+        if errors:
+            return {"errors": errors, "warnings": warnings}
     current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
-               for chart in CHARTS}
+               for chart in charts}
+    # Sidecar mode: the ztunnel and CNI releases an ambient run of this role installed go, ztunnel first (the
+    # reverse of the install), before istiod drops its ambient profile.
+    uninstall = [] if ambient else [{"name": names[chart]} for chart in ("ztunnel", "cni")
+                                    if releases.get(names[chart]) is not None]
     # istiod first: its version is the one the sidecars run.
-    installed = [(chart, names[chart]) for chart in ("istiod", "base")]
+    installed = [(chart, names[chart]) for chart in ("istiod", "base") + charts[2:]]
     errors = upgrade_errors(releases, installed, settings["version"], settings["namespace"])
     if errors:
         return {"errors": errors, "warnings": warnings}
     downgrade = downgrade_warning(releases, installed, settings["version"], settings["namespace"])
     if downgrade:
         warnings.append(downgrade)
-    if not all(current.values()):
+    if uninstall or not all(current.values()):
         error = _helm_error(settings, view)
         if error:
             return {"errors": [error], "warnings": warnings}
@@ -199,27 +249,33 @@ def plan(view, settings, predicted, check_mode):
     if errors:
         return {"errors": errors, "warnings": warnings}
     source = chart_source(settings["chart_path"], settings["chart_repo_url"])
-    charts = dict((chart, chart) for chart in CHARTS)
+    refs = dict((chart, chart) for chart in charts)
     if not all(current.values()):
         if settings["chart_path"]:
-            refs, errors = _local_chart_errors(settings, source)
-            charts = refs or charts
+            located, errors = _local_chart_errors(settings, source)
+            refs = located or refs
         else:
             errors = _repository_chart_errors(settings, source, view)
         if errors:
             return {"errors": errors, "warnings": warnings}
-    to_install = [{"name": names[chart], "chart": charts[chart], "values": values[chart],
+    to_install = [{"name": names[chart], "chart": refs[chart], "values": values[chart],
                    # A release left failed by an earlier run is upgraded again with --force, as its values
                    # alone would not tell it apart.
                    "force": ((releases.get(names[chart]) or {}).get("status") == "failed")}
-                  for chart in CHARTS if not current[chart]]
+                  for chart in charts if not current[chart]]
     create_namespace = not facts["namespace_exists"]
     note = None
-    if create_namespace or to_install:
-        note = ("would %sinstall or upgrade %s with charts %s from the %s (found and checked; helm renders and applies "
-                "them only in a real run, so the API server has not validated their objects)"
-                % ("create namespace %s, " % settings["namespace"] if create_namespace else "",
-                   " and ".join(r["name"] for r in to_install), settings["version"], source))
+    if create_namespace or to_install or uninstall:
+        done = []
+        if uninstall:
+            done.append("uninstall %s (sidecar mode)" % " and ".join(r["name"] for r in uninstall))
+        if create_namespace:
+            done.append("create namespace %s" % settings["namespace"])
+        if to_install:
+            done.append("install or upgrade %s with charts %s from the %s (found and checked; helm renders and "
+                        "applies them only in a real run, so the API server has not validated their objects)"
+                        % (" and ".join(r["name"] for r in to_install), settings["version"], source))
+        note = "would " + ", ".join(done)
     predicts = {}
     if to_install or create_namespace:
         istiod_now = istiod or {}
@@ -229,8 +285,8 @@ def plan(view, settings, predicted, check_mode):
             "revision": settings["revision"] or "default"})}
     if create_namespace:
         predicts["namespaces"] = {settings["namespace"]: {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
-    settled = not (create_namespace or to_install) and bool(istiod and istiod["available"]) \
-        and bool(read["injector"]["resources"])
+    settled = not (create_namespace or to_install or uninstall) and bool(istiod and istiod["available"]) \
+        and bool(read["injector"]["resources"]) and (not ambient or _daemonsets_in_place(daemonsets, settings["namespace"]))
     return {
         "errors": [],
         "warnings": warnings,
@@ -238,14 +294,18 @@ def plan(view, settings, predicted, check_mode):
         "changes": not settled,
         "writes": {
             "namespace": create_namespace,
+            # In install order; every release of the mode, by name, for check mode and site.yml's planning.
             "releases": to_install,
+            "uninstall": uninstall,
             # For helm_releases: charts by name from a repository, else paths in the local directory.
             "chart_repo_url": None if settings["chart_path"] else settings["chart_repo_url"],
             "chart_version": None if settings["chart_path"] else settings["version"],
             "check_mode_note": note,
         },
+        "releases": [names[chart] for chart in charts],
         "predicts": predicts,
-        # istiod and its injector in place as read, and nothing to install: nothing to wait for.
+        # istiod and its injector (and in ambient the DaemonSets) in place as read, and nothing to install:
+        # nothing to wait for.
         "settled": settled,
     }
 
@@ -259,9 +319,28 @@ def _deployment_state(deployment):
     return "not Available"
 
 
+def _daemonset_state(daemonset):
+    """"ready" when every pod the DaemonSet schedules is ready (at least one), else what it is."""
+    if daemonset is None:
+        return "missing"
+    status = daemonset.get("status") or {}
+    desired = status.get("desiredNumberScheduled") or 0
+    ready = status.get("numberReady") or 0
+    return "ready" if desired > 0 and ready >= desired else "%d of %d pods ready" % (ready, desired)
+
+
+def _ambient_daemonsets(view, settings):
+    """{DaemonSet name: state} of the cni and ztunnel DaemonSets (ambient mode, managed), else {}."""
+    if not (_ambient(settings) and settings["manage"]):
+        return {}
+    return dict((name, _daemonset_state(view.get("apps/v1", "DaemonSet", name, settings["namespace"])))
+                for name in (AMBIENT_DAEMONSETS["cni"], AMBIENT_DAEMONSETS["ztunnel"]))
+
+
 def verify(view, settings, predicted, check_mode):
-    """After the install: wait until istiod is Available and its sidecar injector registered (polling,
-    up to istio_install_wait_timeout), check that the Istio APIs are served, and say what runs."""
+    """After the install: wait until istiod is Available and its sidecar injector registered, and in ambient mode
+    the CNI agent and ztunnel DaemonSets ready (polling, up to istio_install_wait_timeout), check that the Istio
+    APIs are served, and say what runs."""
     names = _names(settings)
     manage = settings["manage"]
     timeout = settings["wait_timeout"]
@@ -271,7 +350,9 @@ def verify(view, settings, predicted, check_mode):
         deployment = view.get("apps/v1", "Deployment", names["istiod"], settings["namespace"])
         webhook = view.get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", names["injector"])
         state = _deployment_state(deployment)
-        if (state == "available" and webhook is not None) or time.monotonic() >= deadline:
+        daemonsets = _ambient_daemonsets(view, settings)
+        if (state == "available" and webhook is not None and all(s == "ready" for s in daemonsets.values())) \
+                or time.monotonic() >= deadline:
             break
         time.sleep(2)
     if state != "available":
@@ -286,6 +367,11 @@ def verify(view, settings, predicted, check_mode):
                               "the istiod chart did not create it; check istio_install_istiod_values "
                               "(sidecarInjectorWebhook)" if manage else
                               "set istio_install_revision to the revision that runs, or repair that Istio install")]}
+    for name, ds_state in sorted(daemonsets.items()):
+        if ds_state != "ready":
+            return {"errors": ["DaemonSet %s/%s is %s after %ss: look at `kubectl -n %s describe daemonset %s` and its "
+                               "pods' events, or raise istio_install_wait_timeout"
+                               % (settings["namespace"], name, ds_state, timeout, settings["namespace"], name)]}
     istio = view.facts(parts={"istio_apis"})["istio"]
     if not istio["virtualservice_api_version"] or not istio["peerauthentication_api_version"]:
         return {"errors": ["Istio's CRDs are not served (virtualservices.networking.istio.io, "
@@ -294,14 +380,16 @@ def verify(view, settings, predicted, check_mode):
                               "install Istio base chart (or set istio_install_manage: true)")]}
     now = inventory([deployment], settings["namespace"], settings["revision"])["istiod"]
     return {"errors": [], "report": "Istio %s: Deployment %s/%s (revision %s) available, sidecar injector %s registered, "
-                                    "%s and %s served%s"
+                                    "%s and %s served%s%s"
             % (now["version"] or "(untagged image)", settings["namespace"], names["istiod"], now["revision"],
                names["injector"], istio["virtualservice_api_version"], istio["peerauthentication_api_version"],
+               ("; ambient: DaemonSets %s ready" % " and ".join(sorted(daemonsets))) if daemonsets else "",
                "" if manage else "; istio_install_manage is false, so it is used as it is")}
 
 
 def teardown(view, settings):
-    """The reverse of the install: istiod, then base and, when asked, the CRDs, unless another istiod still
+    """The reverse of the install: ztunnel and istio-cni (when an ambient run installed them), istiod, then base
+    and, when asked, the CRDs, unless another istiod still
     uses them; the namespace only when this role created it and no other istiod runs there."""
     names = _names(settings)
     if not settings["manage"]:
@@ -315,9 +403,11 @@ def teardown(view, settings):
         reads["CRDs"] = {"kind": "CustomResourceDefinition", "api_version": "apiextensions.k8s.io/v1"}
     read = view.read(facts, reads)
     found = inventory(read["Istio Deployments"]["resources"], settings["namespace"], settings["revision"])
-    releases = view.helm_releases(settings["namespace"], [names["istiod"], names["base"]])
+    releases = view.helm_releases(settings["namespace"], [names["ztunnel"], names["cni"], names["istiod"],
+                                                          names["base"]])
     others = found["other_istiods"]
-    uninstall = [{"name": names["istiod"]}]
+    # The reverse of the install: ztunnel and the CNI agent (ambient mode's) before istiod.
+    uninstall = [{"name": names["ztunnel"]}, {"name": names["cni"]}, {"name": names["istiod"]}]
     warnings = []
     if others:
         # The base chart's CRDs and cluster roles serve every istiod of the cluster.

@@ -54,7 +54,8 @@ def staged(tmp_path):
 
 def test_stage_writes_versioned_archives_with_the_crds(staged):
     archives = staged["archives"]
-    assert sorted(p.name for p in archives.iterdir()) == ["base-1.29.6.tgz", "index.yaml", "istiod-1.29.6.tgz"]
+    assert sorted(p.name for p in archives.iterdir()) == ["base-1.29.6.tgz", "cni-1.29.6.tgz", "index.yaml",
+                                                          "istiod-1.29.6.tgz", "ztunnel-1.29.6.tgz"]
     with tarfile.open(archives / "base-1.29.6.tgz") as tar:
         names = tar.getnames()
         assert all(n.startswith("base/") for n in names)
@@ -71,7 +72,7 @@ def test_stage_writes_versioned_archives_with_the_crds(staged):
 
 def test_stage_index_is_a_chart_repository_index(staged):
     index = yaml.safe_load((staged["archives"] / "index.yaml").read_text())
-    assert sorted(index["entries"]) == ["base", "istiod"]
+    assert sorted(index["entries"]) == ["base", "cni", "istiod", "ztunnel"]
     entry = index["entries"]["istiod"][0]
     assert entry["urls"] == ["istiod-1.29.6.tgz"] and entry["version"] == "1.29.6"
     assert entry["digest"] == hashlib.sha256((staged["archives"] / "istiod-1.29.6.tgz").read_bytes()).hexdigest()
@@ -91,7 +92,8 @@ def test_stage_also_archives_the_same_charts_at_another_version(tmp_path):
     staged = prepare.stage(tmp_path / "out", "1.29.6", crds, also=["1.30.0"])
     archives = staged["archives"]
     assert sorted(p.name for p in archives.iterdir()) == [
-        "base-1.29.6.tgz", "base-1.30.0.tgz", "index.yaml", "istiod-1.29.6.tgz", "istiod-1.30.0.tgz"]
+        "base-1.29.6.tgz", "base-1.30.0.tgz", "cni-1.29.6.tgz", "cni-1.30.0.tgz", "index.yaml", "istiod-1.29.6.tgz",
+        "istiod-1.30.0.tgz", "ztunnel-1.29.6.tgz", "ztunnel-1.30.0.tgz"]
     with tarfile.open(archives / "base-1.30.0.tgz") as tar:
         assert tar.extractfile("base/crds/crd-all.gen.yaml").read().decode() == CRDS
         meta = yaml.safe_load(tar.extractfile("base/Chart.yaml"))
@@ -132,3 +134,28 @@ def test_injector_stand_in_can_touch_no_pod_and_is_named_as_the_role_expects(sta
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.io/istio/pilot:1.29.6"
     mesh = yaml.safe_load(docs[("ConfigMap", "istio-" + revision if revision else "istio")]["data"]["mesh"])
     assert mesh["outboundTrafficPolicy"] == {"mode": "REGISTRY_ONLY"}
+
+
+@pytest.mark.parametrize("namespace, revision", [("istio-system", ""), ("mesh", "canary")])
+def test_ambient_stand_ins_render_the_daemonsets_the_role_waits_for(staged, namespace, revision):
+    """The cni and ztunnel stand-ins, rendered with the values istio_install passes, name their DaemonSets as the real
+    charts do (what the role's verify and its foreign-DaemonSet preflight look for) and run on every node."""
+    values = {"cni": f.cni_values(namespace, revision), "ztunnel": f.ztunnel_values(namespace, revision)}
+    for chart, wanted in f.AMBIENT_DAEMONSETS.items():
+        args = [_helm(), "template", f.AMBIENT_RELEASES[chart], str(staged["archives"] / f"{chart}-1.29.6.tgz"),
+                "-n", namespace, "--kube-version", "1.34.4", "--values", "-"]
+        rendered = subprocess.run(args, input=yaml.safe_dump(values[chart]), check=True, capture_output=True,
+                                  text=True).stdout
+        docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
+        daemonset = docs[("DaemonSet", wanted)]
+        assert daemonset["metadata"]["namespace"] == namespace
+        pod = daemonset["spec"]["template"]["spec"]
+        assert pod["tolerations"] == [{"operator": "Exists"}]
+        assert ("ServiceAccount", pod["serviceAccountName"]) in docs
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        if chart == "cni":
+            assert env["AMBIENT_ENABLED"] == "true" and env["POD_NAMESPACE"] == namespace
+            assert pod["containers"][0]["image"] == "docker.io/istio/install-cni:1.29.6"
+        else:
+            assert env["XDS_ADDRESS"] == "%s.%s.svc:15012" % (f.istiod_name(revision), namespace)
+            assert pod["containers"][0]["image"] == "docker.io/istio/ztunnel:1.29.6"
