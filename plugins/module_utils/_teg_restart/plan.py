@@ -141,9 +141,11 @@ def decide(facts, read, settings, predicted, check_mode):
         # Alone in check mode, an istio_install before it may only have been predicted; with predictions or
         # when site.yml plans every role, what the roles before it do is known, so it is an error.
         if not check_mode or predicted or settings.get("planning"):
-            return None, ["istiod not found in the cluster: run teg.istio.istio_install before teg_restart (the sidecar "
-                          "injector must exist before the pods restart), or set teg_restart_require_istiod: false if "
-                          "the injector runs where cluster_facts cannot see it"], []
+            why = ("ambient mode's ztunnel learns the workloads from it" if _ambient(settings) else
+                   "the sidecar injector must exist before the pods restart")
+            return None, ["istiod not found in the cluster: run teg.istio.istio_install before teg_restart (%s), or set "
+                          "teg_restart_require_istiod: false if the injector runs where cluster_facts cannot see it"
+                          % why], []
         warnings.append("istiod not found; in check mode this is expected when istio_install runs before this role, "
                         "but a real run of teg_restart alone would refuse")
     deployments = read["deployments"]["resources"]

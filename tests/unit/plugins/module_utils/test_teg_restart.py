@@ -332,3 +332,4 @@ def test_ambient_still_requires_istiod():
     decisions, errors, _warnings = decide({"istio": {"istiod": None}, "gatewayclass": {}}, read, AMBIENT_SETTINGS,
                                           {}, False)
     assert decisions is None and errors[0].startswith("istiod not found in the cluster")
+    assert "ztunnel learns the workloads from it" in errors[0]
