@@ -131,17 +131,23 @@ class _Restarter:
             self._require_namespace()
         return selected, missing
 
-    def already_injected(self, injection):
-        """Names of the label-selected Deployments without a recorded trigger whose pods already run as
-        `injection` wants (rollout.already_injected); the pods are listed only when there is such a Deployment."""
+    def already_injected(self, injection, selected):
+        """Names of the label-selected Deployments (in ambient mode: of all `selected`) without a recorded trigger
+        whose pods already run as `injection` wants (rollout.already_injected); the pods are listed only when
+        there is such a Deployment."""
         annotation = self.params["trigger_annotation"]
-        if not injection or not any(annotation not in template_annotations(d) for d in self.matches):
+        ambient = bool((injection or {}).get("ambient"))
+        candidates = selected if ambient else self.matches
+        if not injection or not any(annotation not in template_annotations(d) for d in candidates):
             return set()
-        what = "Pods in namespace %s matching %s" % (self.namespace, self.params["label_selector"])
+        selector = None if ambient else self.params["label_selector"]
+        what = "Pods in namespace %s" % self.namespace + (" matching %s" % selector if selector else "")
+        params = {"namespace": self.namespace}
+        if selector:
+            params["label_selector"] = selector
         with api_errors("list", what):
-            pods = self.client.get(self.client.resource("Pod", "v1"), namespace=self.namespace,
-                                   label_selector=self.params["label_selector"]).to_dict().get("items") or []
-        return already_injected(self.matches, pods, injection, annotation)
+            pods = self.client.get(self.client.resource("Pod", "v1"), **params).to_dict().get("items") or []
+        return already_injected(candidates, pods, injection, annotation)
 
     def patch(self, restart, deployments, done):
         """Patch every Deployment to restart, appending each entry to `done` once patched (so that a
@@ -206,7 +212,7 @@ def run_with_client(module, client):
         deployments, result["missing"] = restarter.select()
         for entry in result["missing"]:
             module.warn("%s: skipped" % entry["reason"])
-        current = set() if params["force"] else restarter.already_injected(params["injection"])
+        current = set() if params["force"] else restarter.already_injected(params["injection"], deployments)
         restart, result["unchanged"] = plan_restarts(deployments, params["trigger"], params["trigger_annotation"],
                                                      params["force"], current)
         refusal = paused_error(deployments, restart, params["namespace"])

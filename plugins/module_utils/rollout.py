@@ -60,6 +60,13 @@ def wanted_injection(namespace_labels, istiod, pod_annotations):
             "pod_annotations": dict(pod_annotations or {})}
 
 
+def ambient_injection():
+    """How the pods come out of a restart in Istio's ambient mode: with no sidecar. Marked `ambient`, which widens
+    already_injected to every selected Deployment (those named too, not only the data plane) and counts one without
+    pods as current: in ambient mode only a sidecar to drop is a reason to restart a Deployment without trigger."""
+    return {"enabled": False, "revision": None, "version": None, "pod_annotations": {}, "ambient": True}
+
+
 def deployment_pods(deployment, pods):
     """The pods of `pods` that `deployment` selects (matchLabels) and that are not being deleted."""
     wanted = (((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items()
@@ -88,16 +95,19 @@ def pod_injected_as(pod, injection):
 
 
 def pods_injected_as(deployment, pods, injection):
-    """True when `deployment` has pods (among `pods`) and every one of them is injected as `injection` wants."""
+    """True when `deployment` has pods (among `pods`) and every one of them is injected as `injection` wants; in
+    ambient mode (ambient_injection) a Deployment without pods too, since none of them has a sidecar."""
     mine = deployment_pods(deployment, pods)
-    return bool(mine) and all(pod_injected_as(p, injection) for p in mine)
+    return (bool(mine) or bool(injection.get("ambient"))) and all(pod_injected_as(p, injection) for p in mine)
 
 
 def already_injected(deployments, pods, injection, trigger_annotation):
     """Names of the `deployments` (those of the data plane) that record no trigger yet but whose pods already
     run as `injection` wants: Envoy Gateway creates the Envoy Deployment of a Gateway made after the last
     restart (expose_app's, in site.yml) with the pod template it renders, so that Deployment never records a
-    trigger, while its pods come out of the injector as a restart would make them."""
+    trigger, while its pods come out of the injector as a restart would make them. In ambient mode
+    (ambient_injection) `deployments` are all those selected: one without trigger whose pods have no sidecar is
+    already enrolled by ztunnel, with nothing for a restart to change."""
     if injection is None:
         return set()
     return set(d["metadata"]["name"] for d in deployments or []

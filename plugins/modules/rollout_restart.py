@@ -70,6 +70,9 @@ options:
         at that version, those pod annotations; or no sidecar at all when injection is off), is left alone
         and nothing is written to it. Envoy Gateway creates the Envoy Deployment of a Gateway made after the
         restart without the trigger; restarting it on the next run would only disturb traffic.
+      - With C(ambient=true) (Istio's ambient mode, no sidecar), every selected Deployment, named or matched, that
+        records no trigger and none of whose pods runs a sidecar is left alone, one without pods too; ztunnel
+        enrols running pods, so only a sidecar to drop is a reason to restart.
       - The pods are listed only when such a Deployment exists. Without O(injection), every Deployment
         without the trigger is restarted.
     type: dict

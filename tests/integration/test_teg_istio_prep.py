@@ -389,3 +389,74 @@ def test_no_envoyproxy_api_is_refused(fresh, play):
             assert time.monotonic() < deadline, "the EnvoyProxy CRD did not become Established again"
             time.sleep(0.5)
         cluster.localcp("reset")
+
+
+AMBIENT = {"teg_istio_prep_mesh_mode": "ambient"}
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+
+
+def mesh_labels(cluster):
+    labels = get(cluster, "namespace", NS)["metadata"].get("labels") or {}
+    return {k: v for k, v in labels.items() if k in ("istio-injection", "istio.io/rev", DATAPLANE_MODE)}
+
+
+def envoy_pod_annotations(ep):
+    return ((((ep["spec"].get("provider") or {}).get("kubernetes") or {}).get("envoyDeployment") or {}).get("pod")
+            or {}).get("annotations") or {}
+
+
+@pytest.mark.skipif(MATRIX != "current", reason="ambient mode runs on the current flavour only (the legacy one refuses)")
+def test_ambient_takes_back_sidecar_mode_reruns_without_writes_switches_back_and_teardown_undoes_both(fresh, play):
+    cluster = fresh
+    assert run_role(play).rc == 0
+    assert envoy_pod_annotations(envoyproxy(cluster, TARGET_EP)) == dict(DRAIN, **{ANNOTATION: ""})
+
+    check = run_role(play, AMBIENT, check=True, diff=True)
+    assert check.rc == 0, check.output[-3000:]
+    # The namespace label and the EnvoyProxy, in one kubernetes.core.k8s call, dry-run.
+    assert check.recap()["changed"] == 1
+    assert check.writes == [], check.describe_writes()
+    assert check.dry_runs
+    assert "istio.io/dataplane-mode: ambient" in check.stdout
+    assert mesh_labels(cluster) == {"istio-injection": "enabled"}
+
+    ambient = run_role(play, AMBIENT)
+    assert ambient.rc == 0, ambient.output[-3000:]
+    assert mesh_labels(cluster) == {DATAPLANE_MODE: "ambient"}
+    ep = envoyproxy(cluster, TARGET_EP)
+    assert envoy_pod_annotations(ep) == {}
+    # TEG's own settings stay; routingType is expose_app's, not this role's.
+    assert ep["spec"]["logging"] == fixture_object("EnvoyProxy", "teg-envoy-proxy")["spec"]["logging"]
+    assert "routingType" not in ep["spec"]
+    versions = resource_versions(cluster)
+    again = run_role(play, AMBIENT)
+    assert again.rc == 0, again.output[-3000:]
+    assert again.recap()["changed"] == 0
+    assert again.writes == [], again.describe_writes()
+    assert resource_versions(cluster) == versions
+
+    # Mode create: the EnvoyProxy it makes carries no sidecar annotation, and the real CRD schema takes it.
+    created = run_role(play, dict(AMBIENT, teg_istio_prep_envoyproxy_mode="create"))
+    assert created.rc == 0, created.output[-3000:]
+    own = envoyproxy(cluster, "data-plane-sidecars")
+    assert own["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "teg.istio"
+    assert own["spec"]["provider"] == {"type": "Kubernetes"}
+    assert get(cluster, "gatewayclass", "teg")["spec"]["parametersRef"]["name"] == "data-plane-sidecars"
+    assert run_role(play, dict(AMBIENT, teg_istio_prep_state="absent")).rc == 0
+    assert envoyproxy(cluster, "data-plane-sidecars", check=False) is None
+    assert get(cluster, "gatewayclass", "teg")["spec"]["parametersRef"]["name"] == TARGET_EP
+    assert mesh_labels(cluster) == {}
+
+    # Back to sidecar mode from ambient: the ambient label goes, the injection label and annotations come back.
+    assert run_role(play, AMBIENT).rc == 0
+    back = run_role(play)
+    assert back.rc == 0, back.output[-3000:]
+    assert mesh_labels(cluster) == {"istio-injection": "enabled"}
+    assert envoy_pod_annotations(envoyproxy(cluster, TARGET_EP)) == dict(DRAIN, **{ANNOTATION: ""})
+
+
+@pytest.mark.skipif(MATRIX != "legacy", reason="the refusal of Envoy Gateway v0.5, which has no routingType")
+def test_ambient_is_refused_on_envoy_gateway_v0_5(fresh, play):
+    run = run_role(play, AMBIENT, env=JSON_CALLBACK)
+    assert_refused(run, ["teg_istio_prep_mesh_mode ambient needs the EnvoyProxy's spec.routingType"],
+                   ["upgrade TEG / Envoy Gateway", "teg_istio_prep_mesh_mode to sidecar"])

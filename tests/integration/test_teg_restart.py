@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO, RolePlaybook
+from conftest import MATRIX, REPO, RolePlaybook
 
 PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "teg_restart.yml")
 NS = "envoy-gateway-system"
@@ -124,6 +124,27 @@ def test_refuses_without_istiod_and_writes_nothing(teg, fail):
     result, msg = fail(cause=["istiod not found in the cluster"], fix=["run teg.istio.istio_install before teg_restart"])
     assert msg.startswith("istiod not found in the cluster: run teg.istio.istio_install before teg_restart")
     assert result.writes == [], result.describe_writes()
+
+
+AMBIENT = {"teg_restart_mesh_mode": "ambient"}
+
+
+@pytest.mark.skipif(MATRIX != "current", reason="ambient mode runs on the current flavour only")
+def test_ambient_still_refuses_without_istiod(teg, fail):
+    result, _msg = fail(AMBIENT, cause=["istiod not found in the cluster"],
+                        fix=["run teg.istio.istio_install before teg_restart"])
+    assert result.writes == [], result.describe_writes()
+
+
+@pytest.mark.skipif(MATRIX != "current", reason="ambient mode runs on the current flavour only")
+def test_a_fresh_ambient_mesh_restarts_nothing(mesh, run):
+    """No trigger recorded and no sidecar in any pod: ztunnel enrols the pods as they run."""
+    before = _states(mesh)
+    result = run(AMBIENT)
+    assert result.rc == 0, result.output[-3000:]
+    assert result.recap()["changed"] == 0
+    assert result.writes == [], result.describe_writes()
+    assert _states(mesh) == before
 
 
 def test_restart_then_nothing_then_changed_settings_then_force(mesh, run):
@@ -328,3 +349,59 @@ def test_missing_namespace_is_one_line_and_writes_nothing(mesh, fail):
                        fix=["install TEG first", "set teg_restart_namespace"])
     assert msg.startswith("namespace no-such-namespace not found: install TEG first")
     assert result.writes == []
+
+
+def _proxy_labels(gateway):
+    return {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+            "app.kubernetes.io/managed-by": "envoy-gateway", "gateway.envoyproxy.io/owning-gateway-name": gateway}
+
+
+@pytest.mark.skipif(MATRIX != "current", reason="ambient mode runs on the current flavour only")
+def test_sidecar_to_ambient_restarts_once_what_has_a_sidecar_and_back_restarts_into_sidecars(mesh, run):
+    """From sidecar mode, ambient restarts the TEG Deployments (they record a sidecar-mode trigger) and an Envoy
+    Deployment without trigger whose pods run a sidecar (the stand-in istiod injects nothing, so its template
+    carries one), once; it leaves an Envoy Deployment without trigger and without sidecar alone. Back in sidecar
+    mode, everything restarts into sidecars, the TEG Deployments with the trigger they had before."""
+    mesh.kubectl("label", "namespace", NS, "istio-injection=enabled", "--overwrite")
+    assert run().rc == 0
+    sidecar_trigger = _state(mesh, "envoy-gateway")["trigger"]
+    with_sidecar = _deployment("envoy-apps-sidecar", NS, labels=_proxy_labels("sidecar"), pod_spec={"containers": [
+        {"name": "envoy", "image": "docker.io/envoyproxy/envoy:distroless-v1.36.0"},
+        {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:%s" % mesh.env["TEG_ISTIO_TEST_ISTIO_VERSION"]}]})
+    plain = _deployment("envoy-apps-plain", NS, labels=_proxy_labels("plain"))
+    _apply(mesh, with_sidecar, plain)
+    extra = ["envoy-apps-sidecar", "envoy-apps-plain"]
+    for name in extra:
+        mesh.kubectl("wait", "--for=condition=Available", "--timeout=120s", "-n", NS, "deployment/" + name)
+    restarted = CONTROL_PLANE + ["envoy-apps-sidecar"]
+    try:
+        before = _states(mesh, CONTROL_PLANE + extra)
+        check = run(AMBIENT, check=True)
+        assert check.rc == 0, check.output[-3000:]
+        assert check.recap()["changed"] == 1
+        assert check.writes == [], check.describe_writes()
+        assert len(check.dry_runs) == len(restarted)
+        assert _states(mesh, CONTROL_PLANE + extra) == before
+
+        ambient = run(AMBIENT)
+        assert ambient.rc == 0, ambient.output[-3000:]
+        assert _patched(ambient) == sorted(restarted)
+        after = _states(mesh, CONTROL_PLANE + extra)
+        _assert_restarted({name: before[name] for name in restarted}, after)
+        assert after["envoy-apps-plain"] == before["envoy-apps-plain"]
+        ambient_triggers = {after[name]["trigger"] for name in restarted}
+        assert len(ambient_triggers) == 1 and sidecar_trigger not in ambient_triggers
+
+        again = run(AMBIENT)
+        assert again.rc == 0, again.output[-3000:]
+        assert again.recap()["changed"] == 0
+        assert again.writes == [], again.describe_writes()
+
+        back = run()
+        assert back.rc == 0, back.output[-3000:]
+        # envoy-apps-plain too: in sidecar mode its pods lack the sidecar the namespace label asks for.
+        assert _patched(back) == sorted(CONTROL_PLANE + extra)
+        assert {_state(mesh, name)["trigger"] for name in CONTROL_PLANE} == {sidecar_trigger}
+    finally:
+        for name in extra:
+            mesh.kubectl("delete", "deployment", name, "-n", NS)

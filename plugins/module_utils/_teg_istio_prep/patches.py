@@ -9,13 +9,26 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE, TegIstioError
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    TegIstioError,
+)
 
 INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 
 
-def _wanted_injection_labels(revision):
+def _wanted_mesh_labels(revision, mesh_mode, state):
+    """The namespace labels wanted (None: removed) for `mesh_mode`, or, with state "absent", none of them."""
+    if state != "present":
+        return {INJECTION_LABEL: None, REVISION_LABEL: None}
+    # Ambient mode: ztunnel captures the pods of a namespace labelled istio.io/dataplane-mode=ambient; an injection
+    # label would give them sidecars, which ztunnel then leaves alone, so both injection labels go.
+    if mesh_mode == "ambient":
+        return {DATAPLANE_MODE_LABEL: DATAPLANE_MODE_AMBIENT, INJECTION_LABEL: None, REVISION_LABEL: None}
     # Istio: when both labels are on a namespace, istio-injection wins and the revision is ignored,
     # so the style not chosen is removed (null in a merge patch) rather than left to override or
     # confuse (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/).
@@ -24,15 +37,19 @@ def _wanted_injection_labels(revision):
     return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
 
 
-def injection_labels_patch(namespace, revision="", state="present"):
-    """Merge-patch definition that labels `namespace` (a Namespace as read) for sidecar injection:
-    istio-injection=enabled, or istio.io/rev=<revision> when a revision is given; with
-    state="absent", the one that takes both injection labels off (teardown)."""
+def mesh_labels_patch(namespace, revision="", state="present", mesh_mode="sidecar"):
+    """Merge-patch definition that labels `namespace` (a Namespace as read) for the mesh: in sidecar mode for
+    injection (istio-injection=enabled, or istio.io/rev=<revision> when a revision is given), in ambient mode
+    istio.io/dataplane-mode=ambient without either injection label; with state="absent", the one that takes
+    all of them off (teardown). Outside ambient mode an istio.io/dataplane-mode=ambient label is taken back (the
+    value ambient only: another value, such as none, is not one this collection sets)."""
     if not namespace or not (namespace.get("metadata") or {}).get("name"):
-        raise TegIstioError("injection_labels_patch needs a Namespace object as read from the API server")
+        raise TegIstioError("mesh_labels_patch needs a Namespace object as read from the API server")
     labels = namespace["metadata"].get("labels") or {}
     changes = {}
-    wanted = _wanted_injection_labels(revision) if state == "present" else {INJECTION_LABEL: None, REVISION_LABEL: None}
+    wanted = _wanted_mesh_labels(revision, mesh_mode, state)
+    if DATAPLANE_MODE_LABEL not in wanted and labels.get(DATAPLANE_MODE_LABEL) == DATAPLANE_MODE_AMBIENT:
+        wanted[DATAPLANE_MODE_LABEL] = None
     for key, value in wanted.items():
         if value is None and key in labels:
             changes[key] = None
@@ -75,12 +92,7 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
     if state == "absent":
         return _annotations_removal(envoyproxy, annotations, api_version, name, namespace, replace or {})
     if not envoyproxy:
-        return {
-            "apiVersion": api_version, "kind": "EnvoyProxy",
-            "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
-            "spec": {"provider": {"type": "Kubernetes",
-                                  "kubernetes": {"envoyDeployment": {"pod": {"annotations": dict(annotations)}}}}},
-        }
+        return new_envoyproxy(api_version, name, namespace, annotations)
     provider = (envoyproxy.get("spec") or {}).get("provider") or {}
     if provider and provider.get("type") != "Kubernetes":
         raise TegIstioError("EnvoyProxy %s/%s has provider type %s; pod annotations need type Kubernetes"
@@ -96,6 +108,20 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
         "metadata": {"name": name, "namespace": namespace},
         # type is required by the schema once provider exists; it is already Kubernetes or absent.
         "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": missing}}}}},
+    }
+
+
+def new_envoyproxy(api_version, name, namespace, annotations):
+    """The whole EnvoyProxy this collection creates, labelled managed-by teg.istio: its Envoy pods get the pod
+    `annotations`; with none (ambient mode), only the provider type, so that the GatewayClass has an EnvoyProxy of
+    this collection's to reference (expose_app sets its routingType)."""
+    provider = {"type": "Kubernetes"}
+    if annotations:
+        provider["kubernetes"] = {"envoyDeployment": {"pod": {"annotations": dict(annotations)}}}
+    return {
+        "apiVersion": api_version, "kind": "EnvoyProxy",
+        "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+        "spec": {"provider": provider},
     }
 
 

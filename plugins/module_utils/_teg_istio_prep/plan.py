@@ -1,10 +1,10 @@
 # Copyright: teg.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PRIVATE to teg.istio: the plan of the teg_istio_prep role (step 1: the TEG namespace's injection label,
-appProtocol on the xDS port, the Envoy pods' sidecar annotations through the EnvoyProxy the GatewayClass
-references). read_* list what to read; decide_* turn what was read into the writes and the errors,
-without I/O, unit-tested in tests/unit/plugins/module_utils/test_teg_istio_prep.py; plan() and
-teardown() glue them to one read. It can change at any time."""
+"""PRIVATE to teg.istio: the plan of the teg_istio_prep role (step 1: the TEG namespace's injection label, or in
+ambient mode its istio.io/dataplane-mode label, appProtocol on the xDS port, the Envoy pods' sidecar annotations
+through the EnvoyProxy the GatewayClass references, taken back in ambient mode). read_* list what to read;
+decide_* turn what was read into the writes and the errors, without I/O, unit-tested in
+tests/unit/plugins/module_utils/test_teg_istio_prep*.py; plan() and teardown() glue them to one read. It can change at any time."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -18,9 +18,12 @@ from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain im
 )
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches import (
     envoyproxy_pod_annotations_patch,
-    injection_labels_patch,
+    mesh_labels_patch,
+    new_envoyproxy,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import (
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     describe,
@@ -94,6 +97,12 @@ def _cluster_errors(facts, read, settings):
     if envoyproxy is None:
         return ["no API group serves envoyproxies (neither gateway.envoyproxy.io nor config.gateway.envoyproxy.io): "
                 "install TEG / Envoy Gateway with its CRDs before this role"]
+    if _ambient(settings) and not envoyproxy.get("routing_type"):
+        # expose_app sets routingType Service in ambient mode (pod-IP routing would bypass a waypoint:
+        # istio/istio#51214, #51482); Envoy Gateway serves the field from v1.1 (envoyproxy/gateway#3543).
+        return ["teg_istio_prep_mesh_mode ambient needs the EnvoyProxy's spec.routingType (Envoy Gateway v1.1 or "
+                "later), which the EnvoyProxy API %s does not have: upgrade TEG / Envoy Gateway, or set "
+                "teg_istio_prep_mesh_mode to sidecar" % envoyproxy["api_version"]]
     if not envoyproxy["pod_annotations"]:
         return ["the EnvoyProxy API %s has no spec.provider.kubernetes.envoyDeployment.pod.annotations (Envoy Gateway "
                 "older than v0.4): upgrade TEG / Envoy Gateway to v0.4 or later" % envoyproxy["api_version"]]
@@ -127,6 +136,33 @@ def _ratelimit_port(service, settings):
     return next((p for p in ports if p.get("port") == settings["ratelimit_service_port"]), None)
 
 
+def _ambient(settings):
+    return settings["mesh_mode"] == "ambient"
+
+
+def _mesh_mode_errors(settings):
+    if _ambient(settings) and settings["revision"]:
+        return ["teg_istio_prep_revision %s chooses a sidecar injector, which ambient mode does not use (the namespace "
+                "gets %s=%s and loses istio.io/rev): set teg_istio_prep_revision to \"\", or "
+                "teg_istio_prep_mesh_mode to sidecar" % (settings["revision"], DATAPLANE_MODE_LABEL,
+                                                         DATAPLANE_MODE_AMBIENT)]
+    return []
+
+
+def _sidecar_annotations_removal(envoyproxy, settings, api_version, name, namespace):
+    """The merge patch that takes the sidecar annotations off `envoyproxy` (as read): the role's pod annotations
+    and, unless teg_istio_prep_sidecar_drain is none, the drain annotations (drain.py); {} when it carries none.
+    Teardown and ambient mode both use it."""
+    remove, replace = [], {}
+    if settings["sidecar_drain"] != "none":
+        remove, replace = drain_annotations_after_teardown(envoyproxy, describe("EnvoyProxy", name, namespace))
+    # A key in `replace` is listed too: its new value wins over the removal.
+    annotations = dict(settings["pod_annotations"], **dict.fromkeys(remove + sorted(replace), ""))
+    if not envoyproxy or not annotations:
+        return {}
+    return envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, "absent", replace)
+
+
 def decide_mode(facts, settings):
     if settings["envoyproxy_mode"] != "auto":
         return settings["envoyproxy_mode"]
@@ -158,7 +194,7 @@ def _istio_version(facts, settings):
 def decide_present(facts, read, settings, check_mode):
     """(decisions, errors): what step 1 writes, from the facts (cluster_facts' `cluster` with the
     GatewayClass) and the read of read_present()."""
-    errors = _annotation_errors(settings["pod_annotations"])
+    errors = _annotation_errors(settings["pod_annotations"]) + _mesh_mode_errors(settings)
     if errors:
         return None, errors
     errors = _cluster_errors(facts, read, settings)
@@ -188,17 +224,27 @@ def decide_present(facts, read, settings, check_mode):
         return None, ["%s has provider type %s; pod annotations need type Kubernetes: choose another EnvoyProxy "
                       "(teg_istio_prep_envoyproxy_name with mode create)" % (where, provider.get("type"))]
 
-    drain, errors = decide_drain(settings["sidecar_drain"], envoyproxy, where, _istio_version(facts, settings),
-                                 facts.get("kubernetes_version"), facts["envoyproxy"].get("shutdown"),
-                                 settings["pod_annotations"])
-    if errors:
-        return None, errors
-    annotations = dict(settings["pod_annotations"], **drain["annotations"])
-
     api_version = facts["envoyproxy"]["api_version"]
-    namespace_patch = injection_labels_patch(_first(read, "namespace"), settings["revision"])
-    envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version,
-                                                        target["name"], target["namespace"])
+    namespace_patch = mesh_labels_patch(_first(read, "namespace"), settings["revision"],
+                                        mesh_mode=settings["mesh_mode"])
+    if _ambient(settings):
+        # No sidecar: the Envoy pods get none of the sidecar annotations, and those sidecar mode set are taken back.
+        drain = {"mode": "none", "annotations": {}, "reason": "teg_istio_prep_mesh_mode is ambient: no sidecar"}
+        annotations = {}
+        if envoyproxy:
+            envoyproxy_patch = _sidecar_annotations_removal(envoyproxy, settings, api_version, target["name"],
+                                                            target["namespace"])
+        else:
+            envoyproxy_patch = new_envoyproxy(api_version, target["name"], target["namespace"], {})
+    else:
+        drain, errors = decide_drain(settings["sidecar_drain"], envoyproxy, where, _istio_version(facts, settings),
+                                     facts.get("kubernetes_version"), facts["envoyproxy"].get("shutdown"),
+                                     settings["pod_annotations"])
+        if errors:
+            return None, errors
+        annotations = dict(settings["pod_annotations"], **drain["annotations"])
+        envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version,
+                                                            target["name"], target["namespace"])
     port = _port_matches(_first(read, "service"), settings)[1][0]
     wanted_ref = {"group": group, "kind": "EnvoyProxy", "name": target["name"], "namespace": target["namespace"]}
     point_gatewayclass = mode == "create" and facts["gatewayclass"]["parameters_ref"] != wanted_ref
@@ -208,8 +254,8 @@ def decide_present(facts, read, settings, check_mode):
         # One kubernetes.core.k8s call (state present, merge): the namespace exists (read above), the
         # EnvoyProxy may have to be created.
         "objects": [d for d in (namespace_patch, envoyproxy_patch) if d],
-        # What the Envoy pods carry once written: the role's annotations and how their sidecar outlives
-        # Envoy's drain (module_utils/_teg_istio_prep/drain.py).
+        # What the Envoy pods get from this role once written: the role's annotations and how their sidecar
+        # outlives Envoy's drain (module_utils/_teg_istio_prep/drain.py); none in ambient mode.
         "pod_annotations": annotations,
         "sidecar_drain": {"mode": drain["mode"], "reason": drain["reason"]},
         "service_port": port.get("appProtocol") != settings["app_protocol"],
@@ -270,7 +316,7 @@ def plan(view, settings, predicted, check_mode):
     # The versions decide how the sidecar outlives Envoy's drain: the API server's, and istiod's when
     # teg_istio_prep_istio_version (or istio_install_version) does not say which Istio will run.
     parts = {"envoyproxy_schema", "version"}
-    if settings["sidecar_drain"] in ("auto", "native") and not settings["istio_version"]:
+    if not _ambient(settings) and settings["sidecar_drain"] in ("auto", "native") and not settings["istio_version"]:
         parts.add("istiod")
     facts = view.facts(gatewayclass=settings["gatewayclass"], parts=parts)
     read = view.read(facts, read_present(settings))
@@ -314,19 +360,14 @@ def decide_absent(facts, read, referenced, settings):
     owned_names = set((o["metadata"]["namespace"], o["metadata"]["name"]) for o in owned)
     patches = []
     if referenced and (referenced["metadata"]["namespace"], referenced["metadata"]["name"]) not in owned_names:
-        name, namespace = referenced["metadata"]["name"], referenced["metadata"]["namespace"]
-        remove, replace = [], {}
-        if settings["sidecar_drain"] != "none":
-            remove, replace = drain_annotations_after_teardown(referenced, describe("EnvoyProxy", name, namespace))
-        removal = envoyproxy_pod_annotations_patch(referenced, dict(settings["pod_annotations"],
-                                                                    **dict.fromkeys(remove, "")),
-                                                   facts["envoyproxy"]["api_version"], name, namespace, "absent",
-                                                   replace)
+        removal = _sidecar_annotations_removal(referenced, settings, facts["envoyproxy"]["api_version"],
+                                               referenced["metadata"]["name"], referenced["metadata"]["namespace"])
         if removal:
             patches.append(removal)
     namespace = _first(read, "namespace")
     if namespace:
-        unlabel = injection_labels_patch(namespace, "", "absent")
+        # Both modes' labels: the injection labels and an istio.io/dataplane-mode=ambient.
+        unlabel = mesh_labels_patch(namespace, "", "absent")
         if unlabel:
             patches.append(unlabel)
     gatewayclass = _first(read, "gatewayclass")

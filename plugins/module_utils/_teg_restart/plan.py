@@ -5,7 +5,9 @@ Envoy data plane so that they come back with sidecars). The restart trigger is a
 pods must pick up (the namespace's injection labels, the includeInboundPorts annotation, istiod's
 revision and version, so that an Istio upgrade restarts TEG once onto the new sidecar); whether
 rollout_restart has anything to do is decided with its own rules (module_utils/rollout.py), so that a
-run with nothing to restart runs nothing. It can change at any time."""
+run with nothing to restart runs nothing. In ambient mode the trigger is one fixed value (ambient_trigger), and
+only a Deployment that records a sidecar-mode trigger or runs a pod with a sidecar is restarted (to drop the
+sidecar): ztunnel enrols running pods. It can change at any time."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -18,6 +20,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import DRAIN_ANNOT
 from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     TRIGGER_ANNOTATION,
     already_injected,
+    ambient_injection,
     paused_error,
     plan_restarts,
     rollout_state,
@@ -47,6 +50,14 @@ def trigger(namespace_labels, include_inbound, istiod, drain=None):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def ambient_trigger():
+    """The restart trigger in ambient mode: sha256 of {"dataplaneMode": "ambient"}, as trigger() hashes. It differs
+    from every sidecar-mode value (those hash an "injection" key), so that a Deployment restarted in sidecar mode is
+    restarted once into ambient mode and once again on the way back; nothing else is in it, since ambient mode
+    needs no restart for a new istiod (ztunnel, not a sidecar, carries the traffic)."""
+    return hashlib.sha256(json.dumps({"dataplaneMode": "ambient"}, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def restart_pending(deployments, names, data_plane, trigger_value, force=False, wait=True,
                     trigger_annotation=TRIGGER_ANNOTATION, current=()):
     """False only when rollout_restart would merely read: every Deployment in `names` exists among
@@ -73,10 +84,18 @@ def reads(settings):
     if settings["data_plane"]:
         out["data plane"] = {"kind": "Deployment", "api_version": "apps/v1", "namespace": settings["namespace"],
                              "label_selectors": [settings["data_plane_selector"]]}
+    if _ambient(settings):
+        # Every selected Deployment's pods: one without trigger is restarted only when a pod has a sidecar.
+        out["pods"] = {"kind": "Pod", "api_version": "v1", "namespace": settings["namespace"]}
+    elif settings["data_plane"]:
         # Its pods: an Envoy Deployment made after the last restart whose pods are already injected needs none.
         out["data plane pods"] = {"kind": "Pod", "api_version": "v1", "namespace": settings["namespace"],
                                   "label_selectors": [settings["data_plane_selector"]]}
     return out
+
+
+def _ambient(settings):
+    return settings["mesh_mode"] == "ambient"
 
 
 def _pod_annotations(envoyproxy):
@@ -95,6 +114,21 @@ def _injector(running, predicted):
     return running
 
 
+def _sidecar_trigger(facts, namespace, settings, predicted, istiod):
+    """(trigger, injection) in sidecar mode: the hash of what the restarted pods pick up, and the same unhashed."""
+    labels = (namespace["metadata"].get("labels") or {})
+    teg_namespace = predicted.get("teg_namespace") or {}
+    if teg_namespace.get("name") == settings["namespace"]:
+        labels = teg_namespace["labels"]
+    annotations = _pod_annotations((facts.get("gatewayclass") or {}).get("envoyproxy"))
+    if "envoyproxy_pod_annotations" in predicted:
+        annotations = dict(annotations, **predicted["envoyproxy_pod_annotations"])
+    drain = dict((key, annotations[key]) for key in DRAIN_ANNOTATIONS if key in annotations)
+    value = trigger(labels, annotations.get(INCLUDE_INBOUND), istiod, drain)
+    # The same settings, unhashed: what a restart would make of the pods.
+    return value, wanted_injection(labels, istiod, dict(drain, **{INCLUDE_INBOUND: annotations.get(INCLUDE_INBOUND)}))
+
+
 def decide(facts, read, settings, predicted, check_mode):
     """(decisions, errors, warnings)."""
     namespace = (read["namespace"]["resources"] or [None])[0]
@@ -107,28 +141,26 @@ def decide(facts, read, settings, predicted, check_mode):
         # Alone in check mode, an istio_install before it may only have been predicted; with predictions or
         # when site.yml plans every role, what the roles before it do is known, so it is an error.
         if not check_mode or predicted or settings.get("planning"):
-            return None, ["istiod not found in the cluster: run teg.istio.istio_install before teg_restart (the sidecar "
-                          "injector must exist before the pods restart), or set teg_restart_require_istiod: false if "
-                          "the injector runs where cluster_facts cannot see it"], []
+            why = ("ambient mode's ztunnel learns the workloads from it" if _ambient(settings) else
+                   "the sidecar injector must exist before the pods restart")
+            return None, ["istiod not found in the cluster: run teg.istio.istio_install before teg_restart (%s), or set "
+                          "teg_restart_require_istiod: false if the injector runs where cluster_facts cannot see it"
+                          % why], []
         warnings.append("istiod not found; in check mode this is expected when istio_install runs before this role, "
                         "but a real run of teg_restart alone would refuse")
-    labels = (namespace["metadata"].get("labels") or {})
-    teg_namespace = predicted.get("teg_namespace") or {}
-    if teg_namespace.get("name") == settings["namespace"]:
-        labels = teg_namespace["labels"]
-    annotations = _pod_annotations((facts.get("gatewayclass") or {}).get("envoyproxy"))
-    if "envoyproxy_pod_annotations" in predicted:
-        annotations = dict(annotations, **predicted["envoyproxy_pod_annotations"])
-    drain = dict((key, annotations[key]) for key in DRAIN_ANNOTATIONS if key in annotations)
-    value = trigger(labels, annotations.get(INCLUDE_INBOUND), istiod, drain)
-    # The same settings, unhashed: what a restart would make of the pods.
-    injection = wanted_injection(labels, istiod, dict(drain, **{INCLUDE_INBOUND: annotations.get(INCLUDE_INBOUND)}))
     deployments = read["deployments"]["resources"]
     data_plane = read["data plane"]["resources"] if settings["data_plane"] else None
-    current = set()
-    if settings["data_plane"] and not settings["force"]:
-        current = already_injected(data_plane, read["data plane pods"]["resources"], injection, TRIGGER_ANNOTATION)
     selected, _missing = select_deployments(deployments, settings["deployments"], data_plane)
+    if _ambient(settings):
+        value, injection = ambient_trigger(), ambient_injection()
+        # Without a trigger, a Deployment whose pods run no sidecar is left alone (already_injected, ambient).
+        candidates, pods = selected, read["pods"]["resources"]
+    else:
+        value, injection = _sidecar_trigger(facts, namespace, settings, predicted, istiod)
+        candidates, pods = data_plane, (read.get("data plane pods") or {}).get("resources")
+    current = set()
+    if candidates and not settings["force"]:
+        current = already_injected(candidates, pods, injection, TRIGGER_ANNOTATION)
     restart, _unchanged = plan_restarts(selected, value, TRIGGER_ANNOTATION, settings["force"], current)
     # rollout_restart refuses them too, but only after it has patched the others.
     error = paused_error(selected, restart, settings["namespace"])
@@ -136,7 +168,9 @@ def decide(facts, read, settings, predicted, check_mode):
         return None, [error], warnings
     return {
         "trigger": value,
-        "injection": injection,
+        # What rollout_restart judges Deployments without trigger by: the data plane's in sidecar mode (none when
+        # it is off), every selected one's in ambient mode.
+        "injection": injection if _ambient(settings) or settings["data_plane"] else None,
         "restart": restart_pending(deployments, settings["deployments"], data_plane, value, settings["force"],
                                    settings["wait"], current=current),
         "restarts": [entry["name"] for entry in restart],

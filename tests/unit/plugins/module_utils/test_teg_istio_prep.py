@@ -21,29 +21,29 @@ def namespace(**labels):
 
 
 def test_the_injection_label_is_added():
-    assert f.injection_labels_patch(namespace()) == {
+    assert f.mesh_labels_patch(namespace()) == {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}
 
 
 def test_a_labelled_namespace_needs_no_patch():
-    assert f.injection_labels_patch(namespace(**{"istio-injection": "enabled"})) == {}
-    assert f.injection_labels_patch(namespace(**{"istio.io/rev": "canary"}), "canary") == {}
+    assert f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"})) == {}
+    assert f.mesh_labels_patch(namespace(**{"istio.io/rev": "canary"}), "canary") == {}
 
 
 def test_a_revision_replaces_the_injection_label_which_would_win():
-    patch = f.injection_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
+    patch = f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
     assert patch["metadata"]["labels"] == {"istio.io/rev": "canary", "istio-injection": None}
 
 
 def test_the_injection_label_replaces_a_revision_label():
-    patch = f.injection_labels_patch(namespace(**{"istio.io/rev": "canary", "istio-injection": "disabled"}))
+    patch = f.mesh_labels_patch(namespace(**{"istio.io/rev": "canary", "istio-injection": "disabled"}))
     assert patch["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/rev": None}
 
 
 def test_a_namespace_without_labels_is_handled():
-    assert f.injection_labels_patch({"metadata": {"name": NS}})["metadata"]["labels"] == {"istio-injection": "enabled"}
+    assert f.mesh_labels_patch({"metadata": {"name": NS}})["metadata"]["labels"] == {"istio-injection": "enabled"}
     with pytest.raises(TegIstioError):
-        f.injection_labels_patch(None)
+        f.mesh_labels_patch(None)
 
 
 def test_a_missing_envoyproxy_is_rendered_whole():
@@ -110,10 +110,10 @@ def test_a_provider_other_than_kubernetes_is_refused():
 
 def test_teardown_takes_both_injection_labels_off_and_nothing_else():
     ns = {"metadata": {"name": "eg", "labels": {"istio-injection": "enabled", "istio.io/rev": "x", "team": "a"}}}
-    assert f.injection_labels_patch(ns, "", "absent") == {
+    assert f.mesh_labels_patch(ns, "", "absent") == {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "eg", "labels": {"istio-injection": None, "istio.io/rev": None}}}
-    assert f.injection_labels_patch({"metadata": {"name": "eg", "labels": {"team": "a"}}}, "", "absent") == {}
+    assert f.mesh_labels_patch({"metadata": {"name": "eg", "labels": {"team": "a"}}}, "", "absent") == {}
 
 
 def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():
@@ -145,7 +145,7 @@ SETTINGS = {
     "service_port": 18000, "service_port_name": "", "app_protocol": "tls", "ratelimit_service": "envoy-ratelimit",
     "ratelimit_service_port": 8081, "envoyproxy_mode": "create", "envoyproxy_name": "data-plane-sidecars",
     "pod_annotations": {"traffic.sidecar.istio.io/includeInboundPorts": ""}, "sidecar_drain": "auto",
-    "istio_version": "",
+    "istio_version": "", "mesh_mode": "sidecar",
 }
 FACTS = {
     "envoyproxy": {"api_version": "gateway.envoyproxy.io/v1alpha1", "group": "gateway.envoyproxy.io",

@@ -153,7 +153,7 @@ SETTINGS = {
     "state": "present", "namespace": NS, "revision": "", "gatewayclass": "teg", "service": "envoy-gateway",
     "service_port": 18000, "service_port_name": "", "app_protocol": "tls", "ratelimit_service": "",
     "ratelimit_service_port": 8081, "envoyproxy_mode": "auto", "envoyproxy_name": "data-plane-sidecars",
-    "pod_annotations": {INBOUND: ""}, "sidecar_drain": "auto", "istio_version": "",
+    "pod_annotations": {INBOUND: ""}, "sidecar_drain": "auto", "istio_version": "", "mesh_mode": "sidecar",
 }
 REF = {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": "teg-envoy-proxy", "namespace": NS}
 

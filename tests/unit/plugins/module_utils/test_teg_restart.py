@@ -6,10 +6,17 @@ import json
 
 import pytest
 
-from ansible_collections.teg.istio.plugins.module_utils._teg_restart.plan import decide, restart_pending, trigger
+from ansible_collections.teg.istio.plugins.module_utils._teg_restart.plan import (
+    ambient_trigger,
+    decide,
+    reads,
+    restart_pending,
+    trigger,
+)
 from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     TRIGGER_ANNOTATION,
     already_injected,
+    ambient_injection,
     plan_restarts,
     wanted_injection,
 )
@@ -160,7 +167,7 @@ def test_the_plan_leaves_an_injected_envoy_deployment_alone_and_restarts_a_stale
             "data plane": {"resources": data_plane},
             "data plane pods": {"resources": [pod(), pod(revision=None, labels=old_labels)]}}
     settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": True, "force": False,
-                "wait": True, "require_istiod": True}
+                "wait": True, "require_istiod": True, "mesh_mode": "sidecar"}
     decisions, errors, _warnings = decide(facts, read, settings, {}, False)
     assert errors == []
     assert decisions["restarts"] == ["envoy-old"] and decisions["restart"] is True
@@ -192,7 +199,7 @@ def test_the_sidecar_drain_annotation_changes_the_trigger_and_what_the_pods_must
             "data plane": {"resources": [envoy()]},
             "data plane pods": {"resources": [pod()]}}
     settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": True, "force": False,
-                "wait": True, "require_istiod": True}
+                "wait": True, "require_istiod": True, "mesh_mode": "sidecar"}
     decisions, errors, _warnings = decide(facts, read, settings, {}, False)
     assert errors == []
     assert decisions["trigger"] == native
@@ -214,9 +221,10 @@ def test_an_istio_upgrade_istio_install_predicts_changes_the_trigger_before_it_i
     upgraded = dict(running, version="1.30.0")
     facts = {"istio": {"istiod": running}, "gatewayclass": {}}
     read = {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system", "labels": labels}}]},
-            "deployments": {"resources": [deployment(n, trigger=trigger(labels, None, running)) for n in NAMES]}}
-    settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": False, "force": False,
-                "wait": True, "require_istiod": True}
+            "deployments": {"resources": [deployment(n, trigger=trigger(labels, None, running)) for n in NAMES]},
+            "data plane": {"resources": []}, "data plane pods": {"resources": []}}
+    settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": True, "force": False,
+                "wait": True, "require_istiod": True, "mesh_mode": "sidecar"}
     same, _errors, _warnings = decide(facts, read, settings, {}, True)
     assert same["restart"] is False and same["restarts"] == []
     predicted = {"istio": {"istiod": upgraded}}
@@ -227,3 +235,101 @@ def test_an_istio_upgrade_istio_install_predicts_changes_the_trigger_before_it_i
     canary = {"istio": {"istiod": dict(upgraded, name="istiod-canary", revision="canary")}}
     beside, _errors, _warnings = decide(facts, read, settings, canary, True)
     assert beside["restarts"] == []
+
+
+# --- ambient mode (teg_restart_mesh_mode: ambient) ----------------------------------------------------------
+
+AMBIENT_SETTINGS = {"namespace": "envoy-gateway-system", "deployments": ["envoy-gateway", "envoy-ratelimit",
+                                                                         "teg-envoy-gateway", "teg-redis"],
+                    "data_plane": True, "data_plane_selector": "app.kubernetes.io/component=proxy", "force": False,
+                    "wait": True, "require_istiod": True, "mesh_mode": "ambient"}
+ISTIOD = {"revision": "default", "version": "1.29.6"}
+SIDECAR_TRIGGER = trigger({"istio-injection": "enabled"}, "", ISTIOD)
+
+
+def app(name, trigger=None):
+    """A Deployment whose pods carry the label app=<name>."""
+    dep = deployment(name, trigger=trigger)
+    dep["spec"]["selector"] = {"matchLabels": {"app": name}}
+    return dep
+
+
+def ambient_read(deployments, pods, data_plane=()):
+    return {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system",
+                                                      "labels": {"istio.io/dataplane-mode": "ambient"}}}]},
+            "deployments": {"resources": list(deployments) + list(data_plane)},
+            "data plane": {"resources": list(data_plane)},
+            "pods": {"resources": list(pods)}}
+
+
+def test_the_ambient_trigger_is_one_fixed_value_apart_from_every_sidecar_one():
+    import hashlib
+    assert ambient_trigger() == hashlib.sha256(b'{"dataplaneMode": "ambient"}').hexdigest()
+    assert ambient_trigger() not in (SIDECAR_TRIGGER, trigger({}, None, None), trigger({}, "", ISTIOD))
+
+
+def test_ambient_reads_every_pod_of_the_namespace_and_sidecar_mode_only_the_data_plane_s():
+    assert "label_selectors" not in reads(AMBIENT_SETTINGS)["pods"]
+    assert "data plane pods" not in reads(AMBIENT_SETTINGS)
+    sidecar = reads(dict(AMBIENT_SETTINGS, mesh_mode="sidecar"))
+    assert "pods" not in sidecar and sidecar["data plane pods"]["label_selectors"] == [
+        "app.kubernetes.io/component=proxy"]
+
+
+def test_ambient_restarts_only_what_carries_a_sidecar_trigger_or_runs_a_sidecar():
+    """Moving from sidecar mode: envoy-gateway was restarted into a sidecar (its trigger), envoy-ratelimit has a
+    sidecar without trigger; teg-envoy-gateway runs no sidecar and has no trigger, teg-redis already carries the
+    ambient trigger, and the Envoy Deployment made after the switch has neither pods with sidecar nor trigger:
+    those three are left alone (ztunnel enrols running pods)."""
+    deployments = [app("envoy-gateway", SIDECAR_TRIGGER), app("envoy-ratelimit"), app("teg-envoy-gateway"),
+                   app("teg-redis", ambient_trigger())]
+    pods = [pod(labels={"app": "envoy-gateway"}), pod(labels={"app": "envoy-ratelimit"}),
+            pod(revision=None, labels={"app": "teg-envoy-gateway"}), pod(revision=None, labels={"app": "teg-redis"}),
+            pod(revision=None)]
+    read = ambient_read(deployments, pods, [envoy()])
+    facts = {"istio": {"istiod": ISTIOD}, "gatewayclass": {}}
+    decisions, errors, _warnings = decide(facts, read, AMBIENT_SETTINGS, {}, False)
+    assert errors == []
+    assert decisions["trigger"] == ambient_trigger() and decisions["injection"] == ambient_injection()
+    assert decisions["restarts"] == ["envoy-gateway", "envoy-ratelimit"] and decisions["restart"] is True
+    # After the restart: nothing left to do, and the rollout_restart module is not even run.
+    restarted = [app("envoy-gateway", ambient_trigger()), app("envoy-ratelimit", ambient_trigger()),
+                 app("teg-envoy-gateway"), app("teg-redis", ambient_trigger())]
+    pods = [pod(revision=None, labels={"app": d["metadata"]["name"]}) for d in restarted] + [pod(revision=None)]
+    decisions, errors, _warnings = decide(facts, ambient_read(restarted, pods, [envoy()]), AMBIENT_SETTINGS, {}, False)
+    assert decisions["restarts"] == [] and decisions["restart"] is False
+    forced, _errors, _warnings = decide(facts, ambient_read(restarted, pods, [envoy()]),
+                                        dict(AMBIENT_SETTINGS, force=True), {}, False)
+    assert forced["restarts"] == AMBIENT_SETTINGS["deployments"] + ["envoy-apps"]
+
+
+def test_a_fresh_ambient_install_restarts_nothing_not_even_a_deployment_without_pods():
+    deployments = [app(name) for name in AMBIENT_SETTINGS["deployments"]]
+    pods = [pod(revision=None, labels={"app": name}) for name in AMBIENT_SETTINGS["deployments"][:3]]
+    decisions, errors, _warnings = decide({"istio": {"istiod": ISTIOD}, "gatewayclass": {}},
+                                          ambient_read(deployments, pods, [envoy()]), AMBIENT_SETTINGS, {}, False)
+    assert errors == [] and decisions["restarts"] == [] and decisions["restart"] is False
+    # Sidecar mode with injection off still requires pods to call an Envoy Deployment current.
+    off = wanted_injection({}, None, {})
+    assert already_injected([envoy()], [], off, TRIGGER_ANNOTATION) == set()
+    assert already_injected([envoy()], [], ambient_injection(), TRIGGER_ANNOTATION) == {"envoy-apps"}
+
+
+def test_ambient_to_sidecar_restarts_what_ambient_restarted_into_sidecars():
+    labels = {"istio-injection": "enabled"}
+    deployments = [app(name, ambient_trigger()) for name in NAMES]
+    read = {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system", "labels": labels}}]},
+            "deployments": {"resources": deployments}}
+    settings = dict(AMBIENT_SETTINGS, deployments=NAMES, data_plane=False, mesh_mode="sidecar")
+    decisions, errors, _warnings = decide({"istio": {"istiod": ISTIOD}, "gatewayclass": {}}, read, settings, {}, False)
+    assert errors == [] and decisions["restarts"] == NAMES
+    # Without the data plane, sidecar mode gives rollout_restart no injection to judge by, as before.
+    assert decisions["injection"] is None
+
+
+def test_ambient_still_requires_istiod():
+    read = ambient_read([app("envoy-gateway", SIDECAR_TRIGGER)], [])
+    decisions, errors, _warnings = decide({"istio": {"istiod": None}, "gatewayclass": {}}, read, AMBIENT_SETTINGS,
+                                          {}, False)
+    assert decisions is None and errors[0].startswith("istiod not found in the cluster")
+    assert "ztunnel learns the workloads from it" in errors[0]
