@@ -19,6 +19,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
 )
 from ansible_collections.teg.istio.plugins.module_utils.facts import gather
 from ansible_collections.teg.istio.plugins.module_utils.verify import (
+    AMBIENT_DAEMONSETS,
     verify_config_findings,
     verify_status_findings,
 )
@@ -46,6 +47,8 @@ ARGUMENT_SPEC.update(
     mtls_root_namespace=dict(type="str", default="istio-system"),
     mesh_namespaces=dict(type="list", elements="str", default=[]),
     fail_on_findings=dict(type="bool", default=True),
+    mesh_mode=dict(type="str", choices=["sidecar", "ambient"], default="sidecar"),
+    istio_namespace=dict(type="str", default="istio-system"),
 )
 ARGUMENT_CONSTRAINTS = {}
 
@@ -87,11 +90,32 @@ def _observe(client, params, facts):
         "peerauthentication": _get(client, istio.get("peerauthentication_api_version"), "PeerAuthentication",
                                    "default", params["mtls_root_namespace"]) if params["mtls_mode"] else None,
     }
+    if params["mesh_mode"] == "ambient":
+        observed.update(_observe_ambient(client, params))
     if params["level"] == "status":
         observed["gatewayclass_object"] = _get(client, gateway_api, "GatewayClass", params["gatewayclass"])
         observed["gateways"] = _list(client, gateway_api, "Gateway", label_selector=_MANAGED)
         observed["mesh_pods"] = [pod for ns in params["mesh_namespaces"] for pod in _list(client, "v1", "Pod", ns)]
     return observed
+
+
+def _ambient_namespaces(params):
+    return sorted(set([params["teg_namespace"]] + list(params["mesh_namespaces"])
+                      + [a.get("namespace") for a in params["apps"] if a.get("namespace")]))
+
+
+def _observe_ambient(client, params):
+    """The namespaces' labels (None: not there) and pods of TEG's, the apps' and the mesh namespaces, and the
+    ambient data plane's DaemonSets."""
+    namespaces, pods = {}, []
+    for name in _ambient_namespaces(params):
+        namespace = _get(client, "v1", "Namespace", name)
+        namespaces[name] = ((namespace or {}).get("metadata") or {}).get("labels") or {} if namespace else None
+        if namespace:
+            pods.extend(_list(client, "v1", "Pod", name))
+    daemonsets = dict((name, _get(client, "apps/v1", "DaemonSet", name, params["istio_namespace"]))
+                      for name in AMBIENT_DAEMONSETS)
+    return {"ambient_namespaces": namespaces, "ambient_pods": pods, "daemonsets": daemonsets}
 
 
 def _expected(params):
@@ -108,6 +132,11 @@ def _expected(params):
         "apps": [{"name": a.get("name"), "namespace": a.get("namespace")} for a in params["apps"]],
         "routing": params["routing"],
         "gateway": {"name": params["gateway_name"], "namespace": params["gateway_namespace"]},
+        "mesh_mode": params["mesh_mode"],
+        "istio_namespace": params["istio_namespace"],
+        # The namespaces the roles label for ambient: TEG's (teg_istio_prep) and the apps' (expose_app).
+        "ambient_labelled": sorted(set([params["teg_namespace"]]
+                                       + [a.get("namespace") for a in params["apps"] if a.get("namespace")])),
         "peerauthentication": ({"namespace": params["mtls_root_namespace"], "mode": params["mtls_mode"]}
                                if params["mtls_mode"] else None),
     }

@@ -11,14 +11,27 @@ __metaclass__ = type
 
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     APP_LABEL,
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
+    DRAIN_ANNOTATIONS,
     GATEWAY_LABEL,
     GATEWAY_NAMESPACE_LABEL,
+    ambient_enrolled,
     describe,
     referenced_envoyproxy,
     sidecar_container,
 )
 
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+# The namespace labels by which istiod injects sidecars: none of them may be on an ambient namespace, since a
+# pod with a sidecar is not captured by ztunnel.
+INJECTION_LABELS = ("istio-injection", "istio.io/rev")
+# The DaemonSets of Istio's ambient data plane (charts cni and ztunnel), in Istio's namespace.
+AMBIENT_DAEMONSETS = ("ztunnel", "istio-cni-node")
+
+
+def _ambient(expected):
+    return expected.get("mesh_mode") == "ambient"
 
 
 def _meta(obj):
@@ -37,7 +50,7 @@ def _prep_findings(observed, expected):
     if not namespace:
         return ["Namespace %s does not exist: install TEG there or set verify_teg_namespace" % ns_name]
     labels = _meta(namespace).get("labels") or {}
-    for key, value in expected["injection_labels"].items():
+    for key, value in ({} if _ambient(expected) else expected["injection_labels"]).items():
         if labels.get(key) != value:
             findings.append("Namespace %s has label %s=%r, expected %r: run the teg_istio_prep role"
                             % (ns_name, key, labels.get(key), value))
@@ -79,13 +92,21 @@ def _prep_findings(observed, expected):
     pod = ((((envoyproxy.get("spec") or {}).get("provider") or {}).get("kubernetes") or {})
            .get("envoyDeployment") or {}).get("pod") or {}
     annotations = pod.get("annotations") or {}
-    for key, value in expected["pod_annotations"].items():
-        if key not in annotations or annotations[key] != value:
-            findings.append("%s sets pod annotation %s=%r, expected %r: run the teg_istio_prep role"
-                            % (ep_where, key, annotations.get(key, "<unset>"), value))
-    if expected.get("routing") == "service" and (envoyproxy.get("spec") or {}).get("routingType") != "Service":
-        findings.append("%s has routingType %r, expected 'Service' for expose_app_routing service: run the expose_app role"
-                        % (ep_where, (envoyproxy.get("spec") or {}).get("routingType")))
+    if _ambient(expected):
+        for key in sorted(set(annotations) & set((INCLUDE_INBOUND,) + DRAIN_ANNOTATIONS)):
+            findings.append("%s sets the sidecar pod annotation %s, which ambient mode does without: run the "
+                            "teg_istio_prep role in ambient mode" % (ep_where, key))
+    else:
+        for key, value in expected["pod_annotations"].items():
+            if key not in annotations or annotations[key] != value:
+                findings.append("%s sets pod annotation %s=%r, expected %r: run the teg_istio_prep role"
+                                % (ep_where, key, annotations.get(key, "<unset>"), value))
+    if ((expected.get("routing") == "service" or _ambient(expected))
+            and (envoyproxy.get("spec") or {}).get("routingType") != "Service"):
+        findings.append("%s has routingType %r, expected 'Service' for %s: run the expose_app role"
+                        % (ep_where, (envoyproxy.get("spec") or {}).get("routingType"),
+                           "ambient mode (pod-IP routing bypasses waypoints)" if _ambient(expected)
+                           else "expose_app_routing service"))
     return findings
 
 
@@ -164,6 +185,8 @@ def _route_findings(observed, expected):
         if (app["name"], app["namespace"]) not in by_app:
             findings.append("app %s has no HTTPRoute in namespace %s: run the expose_app role"
                             % (app["name"], app["namespace"]))
+    if _ambient(expected):
+        return findings + _ambient_virtualservice_findings(observed, routes, gateway)
     if expected.get("routing") != "virtualservice":
         return findings
     mesh = _mesh_claims([vs for vs in observed.get("virtualservices") or [] if _made_for(vs, gateway)])
@@ -188,6 +211,64 @@ def _route_findings(observed, expected):
     return findings
 
 
+def _ambient_virtualservice_findings(observed, routes, gateway):
+    """Ambient has no mesh VirtualService for the apps: one made for this Gateway, or one bound to `mesh` for a
+    host the Gateway's routes serve, would apply only to sidecars (ztunnel does not read them)."""
+    hosts = set(host for route in routes for host in (route.get("spec") or {}).get("hostnames") or [])
+    findings = []
+    for vs in observed.get("virtualservices") or []:
+        labels = _meta(vs).get("labels") or {}
+        spec = vs.get("spec") or {}
+        ours = GATEWAY_LABEL in labels and _made_for(vs, gateway)
+        for_apps = "mesh" in (spec.get("gateways") or ["mesh"]) and hosts & set(spec.get("hosts") or [])
+        if ours or for_apps:
+            findings.append("%s is a mesh VirtualService for the apps, which ambient mode does not use: run the "
+                            "expose_app role in ambient mode (it removes those it made), or delete it"
+                            % _where(dict(vs, kind="VirtualService")))
+    return findings
+
+
+def _ambient_findings(observed, expected):
+    """The ambient state: the namespaces enrolled and not for injection, no sidecar in any of their pods,
+    every running pod enrolled, the ztunnel and istio-cni DaemonSets present."""
+    findings = []
+    namespaces = observed.get("ambient_namespaces") or {}
+    teg = expected["teg_namespace"]
+    for name in sorted(namespaces):
+        labels = namespaces[name]
+        if labels is None:
+            continue
+        fixer = "teg_istio_prep" if name == teg else "expose_app"
+        if name in (expected.get("ambient_labelled") or []) and labels.get(DATAPLANE_MODE_LABEL) != DATAPLANE_MODE_AMBIENT:
+            findings.append("Namespace %s has label %s=%r, expected %r: run the %s role in ambient mode"
+                            % (name, DATAPLANE_MODE_LABEL, labels.get(DATAPLANE_MODE_LABEL), DATAPLANE_MODE_AMBIENT,
+                               fixer))
+        for key in INJECTION_LABELS:
+            if key in labels:
+                findings.append("Namespace %s has the sidecar injection label %s=%s, which ambient mode must not have "
+                                "(a pod with a sidecar is not captured by ztunnel): run the %s role in ambient mode, "
+                                "or remove the label" % (name, key, labels[key], fixer))
+    for pod in observed.get("ambient_pods") or []:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        namespace = _meta(pod).get("namespace")
+        where = _where(dict(pod, kind="Pod"))
+        if sidecar_container(pod) is not None:
+            findings.append("%s has an istio-proxy sidecar, which ambient mode does without: run the teg_restart "
+                            "role in ambient mode (or a rollout restart) once its namespace has no injection label"
+                            % where)
+        elif not ambient_enrolled(pod, namespaces.get(namespace) or {}):
+            findings.append("%s is not enrolled in the ambient mesh: label Namespace %s %s=%s (the teg_istio_prep "
+                            "and expose_app roles do), and drop the pod's own %s=none"
+                            % (where, namespace, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL))
+    daemonsets = observed.get("daemonsets") or {}
+    for name in AMBIENT_DAEMONSETS:
+        if not daemonsets.get(name):
+            findings.append("DaemonSet %s/%s, part of Istio's ambient data plane, does not exist: run the "
+                            "istio_install role in ambient mode" % (expected.get("istio_namespace"), name))
+    return findings
+
+
 def _mtls_findings(observed, expected):
     wanted = expected.get("peerauthentication")
     if not wanted:
@@ -205,6 +286,7 @@ def _mtls_findings(observed, expected):
 def verify_config_findings(observed, expected):
     """Every problem found at the `config` level, one line each; [] when all is in place."""
     return (_prep_findings(observed, expected) + _job_sidecar_findings(observed)
+            + (_ambient_findings(observed, expected) if _ambient(expected) else [])
             + _route_findings(observed, expected) + _mtls_findings(observed, expected))
 
 
@@ -256,7 +338,9 @@ def verify_status_findings(observed, expected):
                      for p in parents for c in p.get("conditions") or [])
             if not ok:
                 findings.append("%s is not %s by its Gateway" % (_where(route), kind))
-    missing = sorted(_where(p) for p in observed.get("mesh_pods") or [] if sidecar_container(p) is None)
+    # In ambient the config level checks every pod's enrolment (_ambient_findings).
+    missing = sorted(_where(p) for p in observed.get("mesh_pods") or []
+                     if sidecar_container(p) is None and not _ambient(expected))
     if missing:
         findings.append("pods without an istio-proxy sidecar: %s; run the teg_restart role (and check the "
                         "namespace's injection label)" % ", ".join(missing))

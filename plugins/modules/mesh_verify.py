@@ -108,7 +108,11 @@ options:
     type: str
     default: istio-system
   mesh_namespaces:
-    description: With O(level=status), the namespaces whose pods must all carry a sidecar.
+    description:
+      - With O(level=status), the namespaces whose pods must all carry a sidecar.
+      - With O(mesh_mode=ambient) (any level), namespaces whose running pods must all be enrolled in the ambient mesh
+        (label C(istio.io/dataplane-mode=ambient) on the pod or its namespace) and carry no sidecar, beside TEG's
+        namespace and the apps' namespaces, which are always checked in ambient.
     type: list
     elements: str
     default: []
@@ -116,6 +120,21 @@ options:
     description: Fail when a problem is found. With C(false) the findings are only returned.
     type: bool
     default: true
+  mesh_mode:
+    description:
+      - C(sidecar) checks the sidecar procedure's state. C(ambient) checks Istio's ambient mode instead, at the
+        C(config) level already, TEG's namespace labelled C(istio.io/dataplane-mode=ambient) and with no injection
+        label (C(istio-injection), C(istio.io/rev)), and the same for the apps' namespaces; no C(istio-proxy) sidecar
+        in the pods of TEG's, the apps' and O(mesh_namespaces), each of them enrolled; the EnvoyProxy with
+        C(routingType=Service) and none of the sidecar pod annotations; no mesh VirtualService for the apps; the
+        C(ztunnel) and C(istio-cni-node) DaemonSets in O(istio_namespace).
+    type: str
+    choices: [sidecar, ambient]
+    default: sidecar
+  istio_namespace:
+    description: With O(mesh_mode=ambient), the namespace of Istio's C(ztunnel) and C(istio-cni-node) DaemonSets.
+    type: str
+    default: istio-system
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - teg.istio._attributes

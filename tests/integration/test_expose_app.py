@@ -320,3 +320,88 @@ def test_bad_input_is_refused_in_one_line_before_any_write(case, bad_backends, c
     assert_one_line_failure(result, cause=[cause], fix=[fix])
     assert result.writes == [], result.describe_writes()
     assert _get(cluster, "namespace", BAD_NS)["metadata"].get("labels", {}).get("istio-injection") is None
+
+
+AMBIENT = dict(SAMPLE, expose_app_mesh_mode="ambient")
+DATAPLANE = "istio.io/dataplane-mode"
+
+
+def _ambient_verify(play, tmp_path):
+    """teg.istio.mesh_verify in ambient mode, its findings returned rather than failed on."""
+    playbook = tmp_path / "verify-ambient.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Verify", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": "Check the ambient state", "register": "__found",
+                   "teg.istio.mesh_verify": {"apps": [HTTPBIN], "mesh_mode": "ambient", "mtls_mode": "",
+                                             "fail_on_findings": False}},
+                  {"name": "Show the findings", "ansible.builtin.debug": {"msg": "{{ __found.findings | to_json }}"}}]}]))
+    result = play(str(playbook), use_site_vars=False, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    _ok(result)
+    msg = json.loads(result.stdout.split('"msg": ', 1)[1].split("\n", 1)[0].rstrip("}").strip())
+    # The msg is the findings' JSON text, itself a JSON string in the callback's output.
+    findings = json.loads(msg) if isinstance(msg, str) else msg
+    assert isinstance(findings, list), findings
+    return findings
+
+
+def test_switching_to_ambient_and_back(flavour, cluster, run, play, tmp_path):
+    """Sidecar -> ambient: the VirtualService goes, the namespace is relabelled, the routing is the Service's;
+    a rerun writes nothing and --check tells the truth; back to sidecar restores both. verify in ambient sees
+    the state (the other roles' ambient parts are set by hand: TEG's namespace label, the DaemonSets)."""
+    if cluster.matrix != "current":
+        pytest.skip("ambient runs on the current flavour only (Envoy Gateway >= v1.1 for routingType)")
+    _ok(run(SAMPLE))
+    assert _names(_items(cluster, "virtualservices.networking.istio.io")) == [TEG_NS + "/apps-www.example.com"]
+
+    check = run(AMBIENT, check=True, diff=True)
+    _ok(check)
+    assert check.writes == [], check.describe_writes()
+    assert check.recap()["changed"] > 0
+    assert _get(cluster, "namespace", "httpbin")["metadata"]["labels"].get("istio-injection") == "enabled"
+
+    switched = run(AMBIENT, diff=True)
+    _ok(switched)
+    labels = _get(cluster, "namespace", "httpbin")["metadata"]["labels"]
+    assert labels.get(DATAPLANE) == "ambient" and "istio-injection" not in labels, labels
+    assert _items(cluster, "virtualservices.networking.istio.io") == []
+    assert _get(cluster, "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", TEG_NS)["spec"]["routingType"] == "Service"
+    rule = _get(cluster, "httproutes.gateway.networking.k8s.io", "httpbin", "httpbin")["spec"]["rules"][0]
+    assert rule["filters"][0]["urlRewrite"]["hostname"] == "httpbin.httpbin.svc.cluster.local"
+
+    again = run(AMBIENT)
+    _ok(again)
+    assert again.writes == [], again.describe_writes()
+    assert again.recap()["changed"] == 0
+    check_again = run(AMBIENT, check=True)
+    _ok(check_again)
+    assert check_again.recap()["changed"] == 0 and check_again.writes == []
+
+    # What teg_istio_prep and istio_install do in ambient, set directly; then verify sees nothing amiss.
+    cluster.kubectl("label", "namespace", TEG_NS, "istio-injection-", DATAPLANE + "=ambient", "--overwrite")
+    cluster.kubectl("create", "namespace", "istio-system", check=False)
+    for name in ("ztunnel", "istio-cni-node"):
+        cluster.kubectl("create", "-n", "istio-system", "-f", "-", stdin=json.dumps({
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": "registry.invalid/never-pulled:1"}]}}}}))
+    try:
+        # TEG's Services have no appProtocol tls here (teg_istio_prep has not run): the rest is in place.
+        findings = _ambient_verify(play, tmp_path)
+        assert [f for f in findings if "appProtocol" not in f] == [], findings
+        # A namespace put back for injection is named, with the fix.
+        cluster.kubectl("label", "namespace", "httpbin", "istio-injection=enabled")
+        findings = _ambient_verify(play, tmp_path)
+        wanted = "Namespace httpbin has the sidecar injection label istio-injection=enabled"
+        assert [f for f in findings if f.startswith(wanted)], findings
+        cluster.kubectl("label", "namespace", "httpbin", "istio-injection-")
+    finally:
+        cluster.kubectl("delete", "daemonsets", "ztunnel", "istio-cni-node", "-n", "istio-system", check=False)
+        cluster.kubectl("label", "namespace", TEG_NS, DATAPLANE + "-", check=False)
+
+    back = run(SAMPLE)
+    _ok(back)
+    labels = _get(cluster, "namespace", "httpbin")["metadata"]["labels"]
+    assert labels.get("istio-injection") == "enabled" and DATAPLANE not in labels, labels
+    assert _names(_items(cluster, "virtualservices.networking.istio.io")) == [TEG_NS + "/apps-www.example.com"]
+    assert "routingType" not in _get(cluster, "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", TEG_NS)["spec"]

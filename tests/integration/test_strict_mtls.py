@@ -208,3 +208,29 @@ def test_refuses_when_istio_is_not_installed(mesh, fail):
         _istio_crds(mesh)
     assert msg.startswith("PeerAuthentication (security.istio.io) is not served by this cluster: install Istio first")
     assert result.writes == []
+
+
+def test_ambient_refuses_the_pods_not_enrolled_and_goes_strict_once_they_are(mesh, run, fail):
+    """In ambient the check is enrolment: TEG's pods count through their namespace's label (what teg_istio_prep
+    sets in ambient, set here directly), a pod in an unlabelled namespace does not until its namespace is."""
+    if mesh.matrix != "current":
+        pytest.skip("ambient runs on the current flavour only")
+    ambient = {"strict_mtls_mesh_mode": "ambient", "strict_mtls_mesh_namespaces": [TEG_NS, "apps"]}
+    mesh.kubectl("label", "namespace", TEG_NS, "istio.io/dataplane-mode=ambient")
+    mesh.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(_pod("plain", "apps", ["app"])))
+    try:
+        refused, msg = fail(ambient, cause=["would cut off 1 pod(s) not enrolled in the ambient mesh: apps/plain"],
+                            fix=["istio.io/dataplane-mode=ambient", "strict_mtls_force: true"])
+        assert TEG_NS not in msg.split(";")[0], msg
+        assert refused.writes == [], refused.describe_writes()
+        assert _policies(mesh) == {}
+
+        mesh.kubectl("label", "namespace", "apps", "istio.io/dataplane-mode=ambient")
+        enrolled = run(ambient)
+        assert enrolled.rc == 0, enrolled.output[-3000:]
+        assert _policies(mesh)["istio-system/default"][1] == {"mtls": {"mode": "STRICT"}}
+        again = run(ambient)
+        assert again.rc == 0 and again.writes == [], again.describe_writes()
+    finally:
+        mesh.kubectl("label", "namespace", TEG_NS, "istio.io/dataplane-mode-")
+        mesh.kubectl("label", "namespace", "apps", "istio.io/dataplane-mode-", check=False)

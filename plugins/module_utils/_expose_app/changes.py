@@ -11,12 +11,31 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+)
 
 
-def namespace_objects(plan, found, labels, sample_namespace=None):
-    """Namespace objects: injection labels on the app namespaces; the sample's namespace is created
-    (and marked as ours) only when it does not exist, never claimed when someone else made it.
+def mode_labels(mesh_mode, injection_labels):
+    """(the labels the app namespaces get, the labels taken off them) in `mesh_mode`.
+
+    `injection_labels` (expose_app_namespace_labels) are sidecar mode's. Ambient enrols the namespace with
+    istio.io/dataplane-mode=ambient instead and takes the injection labels back where they still have the
+    value sidecar mode set: istiod injects a sidecar wherever injection is on, and a pod with a sidecar is not
+    captured by ztunnel. Sidecar mode takes back the ambient label the same way."""
+    ambient = {DATAPLANE_MODE_LABEL: DATAPLANE_MODE_AMBIENT}
+    if mesh_mode == "ambient":
+        return ambient, dict(injection_labels or {})
+    return dict(injection_labels or {}), ambient
+
+
+def namespace_objects(plan, found, labels, sample_namespace=None, unwanted=None):
+    """Namespace objects: the mode's labels on the app namespaces, and the other mode's labels (`unwanted`,
+    where they carry that value) removed; the sample's namespace is created (and marked as ours) only when
+    it does not exist, never claimed when someone else made it.
 
     `found` is check_backends' `namespaces` result: {name: {exists, labels}}."""
     out = []
@@ -26,8 +45,12 @@ def namespace_objects(plan, found, labels, sample_namespace=None):
         if name == sample_namespace and not info.get("exists"):
             wanted[MANAGED_BY_LABEL] = MANAGED_BY_VALUE
         current = info.get("labels") or {}
-        if info.get("exists") and all(current.get(k) == v for k, v in wanted.items()):
+        # A merge patch null removes a label; only on a namespace that exists (a create takes no nulls).
+        removed = dict((key, None) for key, value in (unwanted or {}).items()
+                       if key not in wanted and info.get("exists") and current.get(key) == value)
+        if info.get("exists") and not removed and all(current.get(k) == v for k, v in wanted.items()):
             continue
+        wanted.update(removed)
         out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": wanted}})
     return out
 

@@ -16,6 +16,7 @@ from ansible_collections.teg.istio.plugins.module_utils._expose_app.backends imp
 from ansible_collections.teg.istio.plugins.module_utils._expose_app.changes import (
     describe_all,
     known_absent,
+    mode_labels,
     namespace_objects,
     split_pending,
     stale_objects,
@@ -74,9 +75,20 @@ def _envoyproxy(cluster, routing):
     return envoyproxy if "routingType" in ((envoyproxy or {}).get("spec") or {}) else None
 
 
+def effective_settings(settings):
+    """`settings` with the routing the mesh mode allows. Ambient has no mesh VirtualService (ztunnel does not
+    read them, and the sidecar that applied them is gone), so the edge does what it did: service routing, the
+    HTTPRoute rewriting path and Host and Envoy Gateway sending to the Service's ClusterIP, whatever
+    expose_app_routing says (README, expose_app)."""
+    if settings.get("mesh_mode") == "ambient" and settings.get("routing") == "virtualservice":
+        return dict(settings, routing="service")
+    return settings
+
+
 def plan(view, settings, predicted, check_mode):
     if settings["state"] == "absent":
         return teardown(view, settings)
+    settings = effective_settings(settings)
     errors = input_errors(settings["apps"], settings)
     if errors:
         return {"errors": errors}
@@ -115,8 +127,9 @@ def plan(view, settings, predicted, check_mode):
         ready = [d for d in ready if d not in absent]
     results = view.dry_run(ready) if ready else []
     changed = changed_definitions(ready, results) + absent
-    namespaces = namespace_objects(rendered, found["namespaces"], settings["namespace_labels"],
-                                   settings["sample"]["namespace"] if settings["sample"]["enabled"] else None)
+    labels, unwanted = mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])
+    namespaces = namespace_objects(rendered, found["namespaces"], labels,
+                                   settings["sample"]["namespace"] if settings["sample"]["enabled"] else None, unwanted)
     pending = batches["pending"]
     if cluster.get("envoyproxy_pending") and settings["routing"] == "service":
         notes = ["EnvoyProxy %s/%s routingType Service, once teg_istio_prep has created it"
@@ -136,7 +149,8 @@ def plan(view, settings, predicted, check_mode):
         "writes": writes,
         "changes": any(writes.values()),
         "diff": dry_run_diffs(ready, results) + ["%s: created" % name for name in describe_all(absent)],
-        "predicts": {"namespaces": dict((ns["metadata"]["name"], ns["metadata"]["labels"]) for ns in namespaces)},
+        "predicts": {"namespaces": dict((ns["metadata"]["name"], dict(
+            (k, v) for k, v in ns["metadata"]["labels"].items() if v is not None)) for ns in namespaces)},
     }
 
 
@@ -182,7 +196,9 @@ def decide_absent(facts, read, settings):
     deletions.extend(_deletion(o) for o in found["sample Namespace"]
                      if ((o["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL)) == MANAGED_BY_VALUE)
     app_namespaces = [app.get("namespace") for app in settings["apps"] if isinstance(app, dict)]
-    patches = unlabel_patches(found["namespaces"], app_namespaces, settings["namespace_labels"])
+    # The labels of the mode the role ran in: those it set.
+    patches = unlabel_patches(found["namespaces"], app_namespaces,
+                              mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])[0])
     envoyproxy = _envoyproxy(facts, "virtualservice")
     routing = envoyproxy_routing_patch(envoyproxy, "virtualservice", (facts.get("envoyproxy") or {}).get("api_version"))
     if routing:
@@ -192,7 +208,7 @@ def decide_absent(facts, read, settings):
 
 def teardown(view, settings):
     """Everything the role made for this Gateway (found by its labels, so objects someone else made are
-    never touched), the injection labels off the app namespaces, and a routingType Service it set."""
+    never touched), the injection (or ambient) labels off the app namespaces, and a routingType Service it set."""
     facts = view.facts(gatewayclass=settings["gateway"]["class"], parts={"istio_apis"})
     writes = decide_absent(facts, view.read(facts, read_absent(settings)), settings)
     return {"errors": [], "writes": writes, "changes": any(writes.values())}

@@ -193,10 +193,13 @@ def _routing_errors(settings):
     if routing == "service":
         envoyproxy = cluster.get("envoyproxy")
         if not envoyproxy or not envoyproxy.get("routing_type"):
-            errors.append("expose_app_routing: service needs EnvoyProxy spec.routingType (Envoy Gateway >= v1.1), "
-                          "which the EnvoyProxy API of this cluster (%s) does not have: upgrade TEG or use "
-                          "expose_app_routing: virtualservice"
-                          % ((envoyproxy or {}).get("api_version") or "not served"))
+            ambient = settings.get("mesh_mode") == "ambient"
+            errors.append("%s needs EnvoyProxy spec.routingType (Envoy Gateway >= v1.1), which the EnvoyProxy API of "
+                          "this cluster (%s) does not have: upgrade TEG or use %s"
+                          % ("ambient mode (it routes through the Service)" if ambient else "expose_app_routing: service",
+                             (envoyproxy or {}).get("api_version") or "not served",
+                             "sidecar mode (expose_app_mesh_mode: sidecar)" if ambient
+                             else "expose_app_routing: virtualservice"))
         elif gatewayclass and not referenced_envoyproxy(gatewayclass.get("parameters_ref")):
             errors.append("GatewayClass %s has no parametersRef to an EnvoyProxy, so there is no EnvoyProxy to set "
                           "routingType on: run the teg_istio_prep role first" % name)

@@ -14,6 +14,7 @@ from ansible_collections.teg.istio.plugins.module_utils._strict_mtls.policies im
     check_namespaces,
     declaration_errors,
     definitions,
+    not_enrolled_error,
     stale_policies,
     unmeshed_pods,
 )
@@ -46,6 +47,22 @@ def _not_restarted(pods, predicted):
     restarted = (predicted or {}).get("restarted") or {}
     return [p for p in pods
             if _deployment_of(p) not in (restarted.get((p.get("metadata") or {}).get("namespace")) or [])]
+
+
+def _namespace_labels(namespaces, predicted):
+    """{namespace: labels} as read, with the labels the roles before this one set in the same run (predicted:
+    in check mode they are not on the namespaces yet; a null in a prediction removes a label)."""
+    out = dict((ns["metadata"]["name"], dict(ns["metadata"].get("labels") or {})) for ns in namespaces or [])
+    predictions = dict(((predicted or {}).get("namespaces")) or {})
+    teg = (predicted or {}).get("teg_namespace") or {}
+    if teg.get("name"):
+        predictions[teg["name"]] = teg.get("labels") or {}
+    for name, labels in predictions.items():
+        merged = out.setdefault(name, {})
+        merged.update(labels or {})
+        for key in [k for k, v in merged.items() if v is None]:
+            del merged[key]
+    return out
 
 
 def plan(view, settings, predicted, check_mode):
@@ -83,14 +100,19 @@ def plan(view, settings, predicted, check_mode):
             return {"errors": ["namespace(s) %s not found: create them, or correct strict_mtls_root_namespace / "
                                "strict_mtls_namespace_policies" % ", ".join(missing)]}
         pods = [pod for ns in reached for pod in read["pods in %s" % ns]["resources"]]
-        cut_off = unmeshed_pods(_not_restarted(pods, predicted if check_mode else {}))
+        ambient = settings.get("mesh_mode") == "ambient"
+        labels = _namespace_labels(read["namespaces"]["resources"], predicted if check_mode else {}) if ambient else None
+        cut_off = unmeshed_pods(_not_restarted(pods, predicted if check_mode else {}), labels)
+        if cut_off and not settings["force"] and ambient:
+            return {"errors": [not_enrolled_error(cut_off)]}
         if cut_off and not settings["force"]:
             return {"errors": ["STRICT mTLS would cut off %d pod(s) without an istio-proxy sidecar: %s; restart them into "
                                "the mesh (namespace label istio-injection=enabled, then teg.istio.teg_restart or a "
                                "rollout restart), or set strict_mtls_force: true" % (len(cut_off), ", ".join(cut_off))]}
         if cut_off:
-            warnings.append("strict_mtls_force is set; STRICT mTLS cuts off %d pod(s) without an istio-proxy sidecar: %s"
-                            % (len(cut_off), ", ".join(cut_off)))
+            warnings.append("strict_mtls_force is set; STRICT mTLS cuts off %d pod(s) %s: %s"
+                            % (len(cut_off), "not enrolled in the ambient mesh" if ambient
+                               else "without an istio-proxy sidecar", ", ".join(cut_off)))
     # What is already in place as read needs no dry run: a merge patch of it would change nothing.
     pending = pending_definitions(declared, found)
     if api_version is None:

@@ -11,7 +11,10 @@ __metaclass__ = type
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
     TegIstioError,
+    ambient_enrolled,
     sidecar_container,
 )
 
@@ -100,18 +103,32 @@ def check_namespaces(mesh_namespaces, policies, mode):
     return sorted(out)
 
 
-def unmeshed_pods(pods):
-    """'namespace/name' of each running pod without an istio-proxy container, sidecar or native sidecar
-    (an init container of that name). Finished pods take no traffic and are left out."""
+def unmeshed_pods(pods, namespace_labels=None):
+    """'namespace/name' of each running pod not in the mesh. Sidecar mode (`namespace_labels` None): without an
+    istio-proxy container, sidecar or native sidecar (an init container of that name). Ambient
+    (`namespace_labels` {namespace: labels}): neither enrolled by istio.io/dataplane-mode (its own label, else
+    its namespace's) nor with a sidecar. Finished pods take no traffic and are left out."""
     out = []
     for pod in pods or []:
         status = pod.get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
             continue
-        if sidecar_container(pod) is None:
+        enrolled = sidecar_container(pod) is not None
+        if namespace_labels is not None and not enrolled:
+            namespace = (pod.get("metadata") or {}).get("namespace")
+            enrolled = ambient_enrolled(pod, namespace_labels.get(namespace) or {})
+        if not enrolled:
             meta = pod.get("metadata") or {}
             out.append("%s/%s" % (meta.get("namespace"), meta.get("name")))
     return sorted(out)
+
+
+def not_enrolled_error(cut_off):
+    """The refusal of ambient mode's check, one line: the pods not enrolled and how to enrol them."""
+    return ("STRICT mTLS would cut off %d pod(s) not enrolled in the ambient mesh: %s; enrol them (label their namespace "
+            "%s=%s: teg.istio.teg_istio_prep does TEG's, teg.istio.expose_app the apps'; and drop a pod's own "
+            "%s=none), or set strict_mtls_force: true"
+            % (len(cut_off), ", ".join(cut_off), DATAPLANE_MODE_LABEL, DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL))
 
 
 def stale_policies(found, definitions):
