@@ -194,8 +194,12 @@ def start_istiod(cluster, state, binary, versions):
     ports = {name: localcp.free_port() for name in ("http", "https", "grpc", "secure_grpc", "monitoring", "ctrlz")}
     state["ports"]["istiod"] = ports
     kubeconfig = client_kubeconfig(cluster, "istiod")
+    # Ambient on, as the istiod chart's `profile: ambient` sets it (manifests/helm-profiles/ambient.yaml:
+    # pilot.env.PILOT_ENABLE_AMBIENT), for every cluster: it adds istiod's workload API (what ztunnel reads,
+    # tests/integration_real/test_ambient.py) and changes nothing for the sidecar-injected pods of the
+    # other tests, whose injection template is rendered without the profile.
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), POD_NAMESPACE=ISTIO_NAMESPACE, REVISION="default",
-               POD_NAME="istiod-local")
+               POD_NAME="istiod-local", PILOT_ENABLE_AMBIENT="true")
     start("pilot-discovery", [
         binary, "discovery", f"--kubeconfig={kubeconfig}",
         f"--httpAddr=127.0.0.1:{ports['http']}", f"--httpsAddr=127.0.0.1:{ports['https']}",

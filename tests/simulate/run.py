@@ -115,6 +115,25 @@ def build():
     return target
 
 
+def build_ztunnelview():
+    """The ztunnel-view command (ztunnelview/, istiod's workload API as ztunnel reads it), once per source
+    digest into the same cache; small beside the suite (it links the workload API protos and gRPC only)."""
+    digest = hashlib.sha256()
+    for path in sorted([HERE / "go.mod", HERE / "go.sum", *(HERE / "ztunnelview").glob("*.go")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(run(["go", "env", "GOVERSION"], capture_output=True, text=True).stdout.strip().encode())
+    target = cache_dir() / "bin" / f"ztunnelview-{digest.hexdigest()[:16]}" / "ztunnelview"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+        run(["go", "build", "-trimpath", "-o", target.with_suffix(".tmp"), "./ztunnelview"], cwd=HERE, env=env)
+        target.with_suffix(".tmp").rename(target)
+        for stale in target.parent.parent.glob("ztunnelview-*"):
+            if stale != target.parent:
+                shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
 # --- the cluster -------------------------------------------------------------------------------
 
 class Cluster:

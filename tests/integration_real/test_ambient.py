@@ -1,0 +1,219 @@
+"""Ambient mode judged by the real istiod (issue #17, "Proof"; docs/real-controllers.md, "Ambient").
+
+istiod runs with ambient enabled (PILOT_ENABLE_AMBIENT=true, tests/localcp/controllers.py) and serves its
+workload API: the Address (workloads and services) and Authorization resources ztunnel receives over
+delta ADS. `ztunnelview` (tests/simulate/ztunnelview) connects to istiod's plaintext xDS port as a ztunnel
+node and prints that view as JSON; it is the judge here.
+
+What istiod decides and what it does not (istio/istio pilot/pkg/serviceregistry/ambient/workloads.go):
+every running pod with an IP is a workload of the API, ambient or not, with no sidecar or with one. What
+marks a pod as captured by ztunnel is its tunnel protocol HBONE, which istiod sets from the pod annotation
+`ambient.istio.io/redirection: enabled` (`setTunnelProtocol`); the istio-cni node agent writes that
+annotation once it has redirected the pod's traffic to ztunnel (cni/pkg/util/podutil.go,
+`AnnotateEnrolledPod`), for the pods its selectors enrol: the namespace or pod label
+`istio.io/dataplane-mode=ambient`, no sidecar. No CNI agent and no ztunnel run on this cluster, so this
+test plays the CNI agent's part: it writes that annotation on exactly the pods
+`names.ambient_enrolled` (the collection's reading of the same rule) finds enrolled. What the judge shows
+is then istiod's side: those pods as HBONE workloads of their Services, with no sidecar, and STRICT
+peer authentication as the policy ztunnel would enforce on them. That any byte reaches ztunnel is not
+shown.
+"""
+
+import importlib.util
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# names.py has no imports of its own; run.py builds the judge into the build cache.
+names = _load("teg_istio_names", REPO / "plugins" / "module_utils" / "names.py")
+simulate_run = _load("teg_istio_simulate_run", REPO / "tests" / "simulate" / "run.py")
+
+TEG_NAMESPACE = "envoy-gateway-system"
+APP_NAMESPACE = "httpbin"
+MESH_NAMESPACES = (TEG_NAMESPACE, APP_NAMESPACE)
+ISTIO_NAMESPACE = "istio-system"
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"  # istio.io/api annotation.AmbientRedirection
+STATIC_STRICT = ISTIO_NAMESPACE + "/istio_converted_static_strict"  # pilot/pkg/serviceregistry/ambient
+ENVOY_SELECTOR = "app.kubernetes.io/managed-by=envoy-gateway,app.kubernetes.io/component=proxy"
+AMBIENT = {names.DATAPLANE_MODE_LABEL: names.DATAPLANE_MODE_AMBIENT}
+
+
+@pytest.fixture(scope="module")
+def judge(cluster):
+    """istiod's workload API as ztunnel receives it, read now."""
+    binary = simulate_run.build_ztunnelview()
+    ports = json.loads((cluster.state_dir / "controllers" / "state.json").read_text())["ports"]["istiod"]
+
+    def read():
+        proc = subprocess.run([str(binary), "-addr", f"127.0.0.1:{ports['grpc']}"], capture_output=True,
+                              text=True, check=False, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+    return read
+
+
+def _pods(cluster, namespace, selector=None):
+    args = ["get", "pods", "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
+    return json.loads(cluster.kubectl(*args).stdout)["items"]
+
+
+def _namespace_labels(cluster, namespace):
+    return json.loads(cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"].get("labels") or {}
+
+
+def _wait(what, probe, timeout=180):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(2)
+
+
+def _running_with_ip(pods):
+    return pods and all(p["status"].get("podIP") and p["status"].get("phase") == "Running" for p in pods)
+
+
+@pytest.fixture(scope="module")
+def ambient_state_without_roles(cluster, play):
+    """The ambient state the roles will make, made without their ambient mode (not built yet on this
+    branch); to be replaced by `site.yml -e teg_istio_mesh_mode=ambient` once the roles land.
+
+    istio_install (Istio's CRDs and istio-system; the stand-in istiod chart beside the real istiod, as in
+    the sidecar suite); teg_istio_prep in sidecar mode with no drain setting (it creates the EnvoyProxy
+    GatewayClass `teg` references; its pod annotation `traffic.sidecar.istio.io/includeInboundPorts` stays,
+    read by nothing without a sidecar, until prep's ambient mode drops it); the TEG namespace relabelled
+    from injection to ambient; expose_app with the app namespace labelled for ambient and Service routing.
+    No pod of either namespace was created under an injection label, so none has a sidecar. Then the CNI
+    agent's part (module docstring)."""
+    run = play(str(REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"))
+    assert run.rc == 0, run.output[-4000:]
+    run = play(str(REPO / "tests" / "integration" / "playbooks" / "teg_istio_prep.yml"),
+               extra_vars={"teg_istio_prep_sidecar_drain": "none"})
+    assert run.rc == 0, run.output[-4000:]
+    cluster.kubectl("label", "namespace", TEG_NAMESPACE, "istio-injection-", "istio.io/rev-",
+                    f"{names.DATAPLANE_MODE_LABEL}={names.DATAPLANE_MODE_AMBIENT}", "--overwrite")
+    run = play(str(REPO / "tests" / "integration" / "playbooks" / "expose_app.yml"),
+               extra_vars={"expose_app_namespace_labels": AMBIENT, "expose_app_routing": "service"})
+    assert run.rc == 0, run.output[-4000:]
+    _wait("the Envoy pods of Gateway apps", lambda: _running_with_ip(_pods(cluster, TEG_NAMESPACE, ENVOY_SELECTOR)))
+    _wait("the httpbin pods", lambda: _running_with_ip(_pods(cluster, APP_NAMESPACE)))
+    enrolled = _play_cni_agent(cluster)
+    yield enrolled
+    cluster.kubectl("delete", "peerauthentication", "default", "-n", ISTIO_NAMESPACE, "--ignore-not-found", check=False)
+    cluster.localcp("reset")
+
+
+def _play_cni_agent(cluster):
+    """What the istio-cni node agent does once it has redirected an enrolled pod: annotate it (here without
+    any redirection). Returns the enrolled pods' namespace/name."""
+    enrolled = []
+    for namespace in MESH_NAMESPACES:
+        labels = _namespace_labels(cluster, namespace)
+        for pod in _pods(cluster, namespace):
+            if pod["status"].get("podIP") and names.ambient_enrolled(pod, labels):
+                cluster.kubectl("annotate", "pod", "-n", namespace, pod["metadata"]["name"],
+                                f"{REDIRECTION_ANNOTATION}=enabled", "--overwrite")
+                enrolled.append(f"{namespace}/{pod['metadata']['name']}")
+    return enrolled
+
+
+def _workloads(view):
+    return {f"{w['namespace']}/{w['name']}": w for w in view["workloads"]}
+
+
+def _settled(judge, predicate, what, timeout=60):
+    """istiod pushes on change; read until the view shows `predicate` (returns the last view)."""
+    last = {}
+
+    def probe():
+        last["view"] = judge()
+        return predicate(last["view"])
+    try:
+        _wait(what, probe, timeout)
+    except AssertionError:
+        raise AssertionError(f"istiod's workload API never showed {what}: "
+                             + json.dumps(last.get("view"), indent=1)[-4000:]) from None
+    return last["view"]
+
+
+def test_no_pod_has_a_sidecar(cluster, ambient_state_without_roles):
+    for namespace in MESH_NAMESPACES:
+        for pod in _pods(cluster, namespace):
+            containers = [c["name"] for c in pod["spec"].get("containers", []) + pod["spec"].get("initContainers", [])]
+            assert "istio-proxy" not in containers, pod["metadata"]["name"]
+            assert "sidecar.istio.io/status" not in (pod["metadata"].get("annotations") or {}), pod["metadata"]["name"]
+
+
+def test_envoy_and_httpbin_pods_are_ztunnel_workloads(cluster, judge, ambient_state_without_roles):
+    envoy = [f"{TEG_NAMESPACE}/{p['metadata']['name']}" for p in _pods(cluster, TEG_NAMESPACE, ENVOY_SELECTOR)]
+    httpbin = [f"{APP_NAMESPACE}/{p['metadata']['name']}" for p in _pods(cluster, APP_NAMESPACE)]
+    assert envoy and httpbin
+    assert set(envoy + httpbin) <= set(ambient_state_without_roles), "not every pod is enrolled by the namespace label"
+    view = _settled(judge, lambda v: all(_workloads(v).get(n, {}).get("tunnel_protocol") == "HBONE"
+                                         for n in envoy + httpbin), "the Envoy and httpbin pods as HBONE workloads")
+    workloads = _workloads(view)
+    pods = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p
+            for ns in MESH_NAMESPACES for p in _pods(cluster, ns)}
+    for name in envoy + httpbin:
+        assert workloads[name]["addresses"] == [pods[name]["status"]["podIP"]], workloads[name]
+    # The Service VIP ztunnel would resolve for httpbin, and the httpbin workloads behind it.
+    hostname = f"httpbin.{APP_NAMESPACE}.svc.cluster.local"
+    (service,) = [s for s in view["services"] if s["hostname"] == hostname]
+    cluster_ip = json.loads(cluster.kubectl("get", "service", "httpbin", "-n", APP_NAMESPACE, "-o", "json").stdout)
+    assert service["addresses"] == [cluster_ip["spec"]["clusterIP"]], service
+    for name in httpbin:
+        assert f"{APP_NAMESPACE}/{hostname}" in workloads[name]["services"], workloads[name]
+
+
+def test_a_pod_the_cni_agent_has_not_redirected_is_no_hbone_workload(cluster, judge, ambient_state_without_roles):
+    """Ablation: without the CNI agent's annotation istiod still lists the pod, with tunnel protocol NONE
+    (so HBONE above comes from enrolment, not from every pod)."""
+    pod = _pods(cluster, APP_NAMESPACE)[0]["metadata"]["name"]
+    name = f"{APP_NAMESPACE}/{pod}"
+    cluster.kubectl("annotate", "pod", "-n", APP_NAMESPACE, pod, f"{REDIRECTION_ANNOTATION}-")
+    try:
+        _settled(judge, lambda v: _workloads(v).get(name, {}).get("tunnel_protocol") == "NONE",
+                 f"{name} with tunnel protocol NONE")
+    finally:
+        cluster.kubectl("annotate", "pod", "-n", APP_NAMESPACE, pod, f"{REDIRECTION_ANNOTATION}=enabled", "--overwrite")
+    _settled(judge, lambda v: _workloads(v).get(name, {}).get("tunnel_protocol") == "HBONE", f"{name} as HBONE again")
+
+
+def test_strict_peer_authentication_is_what_ztunnel_enforces(cluster, judge, ambient_state_without_roles):
+    """STRICT in the root namespace becomes istiod's static DENY-without-a-peer-identity policy, attached
+    to every workload; without a PeerAuthentication there is none (the ablation)."""
+    mesh = list(ambient_state_without_roles)
+
+    def strict_everywhere(view):
+        workloads = _workloads(view)
+        return (any(f"{a['namespace']}/{a['name']}" == STATIC_STRICT and a["action"] == "DENY"
+                    for a in view["authorizations"])
+                and all(STATIC_STRICT in workloads.get(n, {}).get("authorization_policies", []) for n in mesh))
+
+    def no_strict(view):
+        return (not any(f"{a['namespace']}/{a['name']}" == STATIC_STRICT for a in view["authorizations"])
+                and not any(STATIC_STRICT in w["authorization_policies"] for w in view["workloads"]))
+
+    _settled(judge, no_strict, "no STRICT policy before the PeerAuthentication")
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": ISTIO_NAMESPACE}, "spec": {"mtls": {"mode": "STRICT"}}}))
+    _settled(judge, strict_everywhere, f"{STATIC_STRICT} on every enrolled workload")
+    cluster.kubectl("delete", "peerauthentication", "default", "-n", ISTIO_NAMESPACE)
+    _settled(judge, no_strict, "no STRICT policy once the PeerAuthentication is gone")
