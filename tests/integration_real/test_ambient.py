@@ -48,7 +48,10 @@ ISTIO_NAMESPACE = "istio-system"
 REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"  # istio.io/api annotation.AmbientRedirection
 STATIC_STRICT = ISTIO_NAMESPACE + "/istio_converted_static_strict"  # pilot/pkg/serviceregistry/ambient
 ENVOY_SELECTOR = "app.kubernetes.io/managed-by=envoy-gateway,app.kubernetes.io/component=proxy"
-AMBIENT = {names.DATAPLANE_MODE_LABEL: names.DATAPLANE_MODE_AMBIENT}
+
+
+# site.yml in ambient, STRICT's safety check not forced (the site vars force it for the stand-in controllers).
+SITE_AMBIENT = {"teg_istio_mesh_mode": "ambient", "strict_mtls_force": False}
 
 
 @pytest.fixture(scope="module")
@@ -90,27 +93,16 @@ def _running_with_ip(pods):
 
 
 @pytest.fixture(scope="module")
-def ambient_state_without_roles(cluster, play):
-    """The ambient state the roles will make, made without their ambient mode (not built yet on this
-    branch); to be replaced by `site.yml -e teg_istio_mesh_mode=ambient` once the roles land.
-
-    istio_install (Istio's CRDs and istio-system; the stand-in istiod chart beside the real istiod, as in
-    the sidecar suite); teg_istio_prep in sidecar mode with no drain setting (it creates the EnvoyProxy
-    GatewayClass `teg` references; its pod annotation `traffic.sidecar.istio.io/includeInboundPorts` stays,
-    read by nothing without a sidecar, until prep's ambient mode drops it); the TEG namespace relabelled
-    from injection to ambient; expose_app with the app namespace labelled for ambient and Service routing.
-    No pod of either namespace was created under an injection label, so none has a sidecar. Then the CNI
-    agent's part (module docstring)."""
-    run = play(str(REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"))
+def ambient_site(cluster, play):
+    """The ambient state as users make it: site.yml with teg_istio_mesh_mode ambient, STRICT's safety check
+    not forced (the pods are enrolled by their namespaces' labels), then a rerun that writes nothing and
+    verify.yml in ambient. Then the CNI agent's part (module docstring)."""
+    run = play("site.yml", extra_vars=SITE_AMBIENT)
     assert run.rc == 0, run.output[-4000:]
-    run = play(str(REPO / "tests" / "integration" / "playbooks" / "teg_istio_prep.yml"),
-               extra_vars={"teg_istio_prep_sidecar_drain": "none"})
-    assert run.rc == 0, run.output[-4000:]
-    cluster.kubectl("label", "namespace", TEG_NAMESPACE, "istio-injection-", "istio.io/rev-",
-                    f"{names.DATAPLANE_MODE_LABEL}={names.DATAPLANE_MODE_AMBIENT}", "--overwrite")
-    run = play(str(REPO / "tests" / "integration" / "playbooks" / "expose_app.yml"),
-               extra_vars={"expose_app_namespace_labels": AMBIENT, "expose_app_routing": "service"})
-    assert run.rc == 0, run.output[-4000:]
+    again = play("site.yml", extra_vars=SITE_AMBIENT)
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+    verify = play("verify.yml", extra_vars=SITE_AMBIENT)
+    assert verify.rc == 0, verify.output[-4000:]
     _wait("the Envoy pods of Gateway apps", lambda: _running_with_ip(_pods(cluster, TEG_NAMESPACE, ENVOY_SELECTOR)))
     _wait("the httpbin pods", lambda: _running_with_ip(_pods(cluster, APP_NAMESPACE)))
     enrolled = _play_cni_agent(cluster)
@@ -152,7 +144,7 @@ def _settled(judge, predicate, what, timeout=60):
     return last["view"]
 
 
-def test_no_pod_has_a_sidecar(cluster, ambient_state_without_roles):
+def test_no_pod_has_a_sidecar(cluster, ambient_site):
     for namespace in MESH_NAMESPACES:
         for pod in _pods(cluster, namespace):
             containers = [c["name"] for c in pod["spec"].get("containers", []) + pod["spec"].get("initContainers", [])]
@@ -160,11 +152,11 @@ def test_no_pod_has_a_sidecar(cluster, ambient_state_without_roles):
             assert "sidecar.istio.io/status" not in (pod["metadata"].get("annotations") or {}), pod["metadata"]["name"]
 
 
-def test_envoy_and_httpbin_pods_are_ztunnel_workloads(cluster, judge, ambient_state_without_roles):
+def test_envoy_and_httpbin_pods_are_ztunnel_workloads(cluster, judge, ambient_site):
     envoy = [f"{TEG_NAMESPACE}/{p['metadata']['name']}" for p in _pods(cluster, TEG_NAMESPACE, ENVOY_SELECTOR)]
     httpbin = [f"{APP_NAMESPACE}/{p['metadata']['name']}" for p in _pods(cluster, APP_NAMESPACE)]
     assert envoy and httpbin
-    assert set(envoy + httpbin) <= set(ambient_state_without_roles), "not every pod is enrolled by the namespace label"
+    assert set(envoy + httpbin) <= set(ambient_site), "not every pod is enrolled by the namespace label"
     view = _settled(judge, lambda v: all(_workloads(v).get(n, {}).get("tunnel_protocol") == "HBONE"
                                          for n in envoy + httpbin), "the Envoy and httpbin pods as HBONE workloads")
     workloads = _workloads(view)
@@ -181,7 +173,7 @@ def test_envoy_and_httpbin_pods_are_ztunnel_workloads(cluster, judge, ambient_st
         assert f"{APP_NAMESPACE}/{hostname}" in workloads[name]["services"], workloads[name]
 
 
-def test_a_pod_the_cni_agent_has_not_redirected_is_no_hbone_workload(cluster, judge, ambient_state_without_roles):
+def test_a_pod_the_cni_agent_has_not_redirected_is_no_hbone_workload(cluster, judge, ambient_site):
     """Ablation: without the CNI agent's annotation istiod still lists the pod, with tunnel protocol NONE
     (so HBONE above comes from enrolment, not from every pod)."""
     pod = _pods(cluster, APP_NAMESPACE)[0]["metadata"]["name"]
@@ -195,10 +187,11 @@ def test_a_pod_the_cni_agent_has_not_redirected_is_no_hbone_workload(cluster, ju
     _settled(judge, lambda v: _workloads(v).get(name, {}).get("tunnel_protocol") == "HBONE", f"{name} as HBONE again")
 
 
-def test_strict_peer_authentication_is_what_ztunnel_enforces(cluster, judge, ambient_state_without_roles):
-    """STRICT in the root namespace becomes istiod's static DENY-without-a-peer-identity policy, attached
-    to every workload; without a PeerAuthentication there is none (the ablation)."""
-    mesh = list(ambient_state_without_roles)
+def test_strict_peer_authentication_is_what_ztunnel_enforces(cluster, judge, play, ambient_site):
+    """STRICT in the root namespace (strict_mtls, by site.yml) becomes istiod's static DENY-without-a-peer-identity
+    policy, attached to every enrolled workload; without the PeerAuthentication there is none (the ablation), and
+    site.yml puts it back."""
+    mesh = list(ambient_site)
 
     def strict_everywhere(view):
         workloads = _workloads(view)
@@ -210,10 +203,9 @@ def test_strict_peer_authentication_is_what_ztunnel_enforces(cluster, judge, amb
         return (not any(f"{a['namespace']}/{a['name']}" == STATIC_STRICT for a in view["authorizations"])
                 and not any(STATIC_STRICT in w["authorization_policies"] for w in view["workloads"]))
 
-    _settled(judge, no_strict, "no STRICT policy before the PeerAuthentication")
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-        "metadata": {"name": "default", "namespace": ISTIO_NAMESPACE}, "spec": {"mtls": {"mode": "STRICT"}}}))
-    _settled(judge, strict_everywhere, f"{STATIC_STRICT} on every enrolled workload")
+    _settled(judge, strict_everywhere, f"{STATIC_STRICT} on every enrolled workload, from site.yml's STRICT")
     cluster.kubectl("delete", "peerauthentication", "default", "-n", ISTIO_NAMESPACE)
     _settled(judge, no_strict, "no STRICT policy once the PeerAuthentication is gone")
+    run = play("site.yml", extra_vars=SITE_AMBIENT)
+    assert run.rc == 0, run.output[-4000:]
+    _settled(judge, strict_everywhere, f"{STATIC_STRICT} again once site.yml has put STRICT back")
