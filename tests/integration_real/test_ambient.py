@@ -100,7 +100,9 @@ def ambient_site(cluster, play):
     run = play("site.yml", extra_vars=SITE_AMBIENT)
     assert run.rc == 0, run.output[-4000:]
     again = play("site.yml", extra_vars=SITE_AMBIENT)
-    assert again.rc == 0 and again.writes == [], again.describe_writes()
+    # The playbook's own writes (the controllers write under their own identities, tests/localcp/controllers.py).
+    playbook_writes = [e["requestURI"] for e in again.writes if e["user"]["username"] == "admin"]
+    assert again.rc == 0 and playbook_writes == [], playbook_writes
     verify = play("verify.yml", extra_vars=SITE_AMBIENT)
     assert verify.rc == 0, verify.output[-4000:]
     _wait("the Envoy pods of Gateway apps", lambda: _running_with_ip(_pods(cluster, TEG_NAMESPACE, ENVOY_SELECTOR)))
