@@ -14,7 +14,7 @@ import copy
 import posixpath
 import re
 
-from ansible_collections.teg.istio.plugins.module_utils.names import image_version
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version, minor_version, version_older
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -218,19 +218,6 @@ def _release_version(release, chart):
     return version if _VERSION.match(version) else None
 
 
-def _minor(version):
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
-def _older(version, other):
-    """True when `version` sorts before `other` (numeric parts only; a pre-release sorts before its release)."""
-    def key(v):
-        core, dash, pre = v.partition("-")
-        return tuple(int(p) for p in core.split(".")) + (0 if dash and pre else 1,)
-    return key(version) < key(other)
-
-
 def upgrade_errors(releases, names, version, namespace):
     """The refusal of an in-place move the Helm releases cannot make as Istio documents it, else []:
     Istio's in-place upgrade needs the installed version to be at most one minor version older than the
@@ -241,14 +228,14 @@ def upgrade_errors(releases, names, version, namespace):
         installed = _release_version(releases.get(release), chart)
         if installed is None or installed == version:
             continue
-        (old_major, old_minor), (new_major, new_minor) = _minor(installed), _minor(version)
+        (old_major, old_minor), (new_major, new_minor) = minor_version(installed), minor_version(version)
         if old_major == new_major and abs(new_minor - old_minor) <= 1:
             continue
-        step = "%d.%d" % (old_major, old_minor + (1 if _older(installed, version) else -1))
+        step = "%d.%d" % (old_major, old_minor + (1 if version_older(installed, version) else -1))
         return ["Helm release %s in %s is Istio %s, and istio_install_version %s would %s it in place by more than one "
                 "minor version, which Istio does not support (an in-place upgrade moves one minor version at a "
                 "time): set istio_install_version to a %s release and run, then %s"
-                % (release, namespace, installed, version, "upgrade" if _older(installed, version) else "downgrade",
+                % (release, namespace, installed, version, "upgrade" if version_older(installed, version) else "downgrade",
                    step, version)]
     return []
 
@@ -258,7 +245,7 @@ def downgrade_warning(releases, names, version, namespace):
     procedure allows), else None."""
     for chart, release in names:
         installed = _release_version(releases.get(release), chart)
-        if installed is not None and _older(version, installed):
+        if installed is not None and version_older(version, installed):
             return ("Helm release %s in %s is downgraded in place from Istio %s to %s; the sidecars follow when TEG "
                     "restarts" % (release, namespace, installed, version))
     return None
