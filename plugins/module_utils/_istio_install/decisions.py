@@ -182,6 +182,22 @@ def istiod_values(passthrough, namespace, revision, outbound_mode):
     return _deep_merge(passthrough, managed)
 
 
+def istiod_image_version(values, chart_version):
+    """The version istiod's image tag reads as (names.image_version) once the istiod chart is applied with
+    `values`: the chart's image reference is `image` as is when it names a registry path, else
+    <hub>/pilot:<tag or global.tag>[-<variant>], and the published charts set global.tag to their own version
+    (manifests/charts/istio-control/istio-discovery/templates/deployment.yaml). So a custom tag predicts the
+    istiod the run will really make, and teg_restart plans no restart that the run then does not make."""
+    values = values or {}
+    globals_ = values.get("global") or {}
+    image = values.get("image") or ""
+    if "/" in image:
+        return image_version(image)
+    tag = values.get("tag") or globals_.get("tag") or chart_version
+    variant = values.get("variant") or globals_.get("variant")
+    return image_version("pilot:%s%s" % (tag, "-" + variant if variant else ""))
+
+
 def release_errors(releases, namespace):
     """Messages for Helm releases stuck in a pending state (an interrupted helm run), which helm
     refuses to upgrade. `releases` is cluster_facts' helm_releases: {name: status dict or None}."""
