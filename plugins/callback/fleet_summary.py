@@ -15,7 +15,8 @@ description:
     C(refused) with the one-line message of the task that stopped that host, or C(unreachable).
   - Ansible stops a failed host alone and ends with a non-zero exit when any host failed; this callback only
     says which, so that a fleet run does not have to be read task by task.
-  - Prints nothing when the stdout callback writes JSON (its output must stay one JSON document).
+  - Prints nothing for a run of one host, whose PLAY RECAP already says it, and nothing when the stdout callback
+    writes JSON (its output must stay one JSON document).
   - Enabled in the repository's C(ansible.cfg) (C(callbacks_enabled = teg.istio.fleet_summary)).
 author:
   - teg.istio maintainers (@teg-istio)
@@ -53,7 +54,8 @@ class CallbackModule(CallbackBase):
         return stdout_callback.rsplit(".", maxsplit=1)[-1] in ("json", "jsonl")
 
     def v2_playbook_on_stats(self, stats):
-        if self._writes_json() or not stats.processed:
+        # One host: the PLAY RECAP line and the failed task already say all of it.
+        if self._writes_json() or len(stats.processed) < 2:
             return
         self._display.banner("CLUSTERS")
         for host in sorted(stats.processed):

@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
+
 # Objects the collection creates carry this label, so that a later run (or teardown) finds exactly
 # what the collection made and nothing it merely touched.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -94,6 +96,21 @@ def ambient_enrolled(pod, namespace_labels):
     own = (((pod or {}).get("metadata") or {}).get("labels") or {}).get(DATAPLANE_MODE_LABEL)
     mode = own if own is not None else (namespace_labels or {}).get(DATAPLANE_MODE_LABEL)
     return mode == DATAPLANE_MODE_AMBIENT
+
+
+def minor_version(text):
+    """(major, minor) of a version such as "1.29.6", "v1.34.4", "1.24-dev" or "v1.33.1+k3s"; None when
+    it reads as none."""
+    match = re.match(r"^v?([0-9]+)\.([0-9]+)", str(text or "").strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def version_older(version, other):
+    """True when `version` sorts before `other` (numeric parts only; a pre-release sorts before its release)."""
+    def key(v):
+        core, dash, pre = v.partition("-")
+        return tuple(int(p) for p in core.split(".")) + (0 if dash and pre else 1,)
+    return key(version) < key(other)
 
 
 def image_version(image):

@@ -232,6 +232,28 @@ def test_second_run_writes_nothing_on_any_cluster(fleet, inventory, tmp_path):
     assert summary(proc.stdout) == {name: "converged" for name in NAMES}, proc.stdout[-2000:]
 
 
+def test_validate_certs_reaches_every_call_of_its_host(fleet, inventory, tmp_path):
+    """north without its CA file: teg_istio_validate_certs false lets every call of site.yml (a run with nothing
+    to do: each role's plan, verify) through unverified; left at its default the same host is refused in one
+    line, because the API server's certificate is then checked and no CA signs it."""
+    doc = yaml.safe_load(inventory.read_text())
+    north = doc["all"]["children"][GROUP]["hosts"]["north"]
+    north.pop("teg_istio_ca_cert")
+    for validate, outcome in ((False, "converged"), (None, "refused: ")):
+        if validate is None:
+            north.pop("teg_istio_validate_certs")
+        else:
+            north["teg_istio_validate_certs"] = validate
+        path = tmp_path / "insecure-{}.yml".format(validate)
+        path.write_text(yaml.safe_dump(doc))
+        proc, runs = run_site(fleet, path, tmp_path)
+        assert runs["north"].writes == [], runs["north"].describe_writes()
+        line = summary(proc.stdout)["north"]
+        assert line.startswith(outcome), proc.stdout[-4000:]
+        if validate is None:
+            assert proc.returncode != 0 and "certificate" in line.lower() and "\n" not in line, line
+
+
 def test_a_stopped_cluster_fails_alone_and_is_named(fleet, inventory, tmp_path):
     fleet["east"].localcp("reset")
     fleet["north"].localcp("stop-apiserver")

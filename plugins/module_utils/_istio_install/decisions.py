@@ -14,7 +14,7 @@ import copy
 import posixpath
 import re
 
-from ansible_collections.teg.istio.plugins.module_utils.names import image_version
+from ansible_collections.teg.istio.plugins.module_utils.names import image_version, minor_version, version_older
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -186,6 +186,22 @@ def istiod_values(passthrough, namespace, revision, outbound_mode, mesh_mode="si
     return _deep_merge(passthrough, managed)
 
 
+def istiod_image_version(values, chart_version):
+    """The version istiod's image tag reads as (names.image_version) once the istiod chart is applied with
+    `values`: the chart's image reference is `image` as is when it names a registry path, else
+    <hub>/pilot:<tag or global.tag>[-<variant>], and the published charts set global.tag to their own version
+    (manifests/charts/istio-control/istio-discovery/templates/deployment.yaml). So a custom tag predicts the
+    istiod the run will really make, and teg_restart plans no restart that the run then does not make."""
+    values = values or {}
+    globals_ = values.get("global") or {}
+    image = values.get("image") or ""
+    if "/" in image:
+        return image_version(image)
+    tag = values.get("tag") or globals_.get("tag") or chart_version
+    variant = values.get("variant") or globals_.get("variant")
+    return image_version("pilot:%s%s" % (tag, "-" + variant if variant else ""))
+
+
 def release_errors(releases, namespace):
     """Messages for Helm releases stuck in a pending state (an interrupted helm run), which helm
     refuses to upgrade. `releases` is cluster_facts' helm_releases: {name: status dict or None}."""
@@ -222,19 +238,6 @@ def _release_version(release, chart):
     return version if _VERSION.match(version) else None
 
 
-def _minor(version):
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
-def _older(version, other):
-    """True when `version` sorts before `other` (numeric parts only; a pre-release sorts before its release)."""
-    def key(v):
-        core, dash, pre = v.partition("-")
-        return tuple(int(p) for p in core.split(".")) + (0 if dash and pre else 1,)
-    return key(version) < key(other)
-
-
 def upgrade_errors(releases, names, version, namespace):
     """The refusal of an in-place move the Helm releases cannot make as Istio documents it, else []:
     Istio's in-place upgrade needs the installed version to be at most one minor version older than the
@@ -245,14 +248,14 @@ def upgrade_errors(releases, names, version, namespace):
         installed = _release_version(releases.get(release), chart)
         if installed is None or installed == version:
             continue
-        (old_major, old_minor), (new_major, new_minor) = _minor(installed), _minor(version)
+        (old_major, old_minor), (new_major, new_minor) = minor_version(installed), minor_version(version)
         if old_major == new_major and abs(new_minor - old_minor) <= 1:
             continue
-        step = "%d.%d" % (old_major, old_minor + (1 if _older(installed, version) else -1))
+        step = "%d.%d" % (old_major, old_minor + (1 if version_older(installed, version) else -1))
         return ["Helm release %s in %s is Istio %s, and istio_install_version %s would %s it in place by more than one "
                 "minor version, which Istio does not support (an in-place upgrade moves one minor version at a "
                 "time): set istio_install_version to a %s release and run, then %s"
-                % (release, namespace, installed, version, "upgrade" if _older(installed, version) else "downgrade",
+                % (release, namespace, installed, version, "upgrade" if version_older(installed, version) else "downgrade",
                    step, version)]
     return []
 
@@ -262,7 +265,7 @@ def downgrade_warning(releases, names, version, namespace):
     procedure allows), else None."""
     for chart, release in names:
         installed = _release_version(releases.get(release), chart)
-        if installed is not None and _older(version, installed):
+        if installed is not None and version_older(version, installed):
             return ("Helm release %s in %s is downgraded in place from Istio %s to %s; the sidecars follow when TEG "
                     "restarts" % (release, namespace, installed, version))
     return None
@@ -322,8 +325,9 @@ AMBIENT_DAEMONSETS = {"cni": "istio-cni-node", "ztunnel": "ztunnel"}
 AMBIENT_MINIMUM = (1, 24)
 
 # The oldest Kubernetes minor version each Istio minor release supports (Istio's "Supported Releases" page,
-# istio.io/latest/docs/releases/supported-releases/#support-status-of-istio-releases); a release newer than the
-# table takes its newest row. Older Kubernetes is refused in ambient mode (ztunnel and the CNI agent rely on
+# istio.io/latest/docs/releases/supported-releases/#support-status-of-istio-releases, rendered from
+# istio/istio.io data/compatibility/supportStatus.yml, `k8sVersions`; rows 1.25 to 1.30 checked against that file,
+# 1.24 not checked against it here); a release newer than the table takes its newest row. Older Kubernetes is refused in ambient mode (ztunnel and the CNI agent rely on
 # the node and pod APIs of the supported versions); newer than the tested range is only warned about.
 KUBERNETES_SUPPORT = {
     (1, 24): ((1, 28), (1, 31)),
@@ -332,6 +336,7 @@ KUBERNETES_SUPPORT = {
     (1, 27): ((1, 29), (1, 33)),
     (1, 28): ((1, 30), (1, 34)),
     (1, 29): ((1, 31), (1, 35)),
+    (1, 30): ((1, 32), (1, 36)),
 }
 
 
@@ -344,26 +349,21 @@ def ambient_version_error(mesh_mode, version):
     """The refusal of ambient mode on an Istio older than 1.24, else None (`version` already checked as SemVer)."""
     if mesh_mode != "ambient" or not _VERSION.match(version or ""):
         return None
-    if _minor(version) >= AMBIENT_MINIMUM:
+    if minor_version(version) >= AMBIENT_MINIMUM:
         return None
     return ("istio_install_version %s has no ambient mode that Istio supports (ambient is GA from Istio 1.24): set "
             "istio_install_version to 1.24 or later, or istio_install_mesh_mode (teg_istio_mesh_mode) to sidecar"
             % version)
 
 
-def _kubernetes_minor(git_version):
-    match = re.match(r"^v?([0-9]+)\.([0-9]+)", git_version or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 def kubernetes_support(version, git_version):
     """(error or None, warning or None) for Kubernetes `git_version` ("v1.34.4") under Istio `version` in ambient mode:
     older than the oldest Kubernetes that Istio release supports is refused, newer than the newest it was tested
     with is warned about. An unreadable version is let through (the API server is what it is)."""
-    kubernetes = _kubernetes_minor(git_version)
+    kubernetes = minor_version(git_version)
     if kubernetes is None:
         return None, None
-    istio = _minor(version)
+    istio = minor_version(version)
     known = sorted(KUBERNETES_SUPPORT)
     row = KUBERNETES_SUPPORT.get(istio) or KUBERNETES_SUPPORT[known[-1] if istio > known[-1] else known[0]]
     (low, high) = row

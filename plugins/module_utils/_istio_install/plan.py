@@ -44,6 +44,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     injector_name,
     input_errors,
     inventory,
+    istiod_image_version,
     istiod_name,
     istiod_values,
     local_charts,
@@ -281,7 +282,8 @@ def plan(view, settings, predicted, check_mode):
         istiod_now = istiod or {}
         predicts = {"istio": dict(predicted_apis(settings["version"]), istiod={
             "namespace": settings["namespace"], "name": names["istiod"],
-            "version": settings["version"] if to_install else istiod_now.get("version"),
+            "version": istiod_image_version(values["istiod"], settings["version"]) if to_install
+            else istiod_now.get("version"),
             "revision": settings["revision"] or "default"})}
     if create_namespace:
         predicts["namespaces"] = {settings["namespace"]: {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}

@@ -21,6 +21,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
     DRAIN_ANNOTATIONS,
     NATIVE_SIDECAR_ANNOTATION,
     PROXY_CONFIG_ANNOTATION,
+    minor_version,
 )
 
 try:
@@ -43,13 +44,6 @@ _GATEWAY_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
 # A protobuf Duration in JSON/YAML (what Istio's ProxyConfig takes): seconds with an "s".
 _PROTO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)s$")
-
-
-def minor_version(text):
-    """(major, minor) of a version such as "1.29.6", "v1.34.4", "1.24-dev" or "v1.33.1+k3s"; None when
-    it reads as none."""
-    match = re.match(r"^v?([0-9]+)\.([0-9]+)", str(text or "").strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def gateway_duration_seconds(text):

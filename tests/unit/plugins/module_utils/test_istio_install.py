@@ -183,6 +183,22 @@ def test_values_without_revision_carry_no_revision_key():
 
 # --- releases and failures -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("values, version", [
+    ({}, "1.29.6"),
+    ({"tag": "1.29.6-custom"}, "1.29.6-custom"),
+    ({"global": {"tag": "1.29.5"}}, "1.29.5"),
+    ({"tag": "1.29.6", "global": {"tag": "1.29.5"}}, "1.29.6"),
+    ({"variant": "distroless"}, "1.29.6-distroless"),
+    ({"image": "registry.example/mirror/pilot:1.29.6-fips"}, "1.29.6-fips"),
+    ({"image": "pilot"}, "1.29.6"),
+], ids=["chart-version", "tag", "global-tag", "tag-wins", "variant", "whole-image", "image-name-only"])
+def test_the_predicted_istiod_version_is_what_its_image_tag_will_read_as(values, version):
+    """A custom tag predicts the istiod the run makes (so teg_restart's check mode plans no restart the run then
+    does not make): the same reading as the running istiod's image (names.image_version)."""
+    assert f.istiod_image_version(values, "1.29.6") == version
+    assert image_version("docker.io/istio/pilot:" + version) == version
+
+
 def test_release_errors_only_for_stuck_releases():
     releases = {"istio-base": {"status": "deployed"}, "istiod": {"status": "pending-upgrade"}, "istiod-x": None}
     errors = f.release_errors(releases, "istio-system")

@@ -34,12 +34,6 @@ def test_gateway_api_durations(text, seconds):
     assert d.gateway_duration_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text, version", [("1.29.6", (1, 29)), ("v1.34.4", (1, 34)), ("1.24-dev", (1, 24)),
-                                           ("v1.33.1+k3s1", (1, 33)), ("", None), (None, None), ("latest", None)])
-def test_versions_read_as_major_minor(text, version):
-    assert d.minor_version(text) == version
-
-
 def test_auto_chooses_native_sidecars_where_istio_and_kubernetes_run_them():
     decision, errors = decide()
     assert errors == []
