@@ -326,9 +326,10 @@ AMBIENT_MINIMUM = (1, 24)
 
 # The oldest Kubernetes minor version each Istio minor release supports (Istio's "Supported Releases" page,
 # istio.io/latest/docs/releases/supported-releases/#support-status-of-istio-releases, rendered from
-# istio/istio.io data/compatibility/supportStatus.yml, `k8sVersions`; rows 1.25 to 1.30 checked against that file,
-# 1.24 not checked against it here); a release newer than the table takes its newest row. Older Kubernetes is refused in ambient mode (ztunnel and the CNI agent rely on
-# the node and pod APIs of the supported versions); newer than the tested range is only warned about.
+# istio/istio.io data/compatibility/supportStatus.yml, `k8sVersions`: rows 1.26 to 1.30 checked against that
+# file, 1.24 and 1.25 not checked here); a release newer than the table takes its newest row. Older Kubernetes
+# is refused in ambient mode (ztunnel and the CNI agent rely on the node and pod APIs of the supported
+# versions); newer than the tested range is only warned about.
 KUBERNETES_SUPPORT = {
     (1, 24): ((1, 28), (1, 31)),
     (1, 25): ((1, 29), (1, 32)),
