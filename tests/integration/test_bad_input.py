@@ -47,8 +47,10 @@ def fixture_state(cluster):
      ["such as 1."]),
     ({"istio_install_version": "1.2.3"}, ["chart base and istiod version 1.2.3 not found in the local chart directory"],
      ["put them there (helm pull istio/base --version 1.2.3) or set istio_install_version"]),
-    # Ambient needs Istio >= 1.24: the legacy flavour's Istio is refused in one line, before any write.
-    ({"teg_istio_mesh_mode": "ambient", "istio_install_version": "1.19.10"},
+    # Ambient needs Istio >= 1.24: the legacy flavour's Istio is refused in one line, before any write. The role's
+    # own variable: with teg_istio_mesh_mode, teg_istio_prep's plan refuses the legacy flavour first (its EnvoyProxy
+    # API has no routingType, test_teg_istio_prep.py).
+    ({"istio_install_mesh_mode": "ambient", "istio_install_version": "1.19.10"},
      ["istio_install_version 1.19.10 has no ambient mode that Istio supports (ambient is GA from Istio 1.24)"],
      ["set istio_install_version to 1.24 or later, or istio_install_mesh_mode (teg_istio_mesh_mode) to sidecar"]),
     ({"strict_mtls_namespace_policies": [{"namespace": "no-such-ns"}]}, ["namespace(s) no-such-ns not found"],
