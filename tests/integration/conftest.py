@@ -198,6 +198,14 @@ def failed_results(run):
             for name, host in task["hosts"].items() if name == "localhost" and host.get("failed")]
 
 
+def task_results(run, name):
+    """The localhost results of the tasks called `name` (a role's task with or without the role's prefix), from a
+    run made with JSON_CALLBACK: what a task registered, read as the collection returned it."""
+    assert run.stdout.lstrip().startswith("{"), "run the playbook with env=JSON_CALLBACK:\n" + run.output[-3000:]
+    return [host for play in json.loads(run.stdout)["plays"] for task in play["tasks"]
+            if task["task"]["name"].split(" : ")[-1] == name for host_name, host in task["hosts"].items() if host_name == "localhost"]
+
+
 def assert_one_line_failure(run, cause, fix):
     """The single check for every refusal and fault: the run failed (rc != 0); the failure that stopped it is one
     line holding every fragment of `cause` (what is wrong, naming the object) and of `fix` (what to do), with no

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import JSON_CALLBACK, REPO, assert_one_line_failure
+from conftest import JSON_CALLBACK, REPO, assert_one_line_failure, task_results
 
 sys.path.insert(0, str(REPO / "tests" / "localcp"))
 import localcp  # noqa: E402  (the flavour -> CRD folder table lives there)
@@ -331,17 +331,14 @@ def _ambient_verify(play, tmp_path):
     playbook = tmp_path / "verify-ambient.yml"
     playbook.write_text(json.dumps([{
         "name": "Verify", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "tasks": [{"name": "Check the ambient state", "register": "__found",
+        "tasks": [{"name": "Check the ambient state",
                    "teg.istio.mesh_verify": {"apps": [HTTPBIN], "mesh_mode": "ambient", "mtls_mode": "",
-                                             "fail_on_findings": False}},
-                  {"name": "Show the findings", "ansible.builtin.debug": {"msg": "{{ __found.findings | to_json }}"}}]}]))
-    result = play(str(playbook), use_site_vars=False, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+                                             "fail_on_findings": False}}]}]))
+    result = play(str(playbook), use_site_vars=False, env=JSON_CALLBACK)
     _ok(result)
-    msg = json.loads(result.stdout.split('"msg": ', 1)[1].split("\n", 1)[0].rstrip("}").strip())
-    # The msg is the findings' JSON text, itself a JSON string in the callback's output.
-    findings = json.loads(msg) if isinstance(msg, str) else msg
-    assert isinstance(findings, list), findings
-    return findings
+    (found,) = task_results(result, "Check the ambient state")
+    assert isinstance(found["findings"], list), found
+    return found["findings"]
 
 
 def test_switching_to_ambient_and_back(flavour, cluster, run, play, tmp_path):

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import JSON_CALLBACK, REPO, assert_one_line_failure
+from conftest import JSON_CALLBACK, REPO, assert_one_line_failure, task_results
 
 ISTIO_NS = "istio-system"
 TEG_NS = "envoy-gateway-system"
@@ -73,13 +73,6 @@ def _triggers(cluster):
             .get("annotations", {}).get(TRIGGER) for name in CONTROL_PLANE}
 
 
-def _task_results(run, name):
-    """The localhost results of the tasks called `name` (a role's task with or without the role's prefix), from a
-    run made with JSON_CALLBACK."""
-    return [host for play in json.loads(run.stdout)["plays"] for task in play["tasks"]
-            if task["task"]["name"].split(" : ")[-1] == name for host_name, host in task["hosts"].items() if host_name == "localhost"]
-
-
 RESTART_TASK = "Restart the TEG control plane and the Envoy data plane whose injection settings changed"
 
 BEFORE = {}
@@ -99,10 +92,10 @@ def test_check_mode_of_the_upgrade_reports_both_releases_and_the_restart_and_wri
     run = site(versions["B"], check=True, env=JSON_CALLBACK)
     assert run.rc == 0, run.output[-4000:]
     assert run.writes == [], run.describe_writes()
-    (note,) = [r["msg"] for r in _task_results(run, "Say what check mode would do") if not r.get("skipped")]
+    (note,) = [r["msg"] for r in task_results(run, "Say what check mode would do") if not r.get("skipped")]
     assert note.startswith("check mode: would install or upgrade istio-base and istiod with charts %s from the local "
                            "chart directory" % versions["B"]), note
-    (restart,) = _task_results(run, RESTART_TASK)
+    (restart,) = task_results(run, RESTART_TASK)
     assert restart["changed"] is True
     assert sorted(r["name"] for r in restart["restarted"]) == sorted(CONTROL_PLANE)
     assert {r["reason"] for r in restart["restarted"]} == {"trigger changed"}

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from conftest import MATRIX, REPO
+from conftest import JSON_CALLBACK, MATRIX, REPO, task_results
 
 GROUP = "gateway.envoyproxy.io"
 NAME = "unqualified"
@@ -62,14 +62,14 @@ def test_prep_expose_verify_and_both_teardowns_use_the_envoyproxy_in_default(unq
     verify = tmp_path / "verify.yml"
     verify.write_text(yaml.safe_dump([{
         "name": "Verify", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "tasks": [{"name": "Check the configuration", "register": "__found",
+        "tasks": [{"name": "Check the configuration",
                    "teg.istio.mesh_verify": {"apps": SAMPLE["expose_app_apps"], "routing": "service", "mtls_mode": "",
-                                             "fail_on_findings": False}},
-                  {"name": "Show the findings", "ansible.builtin.debug": {"msg": "{{ __found.findings | to_json }}"}}]}]))
-    result = play(str(verify), use_site_vars=False, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+                                             "fail_on_findings": False}}]}]))
+    result = play(str(verify), use_site_vars=False, env=JSON_CALLBACK)
     assert result.rc == 0, result.output[-3000:]
-    findings = json.loads(result.stdout.split('"msg": ', 1)[1].split("\n", 1)[0].rstrip("}").strip())
-    assert not [f for f in findings if "EnvoyProxy" in f], findings
+    (found,) = task_results(result, "Check the configuration")
+    assert isinstance(found["findings"], list), found
+    assert not [f for f in found["findings"] if "EnvoyProxy" in f], found["findings"]
 
     role(play, "expose_app", expose_app_state="absent", **{k: v for k, v in SAMPLE.items() if k != "expose_app_routing"})
     assert "routingType" not in envoyproxy(cluster)["spec"]
