@@ -80,6 +80,9 @@ func (wk *Walk) FirstFailure() *Hop {
 
 // WalkAll walks every hop of the state.
 func (w *World) WalkAll() (*Walk, error) {
+	if w.Ambient != nil {
+		return w.WalkAmbient()
+	}
 	wk := &Walk{Routing: w.St.Routing}
 	h1, err := w.hopEdge()
 	if err != nil {
@@ -353,6 +356,10 @@ func (w *World) tcpThroughSidecars(h *Hop, client *corev1.Pod, host string, port
 		simulation.Plaintext: "plaintext TCP"}[tls], host, port, w.Describe(net.JoinHostPort(clusterIP, strconv.Itoa(port))))
 	if alpn != "" {
 		h.Call += fmt.Sprintf(", ALPN %q", alpn)
+	}
+	if w.Ambient != nil {
+		h.Envoy = "istiod's workload API and authorizations (ztunnel's xDS)"
+		return w.throughZtunnels(h, client, clusterIP, port)
 	}
 	if !HasSidecar(client) {
 		return h.fail("the client pod %s has no sidecar: %s", client.Name, w.Mesh.Injection[client.Namespace+"/"+client.Name]), nil

@@ -43,6 +43,8 @@ type Mesh struct {
 	// Injection tells, per namespace/name of a pod, why it has or has no sidecar.
 	Injection map[string]string
 	Fake      *xds.FakeDiscoveryServer
+	// Redirected lists the pods (namespace/name) given the redirection annotation of istio-cni's node agent.
+	Redirected []string
 	// Live, when set, holds what the running istiod served each sidecar (namespace/name of the pod).
 	Live map[string]*Config
 
@@ -89,6 +91,11 @@ func NewMesh(t *testing.T, st *State) (*Mesh, error) {
 			return nil, err
 		}
 		m.Injection[pod.Namespace+"/"+pod.Name] = why
+		if cniAgentRuns(st) && injected.Annotations[redirectionAnnotation] == "" {
+			if injected = redirect(injected, byName[pod.Namespace]); injected.Annotations[redirectionAnnotation] != "" {
+				m.Redirected = append(m.Redirected, pod.Namespace+"/"+pod.Name)
+			}
+		}
 		m.Pods = append(m.Pods, injected)
 		objects = append(objects, injected)
 	}
@@ -105,6 +112,13 @@ func NewMesh(t *testing.T, st *State) (*Mesh, error) {
 	}
 	for _, s := range slicesOf {
 		objects = append(objects, s)
+	}
+	if st.MeshMode == "ambient" {
+		policies, err := ambientPolicies(st)
+		if err != nil {
+			return nil, err
+		}
+		objects = append(objects, policies...)
 	}
 	var configs []string
 	for _, kind := range istioKinds {

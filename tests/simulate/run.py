@@ -31,12 +31,20 @@ LOCALCP_HERE = REPO / "tests" / "localcp"
 SITE_VARS = LOCALCP_HERE / "site-vars.yml"
 OUTPUT = REPO / "tests" / "output" / "simulate"
 DOC = REPO / "docs" / "traffic-hops.md"
-MODES = ("virtualservice", "service")
+# The walks, each on the state site.yml leaves with these variables: the two routing modes of sidecar mode,
+# then ambient mode (teg_istio_mesh_mode: ambient, where routing is always the Service's), run in this order on
+# one cluster, so the last is also the supported switch from sidecar to ambient.
+MODES = {
+    "virtualservice": {"expose_app_routing": "virtualservice"},
+    "service": {"expose_app_routing": "service"},
+    "ambient": {"teg_istio_mesh_mode": "ambient", "expose_app_routing": "service"},
+}
+FIRST_MODE = next(iter(MODES))
 TEG_NAMESPACE = "envoy-gateway-system"
 ISTIO_NAMESPACE = "istio-system"
 # What the suite reads; kinds the API server does not serve are skipped.
 KINDS = [
-    "namespaces", "services", "endpointslices.discovery.k8s.io", "pods", "deployments", "serviceaccounts",
+    "namespaces", "services", "endpointslices.discovery.k8s.io", "pods", "deployments", "daemonsets.apps", "serviceaccounts",
     "gatewayclasses.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io",
     "httproutes.gateway.networking.k8s.io", "grpcroutes.gateway.networking.k8s.io",
     "referencegrants.gateway.networking.k8s.io", "envoyproxies.gateway.envoyproxy.io",
@@ -164,7 +172,7 @@ class Cluster:
 
     def site(self, routing, extra_vars):
         cmd = [Path(sys.executable).parent / "ansible-playbook", REPO / "playbooks" / "site.yml", "-e", f"@{SITE_VARS}",
-               "-e", json.dumps(dict(extra_vars, expose_app_routing=routing))]
+               "-e", json.dumps(dict(extra_vars, **MODES[routing]))]
         proc = run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, check=False)
         (OUTPUT / f"site-{routing}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -269,6 +277,7 @@ def dump(cluster, routing, version_pins, chart):
     from controllers import envoy_gateway_config  # noqa: PLC0415 -- imported once LOCALCP_DIR is set
     state = {
         "routing": routing,
+        "mesh_mode": MODES[routing].get("teg_istio_mesh_mode", "sidecar"),
         "controllers": cluster.controllers,
         "versions": {k: version_pins[k] for k in ("ENVOY_GATEWAY_VERSION", "ISTIOD_MODULE_VERSION")},
         # The EnvoyGateway configuration TEG's control plane runs with (the real controller gets the same).
@@ -286,6 +295,10 @@ def dump(cluster, routing, version_pins, chart):
 
 # --- running the suite -------------------------------------------------------------------------
 
+# The in-process istiod runs with ambient enabled, as the real one of CONTROLLERS=real does
+# (tests/localcp/controllers.py): Istio reads PILOT_ENABLE_AMBIENT once, at start, so it is set for the process.
+SUITE_ENV = dict(os.environ, PILOT_ENABLE_AMBIENT="true")
+
 def suite(binary, state_dir, live, update_docs):
     args = [binary, "-test.v", "-test.count=1", f"-state-dir={Path(state_dir).resolve()}", f"-hop-table={DOC}"]
     if live:
@@ -293,7 +306,7 @@ def suite(binary, state_dir, live, update_docs):
     if update_docs:
         args.append("-update-hop-table")
     log("running " + " ".join(str(a) for a in args))
-    proc = subprocess.run([str(a) for a in args], cwd=HERE, capture_output=True, text=True, check=False)
+    proc = subprocess.run([str(a) for a in args], cwd=HERE, env=SUITE_ENV, capture_output=True, text=True, check=False)
     (OUTPUT / "suite.log").write_text(proc.stdout + proc.stderr)
     summary = [line for line in proc.stdout.splitlines() if line.startswith("simulate: ")]
     sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines()
@@ -317,13 +330,16 @@ def walk_cluster(binary, controllers, extra_vars):
         import localcp  # noqa: PLC0415 -- reads LOCALCP_DIR at import
         chart = istio_chart(localcp.load_state(), version_pins)
         for routing in MODES:
-            log(f"site.yml with expose_app_routing={routing}")
+            log(f"site.yml with {json.dumps(MODES[routing])}")
             cluster.site(routing, extra_vars)
             cluster.settle()
-            if controllers == "real":
-                live_setup(cluster, first=routing == MODES[0])
+            # The ambient walk reads the in-process istiod only: what the running one serves ztunnel is
+            # tests/integration_real/test_ambient.py's judge.
+            live = controllers == "real" and MODES[routing].get("teg_istio_mesh_mode") != "ambient"
+            if live:
+                live_setup(cluster, first=routing == FIRST_MODE)
             path = dump(cluster, routing, version_pins, chart)
-            if controllers == "real":
+            if live:
                 capture_live(binary, path, OUTPUT / f"live-{routing}.json")
     finally:
         cluster.down()
@@ -349,7 +365,7 @@ def live_setup(cluster, first):
 def capture_live(binary, state_path, out):
     """What the running controllers serve now, for this routing mode."""
     proc = subprocess.run([str(binary), "-test.run=^TestCaptureLive$", "-test.count=1", f"-state={state_path}",
-                           f"-live-out={out}"], cwd=HERE, capture_output=True, text=True, check=False)
+                           f"-live-out={out}"], cwd=HERE, env=SUITE_ENV, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit("simulate: capturing what the real controllers serve failed:\n" + proc.stdout[-4000:])
 
@@ -372,7 +388,7 @@ def main(argv=None):
         return 0
     OUTPUT.mkdir(parents=True, exist_ok=True)
     state_dir = args.state_dir
-    live = state_dir is not None and (state_dir / f"live-{MODES[0]}.json").exists()
+    live = state_dir is not None and (state_dir / f"live-{FIRST_MODE}.json").exists()
     if state_dir is None:
         state_dir = OUTPUT
         live = args.controllers == "real"

@@ -23,7 +23,9 @@ import (
 // State is what tests/simulate/run.py dumps after a site.yml run: the cluster's objects and what the
 // controllers are configured with.
 type State struct {
-	Routing      string            `json:"routing"`
+	Routing string `json:"routing"`
+	// MeshMode is teg_istio_mesh_mode of the run: sidecar (the default) or ambient.
+	MeshMode     string            `json:"mesh_mode,omitempty"`
 	Controllers  string            `json:"controllers"`
 	Versions     map[string]string `json:"versions"`
 	EnvoyGateway json.RawMessage   `json:"envoy_gateway"`

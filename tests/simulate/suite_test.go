@@ -28,8 +28,9 @@ var (
 	updateHopTable = flag.Bool("update-hop-table", false, "rewrite -hop-table from this run instead of checking it")
 )
 
-// Modes are the two expose_app_routing modes.
-var Modes = []string{"virtualservice", "service"}
+// Modes are the walks, one per state run.py dumps: the two expose_app_routing modes in sidecar mode, and
+// ambient mode (where routing is the Service's).
+var Modes = []string{"virtualservice", "service", "ambient"}
 
 // results collects what the tests saw, for the summary line and the generated hop table.
 var results = struct {
@@ -105,7 +106,8 @@ func walk(t *testing.T, w *World) *Walk {
 func TestHops(t *testing.T) {
 	for _, routing := range Modes {
 		t.Run(routing, func(t *testing.T) {
-			w := world(t, loadState(t, routing), *liveFlag)
+			st := loadState(t, routing)
+			w := world(t, st, *liveFlag && st.MeshMode != "ambient")
 			wk := walk(t, w)
 			for _, h := range wk.Hops {
 				t.Run(h.ID, func(t *testing.T) {
@@ -146,7 +148,7 @@ func checkRoutingSpecifics(t *testing.T, w *World, wk *Walk) {
 			t.Errorf("virtualservice routing: hop 1 sends %s %s to %s, want Host %s, path %s, to a pod of %s", h1.Match.Host,
 				h1.Match.Path, up, RequestHost, RequestPath, AppService)
 		}
-	case "service":
+	case "service", "ambient":
 		want := fmt.Sprintf("ClusterIP of Service %s/%s:%d", AppNamespace, AppService, AppPort)
 		if up != want || h1.Match.Host != AppServiceFQD {
 			t.Errorf("service routing: hop 1 sends Host %s to %s, want Host %s to %s", h1.Match.Host, up, AppServiceFQD, want)
@@ -194,6 +196,26 @@ var ablations = []ablation{
 			return dropEnvoyProxyAnnotation(st, "traffic.sidecar.istio.io/includeInboundPorts")
 		},
 		hop: "5", reason: "captured by the sidecar"},
+	{name: "AmbientNoNamespaceLabel", routing: "ambient",
+		step: "teg_istio_prep's istio.io/dataplane-mode=ambient label on the TEG namespace (so ztunnel carries nothing of TEG's)",
+		edit: func(st *State) error { return unlabelNamespace(st, TEGNamespace, dataplaneModeLabel) },
+		hop:  "2", reason: "refuses plaintext"},
+	{name: "AmbientPermissive", routing: "ambient", step: "strict_mtls (PeerAuthentication default PERMISSIVE instead of STRICT)",
+		edit: func(st *State) error { return setMTLSMode(st, "PERMISSIVE") },
+		hop:  "3p", reason: "accepted"},
+	{name: "AmbientNoBypassInboundCapture", routing: "ambient",
+		step: "teg_istio_prep's ambient.istio.io/bypass-inbound-capture \"true\" pod annotation on the EnvoyProxy",
+		edit: func(st *State) error { return dropEnvoyProxyAnnotation(st, bypassInboundCapture) },
+		hop:  "5", reason: "refuses plaintext from outside the mesh"},
+	{name: "AmbientNoServiceRouting", routing: "ambient",
+		step: "expose_app's routingType: Service on the EnvoyProxy, with a waypoint for httpbin's Service (as a user adds one)",
+		edit: func(st *State) error {
+			if err := addWaypoint(st); err != nil {
+				return err
+			}
+			return dropRoutingType(st)
+		},
+		hop: "2", reason: "skips waypoint"},
 }
 
 func runAblation(t *testing.T, name string) {
@@ -244,6 +266,25 @@ func TestAblationHTTP2BackendPort(t *testing.T)       { runAblation(t, "HTTP2Bac
 func TestAblationAppPortNot80(t *testing.T)           { runAblation(t, "AppPortNot80") }
 func TestAblationNoIncludeInboundPorts(t *testing.T) {
 	runAblation(t, "NoIncludeInboundPortsAnnotation")
+}
+func TestAblationAmbientNoNamespaceLabel(t *testing.T) { runAblation(t, "AmbientNoNamespaceLabel") }
+func TestAblationAmbientPermissive(t *testing.T)       { runAblation(t, "AmbientPermissive") }
+func TestAblationAmbientNoBypassInboundCapture(t *testing.T) {
+	runAblation(t, "AmbientNoBypassInboundCapture")
+}
+func TestAblationAmbientNoServiceRouting(t *testing.T) { runAblation(t, "AmbientNoServiceRouting") }
+
+// TestAmbientWaypointWithServiceRouting is the control of the AmbientNoServiceRouting ablation: the same
+// waypoint, with expose_app's Service routing kept, is on the request's way.
+func TestAmbientWaypointWithServiceRouting(t *testing.T) {
+	st := loadState(t, "ambient")
+	if err := addWaypoint(st); err != nil {
+		t.Fatal(err)
+	}
+	h := walk(t, world(t, st, false)).Hop("2")
+	if h == nil || !h.OK || !strings.Contains(strings.Join(h.Detail, "; "), "to waypoint "+AppNamespace+"/waypoint.") {
+		t.Fatalf("with a waypoint for Service %s and Service routing, hop 2 must go through it: %+v", AppService, h)
+	}
 }
 
 // --- state edits ---------------------------------------------------------------------------------
@@ -309,6 +350,60 @@ func unlabelAndUninject(st *State, namespace string) error {
 		}
 	}
 	return nil
+}
+
+// addWaypoint gives the app's namespace a waypoint, as `istioctl waypoint apply -n httpbin --enroll-namespace`
+// leaves it once the waypoint runs: a Gateway of class istio-waypoint (its HBONE listener, the address its
+// status reports) and the namespace's istio.io/use-waypoint label.
+func addWaypoint(st *State) error {
+	gw := map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]any{"name": "waypoint", "namespace": AppNamespace},
+		"spec": map[string]any{"gatewayClassName": "istio-waypoint",
+			"listeners": []any{map[string]any{"name": "mesh", "port": int64(15008), "protocol": "HBONE"}}},
+		"status": map[string]any{"addresses": []any{map[string]any{"type": "Hostname",
+			"value": "waypoint." + AppNamespace + ".svc.cluster.local"}}},
+	}
+	st.Objects = append(st.Objects, gw)
+	ns, err := st.One("Namespace", "", AppNamespace)
+	if err != nil {
+		return err
+	}
+	labels, _, _ := unstructured.NestedStringMap(ns, "metadata", "labels")
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels["istio.io/use-waypoint"] = "waypoint"
+	return unstructured.SetNestedStringMap(ns, labels, "metadata", "labels")
+}
+
+// dropRoutingType takes routingType off every EnvoyProxy: Envoy Gateway then routes to the pods' IPs.
+func dropRoutingType(st *State) error {
+	found := 0
+	for _, ep := range st.Find("EnvoyProxy", "", "") {
+		if _, has, _ := unstructured.NestedString(ep, "spec", "routingType"); has {
+			unstructured.RemoveNestedField(ep, "spec", "routingType")
+			found++
+		}
+	}
+	if found == 0 {
+		return fmt.Errorf("no EnvoyProxy sets routingType")
+	}
+	return nil
+}
+
+// unlabelNamespace takes a label off a namespace.
+func unlabelNamespace(st *State, namespace, key string) error {
+	found, err := st.One("Namespace", "", namespace)
+	if err != nil {
+		return err
+	}
+	labels, _, _ := unstructured.NestedStringMap(found, "metadata", "labels")
+	if _, has := labels[key]; !has {
+		return fmt.Errorf("namespace %s has no label %s", namespace, key)
+	}
+	delete(labels, key)
+	return unstructured.SetNestedStringMap(found, labels, "metadata", "labels")
 }
 
 func setMTLSMode(st *State, mode string) error {
@@ -450,6 +545,9 @@ func TestLiveAgreement(t *testing.T) {
 	for _, routing := range Modes {
 		t.Run(routing, func(t *testing.T) {
 			st := loadState(t, routing)
+			if st.MeshMode == "ambient" {
+				t.Skip("the ambient walk reads the in-process istiod only")
+			}
 			live, offline := walk(t, world(t, st, true)), walk(t, world(t, st, false))
 			for _, h := range live.Hops {
 				o := offline.Hop(h.ID)
@@ -490,7 +588,7 @@ func renderHopTable() string {
 		}
 	}
 	b.WriteString("\n## Ablations: one step left out, the hop that breaks\n\n")
-	b.WriteString("| step left out | routing | hop that must break | outcome |\n|---|---|---|---|\n")
+	b.WriteString("| step left out | walk | hop that must break | outcome |\n|---|---|---|---|\n")
 	for _, a := range ablations {
 		b.WriteString(results.ablations[a.name] + "\n")
 	}

@@ -75,5 +75,5 @@ func (w *World) HopRows(wk *Walk) []string {
 }
 
 // HopTableHeader is the header of the hop table.
-const HopTableHeader = "| routing | hop | Envoy | what arrives | listener, filter chain | route configuration / virtual host / route | cluster | sent to | Host and path upstream | TLS upstream | result |\n" +
+const HopTableHeader = "| walk | hop | Envoy | what arrives | listener, filter chain | route configuration / virtual host / route | cluster | sent to | Host and path upstream | TLS upstream | result |\n" +
 	"|---|---|---|---|---|---|---|---|---|---|---|"

@@ -25,6 +25,8 @@ type World struct {
 	EnvoyService *corev1.Service
 	// Live is what the running controllers served (CONTROLLERS=real); nil walks the in-process configuration.
 	Live *LiveConfigs
+	// Ambient is istiod's workload API for the state, as ztunnel receives it (mesh mode ambient only).
+	Ambient *AmbientView
 	// Modelled lists what the suite added to the state because no running controller made it.
 	Modelled []string
 }
@@ -59,6 +61,15 @@ func NewWorld(t *testing.T, st *State) (*World, error) {
 	}
 	if w.Mesh, err = NewMesh(t, st); err != nil {
 		return nil, err
+	}
+	if len(w.Mesh.Redirected) > 0 {
+		w.Modelled = append(w.Modelled, "the annotation "+redirectionAnnotation+": enabled that istio-cni's node agent writes "+
+			"on each pod it redirects into ztunnel, on the pods its enablement rules select: "+strings.Join(w.Mesh.Redirected, ", "))
+	}
+	if st.MeshMode == "ambient" {
+		if w.Ambient, err = w.Mesh.FetchAmbient(t); err != nil {
+			return nil, err
+		}
 	}
 	return w, nil
 }
