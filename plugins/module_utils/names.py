@@ -86,6 +86,12 @@ def sidecar_container(pod):
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 DATAPLANE_MODE_AMBIENT = "ambient"
 MESH_MODES = ("sidecar", "ambient")
+# On a pod enrolled in the ambient mesh, the istio-cni node agent then redirects only its outbound traffic to
+# ztunnel: the Envoy pods' inbound comes from clients outside the mesh in plaintext, which ztunnel refuses under
+# STRICT. The agent reads it when the pod is added. Upstream: istio/api annotation/annotations.yaml
+# (AmbientBypassInboundCapture), istio/istio cni/pkg/nodeagent/net.go (getPodLevelTrafficOverrides).
+BYPASS_INBOUND_CAPTURE_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
+BYPASS_INBOUND_CAPTURE = {BYPASS_INBOUND_CAPTURE_ANNOTATION: "true"}
 
 
 def ambient_enrolled(pod, namespace_labels):

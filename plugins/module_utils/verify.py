@@ -11,6 +11,7 @@ __metaclass__ = type
 
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     APP_LABEL,
+    BYPASS_INBOUND_CAPTURE,
     DATAPLANE_MODE_AMBIENT,
     DATAPLANE_MODE_LABEL,
     DRAIN_ANNOTATIONS,
@@ -96,6 +97,12 @@ def _prep_findings(observed, expected):
         for key in sorted(set(annotations) & set((INCLUDE_INBOUND,) + DRAIN_ANNOTATIONS)):
             findings.append("%s sets the sidecar pod annotation %s, which ambient mode does without: run the "
                             "teg_istio_prep role in ambient mode" % (ep_where, key))
+        for key, value in BYPASS_INBOUND_CAPTURE.items():
+            if annotations.get(key) != value:
+                findings.append("%s sets pod annotation %s=%r, expected %r (else ztunnel captures the Envoy pods' "
+                                "inbound and, under STRICT, refuses the plaintext of clients outside the mesh): run "
+                                "the teg_istio_prep role in ambient mode"
+                                % (ep_where, key, annotations.get(key, "<unset>"), value))
     else:
         for key, value in expected["pod_annotations"].items():
             if key not in annotations or annotations[key] != value:

@@ -126,7 +126,8 @@ options:
         C(config) level already, TEG's namespace labelled C(istio.io/dataplane-mode=ambient) and with no injection
         label (C(istio-injection), C(istio.io/rev)), and the same for the apps' namespaces; no C(istio-proxy) sidecar
         in the pods of TEG's, the apps' and O(mesh_namespaces), each of them enrolled; the EnvoyProxy with
-        C(routingType=Service) and none of the sidecar pod annotations; no mesh VirtualService for the apps; the
+        C(routingType=Service), none of the sidecar pod annotations and C(ambient.istio.io/bypass-inbound-capture="true");
+        no mesh VirtualService for the apps; the
         C(ztunnel) and C(istio-cni-node) DaemonSets in O(istio_namespace).
     type: str
     choices: [sidecar, ambient]

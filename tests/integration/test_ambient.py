@@ -2,10 +2,12 @@
 stand-in charts, the API server's audit log as the witness (issue #17):
 
 - site.yml in ambient converges: TEG's and httpbin's namespaces labelled istio.io/dataplane-mode=ambient and not
-  for injection, the EnvoyProxy routing to Services with none of the sidecar annotations, no mesh
+  for injection, the EnvoyProxy routing to Services with none of the sidecar annotations but the bypass of
+  ztunnel's inbound capture (ambient.istio.io/bypass-inbound-capture), no mesh
   VirtualService, istio-cni and ztunnel installed after istiod, STRICT in place, and no TEG Deployment
   restarted (ambient enrols running pods);
-- a second run writes nothing; verify.yml passes in ambient;
+- a second run writes nothing; verify.yml passes in ambient, and names the EnvoyProxy when the bypass is taken
+  off by hand, which a rerun of site.yml puts back;
 - switching to sidecar and back with site.yml: each switch restarts every TEG Deployment exactly once, takes
   back what the other mode set, and the run after it writes nothing;
 - teardown.yml with Istio removed leaves the cluster as cluster-up left it.
@@ -18,7 +20,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import MATRIX
+from conftest import JSON_CALLBACK, MATRIX, assert_one_line_failure
 from snapshots import differences, snapshot
 
 pytestmark = pytest.mark.skipif(MATRIX != "current", reason="ambient needs Istio >= 1.24: the current flavour only")
@@ -28,6 +30,7 @@ AMBIENT = {"teg_istio_mesh_mode": "ambient"}
 SIDECAR = {"teg_istio_mesh_mode": "sidecar"}
 DATAPLANE_MODE = "istio.io/dataplane-mode"
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+BYPASS = "ambient.istio.io/bypass-inbound-capture"
 TRIGGER = "teg.istio/restart-trigger"
 TEG_DEPLOYMENTS = ("envoy-gateway", "envoy-ratelimit", "teg-envoy-gateway", "teg-redis")
 FULL_TEARDOWN = {"teardown_istio": True, "istio_install_remove_crds": True}
@@ -77,6 +80,7 @@ def assert_ambient(cluster):
     assert spec.get("routingType") == "Service", spec
     pod = ((spec.get("provider") or {}).get("kubernetes") or {}).get("envoyDeployment", {}).get("pod") or {}
     assert INCLUDE_INBOUND not in (pod.get("annotations") or {}), pod
+    assert (pod.get("annotations") or {}).get(BYPASS) == "true", pod
     assert mesh_virtualservices(cluster) == []
     assert daemonsets(cluster) == ["istio-cni-node", "ztunnel"]
     policy = get(cluster, "peerauthentications.security.istio.io", "default", "istio-system")
@@ -90,6 +94,7 @@ def assert_sidecar(cluster):
     spec = envoyproxy(cluster)["spec"]
     assert "routingType" not in spec, spec
     assert spec["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"][INCLUDE_INBOUND] == ""
+    assert BYPASS not in spec["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"]
     assert len(mesh_virtualservices(cluster)) == 1
     assert daemonsets(cluster) == []
 
@@ -123,6 +128,23 @@ def test_a_second_ambient_run_writes_nothing_and_verify_passes(play):
     assert run.writes == [], run.describe_writes()
     verify = play("verify.yml", extra_vars=AMBIENT)
     assert verify.rc == 0, verify.output[-4000:]
+
+
+def test_verify_names_the_envoyproxy_without_the_bypass_and_a_rerun_puts_it_back(play, cluster):
+    ref = get(cluster, "gatewayclasses.gateway.networking.k8s.io", "teg")["spec"]["parametersRef"]
+    where = "EnvoyProxy %s/%s" % (ref.get("namespace") or "default", ref["name"])
+    cluster.kubectl("patch", "envoyproxies." + ref["group"], ref["name"], "-n", ref.get("namespace") or "default",
+                    "--type=merge", "-p", json.dumps({"spec": {"provider": {"kubernetes": {"envoyDeployment": {
+                        "pod": {"annotations": {BYPASS: None}}}}}}}))
+    verify = play("verify.yml", extra_vars=AMBIENT, env=JSON_CALLBACK)
+    assert_one_line_failure(verify, ["1 problem(s)", where, BYPASS + "='<unset>', expected 'true'"],
+                            ["run the teg_istio_prep role in ambient mode"])
+    run = play("site.yml", extra_vars=AMBIENT)
+    assert run.rc == 0, run.output[-4000:]
+    assert_ambient(cluster)
+    # The one write is the EnvoyProxy's bypass: Envoy Gateway rolls its pods, teg_restart restarts nothing.
+    assert [e["objectRef"]["resource"] for e in run.writes] == ["envoyproxies"], run.describe_writes()
+    assert play("verify.yml", extra_vars=AMBIENT).rc == 0
 
 
 def test_switching_to_sidecar_restarts_teg_once_and_takes_back_ambient(play, cluster):

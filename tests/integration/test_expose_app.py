@@ -375,6 +375,10 @@ def test_switching_to_ambient_and_back(flavour, cluster, run, play, tmp_path):
 
     # What teg_istio_prep and istio_install do in ambient, set directly; then verify sees nothing amiss.
     cluster.kubectl("label", "namespace", TEG_NS, "istio-injection-", DATAPLANE + "=ambient", "--overwrite")
+    provider = _get(cluster, "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", TEG_NS)["spec"].get("provider")
+    cluster.kubectl("patch", "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", "-n", TEG_NS, "--type=merge",
+                    "-p", json.dumps({"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {
+                        "pod": {"annotations": {"ambient.istio.io/bypass-inbound-capture": "true"}}}}}}}))
     cluster.kubectl("create", "namespace", "istio-system", check=False)
     for name in ("ztunnel", "istio-cni-node"):
         cluster.kubectl("create", "-n", "istio-system", "-f", "-", stdin=json.dumps({
@@ -395,6 +399,10 @@ def test_switching_to_ambient_and_back(flavour, cluster, run, play, tmp_path):
     finally:
         cluster.kubectl("delete", "daemonsets", "ztunnel", "istio-cni-node", "-n", "istio-system", check=False)
         cluster.kubectl("label", "namespace", TEG_NS, DATAPLANE + "-", check=False)
+        restore = ({"op": "replace", "path": "/spec/provider", "value": provider} if provider
+                   else {"op": "remove", "path": "/spec/provider"})
+        cluster.kubectl("patch", "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy", "-n", TEG_NS, "--type=json",
+                        "-p", json.dumps([restore]), check=False)
 
     back = run(SAMPLE)
     _ok(back)

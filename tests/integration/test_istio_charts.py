@@ -5,7 +5,8 @@ puts it into the Go module cache, as tests/localcp/controllers.py does for the i
 
 - The values are exactly those the istio_install role passes: the role installs the test stand-ins of the
   charts (tests/charts) and helm's record of that release (`helm get values`) is what is rendered here, for
-  the default variables, for a revision and for ambient mode (istiod with `profile: ambient`, cni, ztunnel).
+  the default variables, for a revision and for ambient mode (istiod with `profile: ambient`, cni, ztunnel, the
+  last two with a passthrough pod annotation).
 - Every value the role passes is read by the real chart: changing it changes what the chart renders (a key
   the chart ignores, or one it renamed, is caught).
 - The real API server accepts everything the charts render, by server-side dry run, as the ServiceAccount
@@ -78,7 +79,11 @@ def role_values(cluster, play):
     values = {"default": _role_values(cluster, play),
               "revision canary": _role_values(cluster, play, istio_install_revision="canary")}
     cluster.localcp("reset")
-    values["ambient"] = _role_values(cluster, play, istio_install_mesh_mode="ambient")
+    # With passthrough values for the ambient charts (the keys test_istio_install.py proves on the stand-ins), so that
+    # the real charts are seen to take them too.
+    owner = {"podAnnotations": {"example.com/owner": "mesh-team"}}
+    values["ambient"] = _role_values(cluster, play, istio_install_mesh_mode="ambient", istio_install_cni_values=owner,
+                                     istio_install_ztunnel_values=owner)
     cluster.localcp("reset")
     return values
 

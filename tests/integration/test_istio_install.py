@@ -519,6 +519,11 @@ def test_mirror_with_basic_authentication(cluster, run, refuse, private_mirror):
 # --- ambient mode (the current flavour only: ambient needs Istio >= 1.24) ---------------------------
 
 AMBIENT = {"istio_install_mesh_mode": "ambient"}
+# Passthrough values for the ambient charts: a pod annotation each (which the stand-ins render, as the real charts
+# do), and a key the role sets itself (which the role's setting wins over).
+OWNER = {"example.com/owner": "mesh-team"}
+AMBIENT_PASSTHROUGH = {"istio_install_cni_values": {"podAnnotations": OWNER, "profile": "demo"},
+                       "istio_install_ztunnel_values": {"podAnnotations": OWNER, "istioNamespace": "elsewhere"}}
 
 
 @pytest.fixture
@@ -553,7 +558,7 @@ def test_ambient_installs_cni_and_ztunnel_after_istiod_and_a_rerun_writes_nothin
     assert checked.writes == [], checked.describe_writes()
     assert "would create namespace istio-system, install or upgrade istio-base and istiod and istio-cni and ztunnel" \
         in checked.stdout
-    result = run(**AMBIENT)
+    result = run(**AMBIENT, **AMBIENT_PASSTHROUGH)
     assert result.rc == 0, result.output[-3000:]
     version = flavour["istio"]
     found = releases(cluster)
@@ -567,13 +572,21 @@ def test_ambient_installs_cni_and_ztunnel_after_istiod_and_a_rerun_writes_nothin
              for n in installed if n.startswith("sh.helm.release.v1.")]
     assert order == ["istio-base", "istiod", "istio-cni", "ztunnel"], installed
     assert json.loads(helm(cluster, "get", "values", "istiod", "-n", NAMESPACE, "-o", "json"))["profile"] == "ambient"
+    # The passthrough values under the role's own settings, which win.
     assert json.loads(helm(cluster, "get", "values", "istio-cni", "-n", NAMESPACE, "-o", "json")) == {
-        "profile": "ambient"}
-    for name in ("istio-cni-node", "ztunnel"):
+        "profile": "ambient", "podAnnotations": OWNER}
+    assert json.loads(helm(cluster, "get", "values", "ztunnel", "-n", NAMESPACE, "-o", "json")) == {
+        "istioNamespace": NAMESPACE, "podAnnotations": OWNER}
+    # What the role's settings render: ambient on in the CNI agent, ztunnel pointed at this namespace's istiod.
+    wanted_env = {"istio-cni-node": ("AMBIENT_ENABLED", "true"), "ztunnel": ("XDS_ADDRESS", f"istiod.{NAMESPACE}.svc:15012")}
+    for name, (variable, value) in wanted_env.items():
         daemonset = kubectl_json(cluster, "-n", NAMESPACE, "get", "daemonset", name)
         assert daemonset["status"]["numberReady"] >= 1
+        pod = daemonset["spec"]["template"]
+        assert pod["metadata"]["annotations"]["example.com/owner"] == "mesh-team", name
+        assert {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}[variable] == value, name
     assert "ambient: DaemonSets istio-cni-node and ztunnel ready" in result.stdout
-    again = run(istio_install_helm_binary="/nonexistent/bin/helm", **AMBIENT)
+    again = run(istio_install_helm_binary="/nonexistent/bin/helm", **AMBIENT, **AMBIENT_PASSTHROUGH)
     assert again.rc == 0, again.output[-3000:]
     assert again.recap()["changed"] == 0
     assert again.writes == [], again.describe_writes()

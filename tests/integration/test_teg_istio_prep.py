@@ -393,6 +393,8 @@ def test_no_envoyproxy_api_is_refused(fresh, play):
 
 AMBIENT = {"teg_istio_prep_mesh_mode": "ambient"}
 DATAPLANE_MODE = "istio.io/dataplane-mode"
+# Ambient mode's one pod annotation: ztunnel leaves the Envoy pods' inbound (the edge's plaintext) alone.
+BYPASS = {"ambient.istio.io/bypass-inbound-capture": "true"}
 
 
 def mesh_labels(cluster):
@@ -424,7 +426,7 @@ def test_ambient_takes_back_sidecar_mode_reruns_without_writes_switches_back_and
     assert ambient.rc == 0, ambient.output[-3000:]
     assert mesh_labels(cluster) == {DATAPLANE_MODE: "ambient"}
     ep = envoyproxy(cluster, TARGET_EP)
-    assert envoy_pod_annotations(ep) == {}
+    assert envoy_pod_annotations(ep) == BYPASS
     # TEG's own settings stay; routingType is expose_app's, not this role's.
     assert ep["spec"]["logging"] == fixture_object("EnvoyProxy", "teg-envoy-proxy")["spec"]["logging"]
     assert "routingType" not in ep["spec"]
@@ -435,19 +437,24 @@ def test_ambient_takes_back_sidecar_mode_reruns_without_writes_switches_back_and
     assert again.writes == [], again.describe_writes()
     assert resource_versions(cluster) == versions
 
-    # Mode create: the EnvoyProxy it makes carries no sidecar annotation, and the real CRD schema takes it.
+    # Mode create: the EnvoyProxy it makes carries no sidecar annotation, only the bypass, and the real CRD schema
+    # takes it.
     created = run_role(play, dict(AMBIENT, teg_istio_prep_envoyproxy_mode="create"))
     assert created.rc == 0, created.output[-3000:]
     own = envoyproxy(cluster, "data-plane-sidecars")
     assert own["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "teg.istio"
-    assert own["spec"]["provider"] == {"type": "Kubernetes"}
+    assert own["spec"]["provider"] == {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {
+        "annotations": BYPASS}}}}
     assert get(cluster, "gatewayclass", "teg")["spec"]["parametersRef"]["name"] == "data-plane-sidecars"
     assert run_role(play, dict(AMBIENT, teg_istio_prep_state="absent")).rc == 0
     assert envoyproxy(cluster, "data-plane-sidecars", check=False) is None
     assert get(cluster, "gatewayclass", "teg")["spec"]["parametersRef"]["name"] == TARGET_EP
     assert mesh_labels(cluster) == {}
+    # Teardown takes the bypass back off TEG's EnvoyProxy too (merge mode put it there), leaving no empty maps.
+    assert "kubernetes" not in envoyproxy(cluster, TARGET_EP)["spec"].get("provider", {})
 
-    # Back to sidecar mode from ambient: the ambient label goes, the injection label and annotations come back.
+    # Back to sidecar mode from ambient: the ambient label and the bypass go, the injection label and annotations
+    # come back.
     assert run_role(play, AMBIENT).rc == 0
     back = run_role(play)
     assert back.rc == 0, back.output[-3000:]

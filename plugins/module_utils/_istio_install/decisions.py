@@ -404,18 +404,20 @@ def foreign_daemonsets(daemonsets, namespace):
             % (", ".join(sorted(found)), " / ".join(AMBIENT_RELEASES[c] for c in ("cni", "ztunnel")), namespace)]
 
 
-def cni_values(namespace, revision):
-    """Values for the cni chart: ambient enabled through the chart's own profile, and the revision. Not the Istio
-    namespace: the real chart does not read global.istioNamespace (tests/integration/test_istio_charts.py)."""
-    values = {"profile": "ambient"}
+def cni_values(passthrough, namespace, revision):
+    """Values for the cni chart: the passthrough dict under the role's own settings (which win), ambient enabled
+    through the chart's own profile, and the revision. Not the Istio namespace: the real chart does not read
+    global.istioNamespace (tests/integration/test_istio_charts.py)."""
+    managed = {"profile": "ambient"}
     if revision:
-        values["revision"] = revision
-    return values
+        managed["revision"] = revision
+    return _deep_merge(passthrough, managed)
 
 
-def ztunnel_values(namespace, revision):
-    """Values for the ztunnel chart: the Istio namespace (where istiod's CA and xDS are) and the revision."""
-    values = {"istioNamespace": namespace}
+def ztunnel_values(passthrough, namespace, revision):
+    """Values for the ztunnel chart: the passthrough dict under the role's own settings (which win), the Istio
+    namespace (where istiod's CA and xDS are) and the revision."""
+    managed = {"istioNamespace": namespace}
     if revision:
-        values["revision"] = revision
-    return values
+        managed["revision"] = revision
+    return _deep_merge(passthrough, managed)

@@ -71,8 +71,8 @@ def _values(settings):
     return {"base": base_values(settings["base_values"], settings["namespace"]),
             "istiod": istiod_values(settings["istiod_values"], settings["namespace"], settings["revision"],
                                     settings["outbound_traffic_policy"], settings.get("mesh_mode")),
-            "cni": cni_values(settings["namespace"], settings["revision"]),
-            "ztunnel": ztunnel_values(settings["namespace"], settings["revision"])}
+            "cni": cni_values(settings["cni_values"], settings["namespace"], settings["revision"]),
+            "ztunnel": ztunnel_values(settings["ztunnel_values"], settings["namespace"], settings["revision"])}
 
 
 def _where(items):

@@ -79,12 +79,13 @@ def _workload_key(kubernetes):
 
 
 def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, state="present",
-                                     replace=None):
+                                     replace=None, remove=()):
     """Definition that gives the Envoy pods of an EnvoyProxy the pod `annotations`.
 
     `envoyproxy` is the object as read, or None/{} when it does not exist: then the whole new
     EnvoyProxy (labelled managed-by teg.istio) is returned. For an existing one, only the missing or
-    different annotations are returned as a merge patch, so every other setting and annotation stays.
+    different annotations are returned as a merge patch, so every other setting and annotation stays;
+    those of `remove` it carries (the other mesh mode's, not in `annotations`) are taken off in the same patch.
     With state="absent" (teardown), the merge patch that removes those of `annotations` the
     EnvoyProxy carries (and sets those of `replace` it carries to their new value), and {} when it carries
     none or does not exist."""
@@ -101,6 +102,8 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
     workload = _workload_key(kubernetes)
     current = ((kubernetes.get(workload) or {}).get("pod") or {}).get("annotations") or {}
     missing = {key: value for key, value in annotations.items() if current.get(key) != value}
+    # The annotations stay a non-empty map (`annotations` is never empty), so nulling keys leaves no empty map.
+    missing.update((key, None) for key in remove if key in current and key not in annotations)
     if not missing:
         return {}
     return {
@@ -113,8 +116,7 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
 
 def new_envoyproxy(api_version, name, namespace, annotations):
     """The whole EnvoyProxy this collection creates, labelled managed-by teg.istio: its Envoy pods get the pod
-    `annotations`; with none (ambient mode), only the provider type, so that the GatewayClass has an EnvoyProxy of
-    this collection's to reference (expose_app sets its routingType)."""
+    `annotations`; with none, only the provider type."""
     provider = {"type": "Kubernetes"}
     if annotations:
         provider["kubernetes"] = {"envoyDeployment": {"pod": {"annotations": dict(annotations)}}}

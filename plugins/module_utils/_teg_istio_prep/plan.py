@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """PRIVATE to teg.istio: the plan of the teg_istio_prep role (step 1: the TEG namespace's injection label, or in
 ambient mode its istio.io/dataplane-mode label, appProtocol on the xDS port, the Envoy pods' sidecar annotations
-through the EnvoyProxy the GatewayClass references, taken back in ambient mode). read_* list what to read;
+through the EnvoyProxy the GatewayClass references, taken back in ambient mode, where the Envoy pods get the bypass
+of ztunnel's inbound capture instead). read_* list what to read;
 decide_* turn what was read into the writes and the errors, without I/O, unit-tested in
 tests/unit/plugins/module_utils/test_teg_istio_prep*.py; plan() and teardown() glue them to one read. It can change at any time."""
 
@@ -19,9 +20,9 @@ from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain im
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches import (
     envoyproxy_pod_annotations_patch,
     mesh_labels_patch,
-    new_envoyproxy,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import (
+    BYPASS_INBOUND_CAPTURE,
     DATAPLANE_MODE_AMBIENT,
     DATAPLANE_MODE_LABEL,
     MANAGED_BY_LABEL,
@@ -149,16 +150,23 @@ def _mesh_mode_errors(settings):
     return []
 
 
-def _sidecar_annotations_removal(envoyproxy, settings, api_version, name, namespace):
-    """The merge patch that takes the sidecar annotations off `envoyproxy` (as read): the role's pod annotations
-    and, unless teg_istio_prep_sidecar_drain is none, the drain annotations (drain.py); {} when it carries none.
-    Teardown and ambient mode both use it."""
+def _sidecar_annotations_taken_back(envoyproxy, settings, where):
+    """(annotations to remove, annotations to set) that take the sidecar annotations off `envoyproxy` (as read):
+    the role's pod annotations and, unless teg_istio_prep_sidecar_drain is none, the drain annotations
+    (drain.py), of which proxy.istio.io/config may only lose its terminationDrainDuration."""
     remove, replace = [], {}
     if settings["sidecar_drain"] != "none":
-        remove, replace = drain_annotations_after_teardown(envoyproxy, describe("EnvoyProxy", name, namespace))
+        remove, replace = drain_annotations_after_teardown(envoyproxy, where)
+    return sorted(set(settings["pod_annotations"]) | set(remove)), replace
+
+
+def _mesh_annotations_removal(envoyproxy, settings, api_version, name, namespace):
+    """The merge patch that takes every annotation either mode set off `envoyproxy` (as read): the sidecar ones
+    and ambient mode's bypass of inbound capture; {} when it carries none. Teardown uses it."""
+    remove, replace = _sidecar_annotations_taken_back(envoyproxy, settings, describe("EnvoyProxy", name, namespace))
     # A key in `replace` is listed too: its new value wins over the removal.
-    annotations = dict(settings["pod_annotations"], **dict.fromkeys(remove + sorted(replace), ""))
-    if not envoyproxy or not annotations:
+    annotations = dict.fromkeys(remove + list(BYPASS_INBOUND_CAPTURE) + sorted(replace), "")
+    if not envoyproxy:
         return {}
     return envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, "absent", replace)
 
@@ -229,13 +237,13 @@ def decide_present(facts, read, settings, check_mode):
                                         mesh_mode=settings["mesh_mode"])
     if _ambient(settings):
         # No sidecar: the Envoy pods get none of the sidecar annotations, and those sidecar mode set are taken back.
+        # They get the bypass of inbound capture instead: their inbound comes from clients outside the mesh in
+        # plaintext, which ztunnel would refuse under STRICT; their outbound stays captured (HBONE to the apps).
         drain = {"mode": "none", "annotations": {}, "reason": "teg_istio_prep_mesh_mode is ambient: no sidecar"}
-        annotations = {}
-        if envoyproxy:
-            envoyproxy_patch = _sidecar_annotations_removal(envoyproxy, settings, api_version, target["name"],
-                                                            target["namespace"])
-        else:
-            envoyproxy_patch = new_envoyproxy(api_version, target["name"], target["namespace"], {})
+        annotations = dict(BYPASS_INBOUND_CAPTURE)
+        remove, replace = _sidecar_annotations_taken_back(envoyproxy, settings, where)
+        envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, dict(annotations, **replace), api_version,
+                                                            target["name"], target["namespace"], remove=remove)
     else:
         drain, errors = decide_drain(settings["sidecar_drain"], envoyproxy, where, _istio_version(facts, settings),
                                      facts.get("kubernetes_version"), facts["envoyproxy"].get("shutdown"),
@@ -243,8 +251,10 @@ def decide_present(facts, read, settings, check_mode):
         if errors:
             return None, errors
         annotations = dict(settings["pod_annotations"], **drain["annotations"])
+        # The bypass ambient mode set goes: a sidecar's inbound is left alone by includeInboundPorts "".
         envoyproxy_patch = envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version,
-                                                            target["name"], target["namespace"])
+                                                            target["name"], target["namespace"],
+                                                            remove=list(BYPASS_INBOUND_CAPTURE))
     port = _port_matches(_first(read, "service"), settings)[1][0]
     wanted_ref = {"group": group, "kind": "EnvoyProxy", "name": target["name"], "namespace": target["namespace"]}
     point_gatewayclass = mode == "create" and facts["gatewayclass"]["parameters_ref"] != wanted_ref
@@ -360,8 +370,8 @@ def decide_absent(facts, read, referenced, settings):
     owned_names = set((o["metadata"]["namespace"], o["metadata"]["name"]) for o in owned)
     patches = []
     if referenced and (referenced["metadata"]["namespace"], referenced["metadata"]["name"]) not in owned_names:
-        removal = _sidecar_annotations_removal(referenced, settings, facts["envoyproxy"]["api_version"],
-                                               referenced["metadata"]["name"], referenced["metadata"]["namespace"])
+        removal = _mesh_annotations_removal(referenced, settings, facts["envoyproxy"]["api_version"],
+                                            referenced["metadata"]["name"], referenced["metadata"]["namespace"])
         if removal:
             patches.append(removal)
     namespace = _first(read, "namespace")

@@ -7,7 +7,9 @@ revision and version, so that an Istio upgrade restarts TEG once onto the new si
 rollout_restart has anything to do is decided with its own rules (module_utils/rollout.py), so that a
 run with nothing to restart runs nothing. In ambient mode the trigger is one fixed value (ambient_trigger), and
 only a Deployment that records a sidecar-mode trigger or runs a pod with a sidecar is restarted (to drop the
-sidecar): ztunnel enrols running pods. It can change at any time."""
+sidecar): ztunnel enrols running pods. The Envoy pods' ambient.istio.io/bypass-inbound-capture (teg_istio_prep) is
+not in it either: the istio-cni agent reads it only when a pod is added, and Envoy Gateway rolls the Envoy pods
+itself when the EnvoyProxy's pod annotations change. It can change at any time."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -15,6 +15,7 @@ from ansible_collections.teg.istio.plugins.module_utils.verify import verify_con
 
 INJECTION = {"istio-injection": "enabled"}
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
+BYPASS = "ambient.istio.io/bypass-inbound-capture"
 NS = "envoy-gateway-system"
 
 
@@ -136,7 +137,8 @@ def _observed():
         "service": {"spec": {"ports": [{"name": "grpc", "port": 18000, "appProtocol": "tls"}]}},
         "gatewayclass": {"name": "teg", "parameters_ref": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
                                                            "name": "teg-envoy-proxy", "namespace": NS}},
-        "envoyproxy": {"spec": {"routingType": "Service"}},
+        "envoyproxy": {"spec": {"routingType": "Service", "provider": {"type": "Kubernetes", "kubernetes": {
+            "envoyDeployment": {"pod": {"annotations": {BYPASS: "true"}}}}}}},
         "httproutes": [route], "virtualservices": [],
         "ambient_namespaces": {NS: AMBIENT, "httpbin": AMBIENT},
         "ambient_pods": [_pod(NS, "envoy-gateway-1"), _pod("httpbin", "httpbin-1")],
@@ -151,6 +153,10 @@ def test_an_ambient_setup_has_no_findings():
     assert status and not [f for f in status if "sidecar" in f]
     assert [f for f in verify_status_findings(dict(_observed(), mesh_pods=_observed()["ambient_pods"]),
                                               dict(EXPECTED, mesh_mode="sidecar")) if "sidecar" in f]
+
+
+def _pod_annotations(observed):
+    return observed["envoyproxy"]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"]
 
 
 def _vs(labels=None, hosts=("www.example.com",)):
@@ -169,9 +175,16 @@ def _vs(labels=None, hosts=("www.example.com",)):
      "Pod httpbin/old has an istio-proxy sidecar"),
     (lambda o: o["ambient_pods"].append(_pod(NS, "out", {"istio.io/dataplane-mode": "none"})),
      "Pod envoy-gateway-system/out is not enrolled in the ambient mesh"),
-    (lambda o: o["envoyproxy"].update(spec={}), "has routingType None, expected 'Service' for ambient mode"),
-    (lambda o: o["envoyproxy"]["spec"].update(provider={"kubernetes": {"envoyDeployment": {"pod": {"annotations": {
-        "sidecar.istio.io/nativeSidecar": "true"}}}}}), "sets the sidecar pod annotation sidecar.istio.io/nativeSidecar"),
+    (lambda o: o["envoyproxy"]["spec"].pop("routingType"), "has routingType None, expected 'Service' for ambient mode"),
+    (lambda o: _pod_annotations(o).update({"sidecar.istio.io/nativeSidecar": "true"}),
+     "sets the sidecar pod annotation sidecar.istio.io/nativeSidecar"),
+    # Without the bypass, ztunnel captures the Envoy pods' inbound and refuses the edge's plaintext under STRICT.
+    (lambda o: _pod_annotations(o).clear(),
+     "EnvoyProxy envoy-gateway-system/teg-envoy-proxy sets pod annotation ambient.istio.io/bypass-inbound-capture="
+     "'<unset>', expected 'true' (else ztunnel captures the Envoy pods' inbound and, under STRICT, refuses the "
+     "plaintext of clients outside the mesh): run the teg_istio_prep role in ambient mode"),
+    (lambda o: _pod_annotations(o).update({BYPASS: "false"}),
+     "sets pod annotation ambient.istio.io/bypass-inbound-capture='false', expected 'true'"),
     (lambda o: o["virtualservices"].append(_vs()), "is a mesh VirtualService for the apps"),
     (lambda o: o["virtualservices"].append(_vs({"teg.istio/gateway": "apps", "teg.istio/gateway-namespace": NS},
                                                hosts=("gone.example.com",))), "is a mesh VirtualService for the apps"),

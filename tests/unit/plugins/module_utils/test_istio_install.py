@@ -174,6 +174,21 @@ def test_istiod_values_merge_under_the_roles_own():
     assert passthrough["meshConfig"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
 
 
+def test_cni_and_ztunnel_values_merge_under_the_roles_own():
+    cni = {"podAnnotations": {"example.com/owner": "mesh-team"}, "resources": {"requests": {"cpu": "50m"}},
+           "profile": "demo", "revision": "other", "ambient": {"dnsCapture": False}}
+    assert f.cni_values(cni, "istio-system", "canary") == {
+        "podAnnotations": {"example.com/owner": "mesh-team"}, "resources": {"requests": {"cpu": "50m"}},
+        "profile": "ambient", "revision": "canary", "ambient": {"dnsCapture": False}}
+    ztunnel = {"podAnnotations": {"example.com/owner": "mesh-team"}, "istioNamespace": "elsewhere",
+               "revision": "other", "logLevel": "debug"}
+    assert f.ztunnel_values(ztunnel, "mesh", "canary") == {
+        "podAnnotations": {"example.com/owner": "mesh-team"}, "istioNamespace": "mesh", "revision": "canary",
+        "logLevel": "debug"}
+    # The passthrough dicts themselves are not modified (they are the user's variables).
+    assert cni["profile"] == "demo" and ztunnel["istioNamespace"] == "elsewhere"
+
+
 def test_values_without_revision_carry_no_revision_key():
     assert f.istiod_values({}, "mesh", "", "ALLOW_ANY") == {
         "global": {"istioNamespace": "mesh"}, "meshConfig": {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}}

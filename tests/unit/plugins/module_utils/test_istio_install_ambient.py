@@ -25,10 +25,10 @@ def test_istiod_gets_the_charts_ambient_profile_only_in_ambient():
 
 
 def test_cni_and_ztunnel_values_follow_namespace_and_revision():
-    assert f.cni_values("mesh", "") == {"profile": "ambient"}
-    assert f.cni_values("mesh", "canary")["revision"] == "canary"
-    assert f.ztunnel_values("mesh", "") == {"istioNamespace": "mesh"}
-    assert f.ztunnel_values("mesh", "canary") == {"istioNamespace": "mesh", "revision": "canary"}
+    assert f.cni_values({}, "mesh", "") == {"profile": "ambient"}
+    assert f.cni_values({}, "mesh", "canary")["revision"] == "canary"
+    assert f.ztunnel_values({}, "mesh", "") == {"istioNamespace": "mesh"}
+    assert f.ztunnel_values({}, "mesh", "canary") == {"istioNamespace": "mesh", "revision": "canary"}
 
 
 @pytest.mark.parametrize("mode, version, refused", [

@@ -140,7 +140,7 @@ def test_injector_stand_in_can_touch_no_pod_and_is_named_as_the_role_expects(sta
 def test_ambient_stand_ins_render_the_daemonsets_the_role_waits_for(staged, namespace, revision):
     """The cni and ztunnel stand-ins, rendered with the values istio_install passes, name their DaemonSets as the real
     charts do (what the role's verify and its foreign-DaemonSet preflight look for) and run on every node."""
-    values = {"cni": f.cni_values(namespace, revision), "ztunnel": f.ztunnel_values(namespace, revision)}
+    values = {"cni": f.cni_values({}, namespace, revision), "ztunnel": f.ztunnel_values({}, namespace, revision)}
     for chart, wanted in f.AMBIENT_DAEMONSETS.items():
         args = [_helm(), "template", f.AMBIENT_RELEASES[chart], str(staged["archives"] / f"{chart}-1.29.6.tgz"),
                 "-n", namespace, "--kube-version", "1.34.4", "--values", "-"]

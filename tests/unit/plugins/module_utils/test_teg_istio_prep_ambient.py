@@ -1,7 +1,7 @@
 """teg_istio_prep in ambient mode (teg_istio_prep_mesh_mode: ambient), pure logic of
 module_utils/_teg_istio_prep/plan.py and patches.py: the TEG namespace labelled istio.io/dataplane-mode=ambient
-without the injection labels, no sidecar annotation on the Envoy pods (those sidecar mode set taken back), the way
-back to sidecar mode, and teardown undoing both modes."""
+without the injection labels, no sidecar annotation on the Envoy pods (those sidecar mode set taken back) but the
+bypass of ztunnel's inbound capture, the way back to sidecar mode, and teardown undoing both modes."""
 
 import json
 
@@ -16,6 +16,7 @@ INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
 NATIVE = "sidecar.istio.io/nativeSidecar"
 PROXY_CONFIG = "proxy.istio.io/config"
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
+BYPASS = "ambient.istio.io/bypass-inbound-capture"
 
 SETTINGS = {
     "state": "present", "namespace": NS, "revision": "", "gatewayclass": "teg", "service": "envoy-gateway",
@@ -85,7 +86,7 @@ def test_teardown_takes_off_the_labels_of_both_modes():
                                      "metadata": {"name": NS, "labels": {"istio.io/dataplane-mode": None}}}]
 
 
-def test_a_fresh_ambient_run_creates_an_envoyproxy_without_sidecar_annotations_and_points_the_class_at_it():
+def test_a_fresh_ambient_run_creates_an_envoyproxy_with_only_the_inbound_bypass_and_points_the_class_at_it():
     decisions, errors = plan.decide_present(facts(), read(namespace()), SETTINGS, False)
     assert errors == []
     objects = by_kind(decisions)
@@ -94,13 +95,14 @@ def test_a_fresh_ambient_run_creates_an_envoyproxy_without_sidecar_annotations_a
         "apiVersion": API, "kind": "EnvoyProxy",
         "metadata": {"name": "data-plane-sidecars", "namespace": NS,
                      "labels": {"app.kubernetes.io/managed-by": "teg.istio"}},
-        "spec": {"provider": {"type": "Kubernetes"}}}
-    assert decisions["pod_annotations"] == {}
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+            BYPASS: "true"}}}}}}}
+    assert decisions["pod_annotations"] == {BYPASS: "true"}
     assert decisions["sidecar_drain"]["mode"] == "none"
     assert decisions["gatewayclass"] == {"name": "data-plane-sidecars", "namespace": NS, "must_exist": True}
     predicted = plan.predictions(facts(), read(namespace()), SETTINGS, decisions)
     assert predicted["teg_namespace"]["labels"] == AMBIENT
-    assert predicted["envoyproxy_pod_annotations"] == {}
+    assert predicted["envoyproxy_pod_annotations"] == {BYPASS: "true"}
 
 
 def test_sidecar_to_ambient_takes_back_what_sidecar_mode_set_on_the_envoyproxy_it_created():
@@ -110,14 +112,15 @@ def test_sidecar_to_ambient_takes_back_what_sidecar_mode_set_on_the_envoyproxy_i
     assert errors == []
     objects = by_kind(decisions)
     assert objects["Namespace"]["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient", "istio-injection": None}
-    # Nothing else on it: the provider goes back to what a fresh ambient run creates.
-    assert objects["EnvoyProxy"]["spec"] == {"provider": {"type": "Kubernetes", "kubernetes": None}}
+    # One patch: the bypass in, the sidecar annotations out.
+    assert objects["EnvoyProxy"]["spec"] == {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {
+        "pod": {"annotations": {BYPASS: "true", INBOUND: None, NATIVE: None}}}}}}
     assert decisions["gatewayclass"] is None
 
 
 def test_an_ambient_rerun_writes_nothing():
-    own = envoyproxy("data-plane-sidecars")
-    own["spec"] = {"provider": {"type": "Kubernetes"}, "routingType": "Service"}
+    own = envoyproxy("data-plane-sidecars", {BYPASS: "true"})
+    own["spec"]["routingType"] = "Service"
     decisions, errors = plan.decide_present(facts(OWN_REF, own), read(namespace(**AMBIENT), own), SETTINGS, False)
     assert errors == []
     assert decisions["objects"] == [] and decisions["diff"] == []
@@ -132,7 +135,7 @@ def test_teg_s_envoyproxy_loses_only_the_sidecar_annotations_and_the_drain_of_it
     assert errors == []
     assert decisions["mode"] == "merge"
     assert by_kind(decisions)["EnvoyProxy"]["spec"]["provider"]["kubernetes"] == {"envoyDeployment": {"pod": {
-        "annotations": {INBOUND: None, PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true}'}}}}
+        "annotations": {BYPASS: "true", INBOUND: None, PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true}'}}}}
 
 
 def test_with_sidecar_drain_none_the_drain_annotations_are_the_user_s_and_stay():
@@ -140,19 +143,18 @@ def test_with_sidecar_drain_none_the_drain_annotations_are_the_user_s_and_stay()
     decisions, _errors = plan.decide_present(facts(TEG_REF, referenced), read(namespace(**AMBIENT)),
                                              dict(SETTINGS, sidecar_drain="none"), False)
     assert by_kind(decisions)["EnvoyProxy"]["spec"]["provider"]["kubernetes"] == {"envoyDeployment": {"pod": {
-        "annotations": {INBOUND: None}}}}
+        "annotations": {BYPASS: "true", INBOUND: None}}}}
 
 
-def test_ambient_to_sidecar_puts_the_injection_label_and_the_annotations_back():
-    own = envoyproxy("data-plane-sidecars")
-    own["spec"] = {"provider": {"type": "Kubernetes"}}
+def test_ambient_to_sidecar_puts_the_injection_label_and_the_annotations_back_and_the_bypass_off():
+    own = envoyproxy("data-plane-sidecars", {BYPASS: "true"})
     decisions, errors = plan.decide_present(facts(OWN_REF, own), read(namespace(**AMBIENT), own),
                                             dict(SETTINGS, mesh_mode="sidecar"), False)
     assert errors == []
     objects = by_kind(decisions)
     assert objects["Namespace"]["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/dataplane-mode": None}
     assert objects["EnvoyProxy"]["spec"]["provider"]["kubernetes"] == {"envoyDeployment": {"pod": {"annotations": {
-        INBOUND: "", NATIVE: "true"}}}}
+        INBOUND: "", NATIVE: "true", BYPASS: None}}}}
 
 
 @pytest.mark.parametrize("settings, routing_type, fragments", [
@@ -172,3 +174,34 @@ def test_sidecar_mode_does_not_need_routing_type_nor_refuse_a_revision():
                                             dict(SETTINGS, mesh_mode="sidecar", revision="canary"), False)
     assert errors == []
     assert by_kind(decisions)["Namespace"]["metadata"]["labels"] == {"istio.io/rev": "canary"}
+
+
+def test_the_bypass_goes_on_an_envoy_daemonset_s_pods_when_envoy_runs_as_one():
+    referenced = envoyproxy("teg-envoy-proxy", envoyDaemonSet={})
+    decisions, errors = plan.decide_present(facts(TEG_REF, referenced), read(namespace(**AMBIENT)), SETTINGS, False)
+    assert errors == []
+    assert by_kind(decisions)["EnvoyProxy"]["spec"]["provider"]["kubernetes"] == {"envoyDaemonSet": {"pod": {
+        "annotations": {BYPASS: "true"}}}}
+
+
+def test_sidecar_mode_leaves_an_envoyproxy_without_the_bypass_alone():
+    own = envoyproxy("data-plane-sidecars", {INBOUND: "", NATIVE: "true"})
+    decisions, errors = plan.decide_present(facts(OWN_REF, own), read(namespace(**{"istio-injection": "enabled"}), own),
+                                            dict(SETTINGS, mesh_mode="sidecar"), False)
+    assert errors == [] and decisions["objects"] == []
+
+
+@pytest.mark.parametrize("annotations, left", [
+    ({BYPASS: "true", "team": "a"}, {"envoyDeployment": {"pod": {"annotations": {BYPASS: None}}}}),
+    # Nothing else was there: the provider reads as before, with no empty maps.
+    ({BYPASS: "true"}, None),
+    ({BYPASS: "true", INBOUND: "", NATIVE: "true"},
+     None),
+])
+def test_teardown_takes_the_bypass_off_teg_s_envoyproxy_with_the_sidecar_annotations(annotations, left):
+    referenced = envoyproxy("teg-envoy-proxy", annotations)
+    decisions = plan.decide_absent(facts(), {"namespace": {"resources": [namespace()]}}, referenced,
+                                   dict(SETTINGS, state="absent"))
+    assert decisions["patches"] == [{"apiVersion": API, "kind": "EnvoyProxy",
+                                     "metadata": {"name": "teg-envoy-proxy", "namespace": NS},
+                                     "spec": {"provider": {"type": "Kubernetes", "kubernetes": left}}}]
