@@ -386,13 +386,13 @@ func (w *World) ztunnelRoute(addr string, port int) (*ztunnelPath, error) {
 				}
 			}
 		}
-		p.describes = fmt.Sprintf("Service %s (port %d) → workload %s/%s, target port %d", key, port, p.dest.Namespace, p.dest.Name, p.port)
+		p.describes = fmt.Sprintf("Service %s (port %d) → workload %s/%s, target port %d", key, port, p.dest.Namespace, p.dest.WorkloadName, p.port)
 	} else if wl := v.Workloads[addr]; wl != nil {
 		p.dest = wl
 		if gw := wl.GetWaypoint(); gw != nil {
 			p.waypoint = waypointName(gw)
 		}
-		p.describes = fmt.Sprintf("workload %s/%s (a pod IP: no Service, so no Service waypoint), port %d", wl.Namespace, wl.Name, port)
+		p.describes = fmt.Sprintf("workload %s/%s (a pod IP: no Service, so no Service waypoint), port %d", wl.Namespace, wl.WorkloadName, port)
 	} else {
 		return nil, fmt.Errorf("%s is neither a Service nor a workload in istiod's workload API", addr)
 	}
@@ -547,11 +547,20 @@ func (w *World) hopAmbientPlaintext() (*Hop, error) {
 	if wl == nil || wl.TunnelProtocol != workloadapi.TunnelProtocol_HBONE {
 		return h.fail("httpbin's pod is no ztunnel workload: nothing enforces mutual TLS for it"), nil
 	}
-	allowed, why, err := authorize(w.Ambient.policiesOf(wl), inboundConn{port: 8080})
+	svc, err := TypedOne[corev1.Service](w.St, "Service", AppNamespace, AppService)
 	if err != nil {
 		return nil, err
 	}
-	h.Call = "plaintext TCP to the httpbin pod, port 8080"
+	sp := servicePort(svc, AppPort)
+	if sp == nil {
+		return h.fail("Service %s/%s has no port %d", AppNamespace, AppService, AppPort), nil
+	}
+	target := sp.TargetPort.IntValue()
+	allowed, why, err := authorize(w.Ambient.policiesOf(wl), inboundConn{port: uint32(target)})
+	if err != nil {
+		return nil, err
+	}
+	h.Call = fmt.Sprintf("plaintext TCP to the httpbin pod, port %d", target)
 	if allowed {
 		return h.fail("accepted (%s): the mesh does not require mutual TLS", why), nil
 	}

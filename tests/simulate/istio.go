@@ -93,7 +93,7 @@ func NewMesh(t *testing.T, st *State) (*Mesh, error) {
 		m.Injection[pod.Namespace+"/"+pod.Name] = why
 		if cniAgentRuns(st) && injected.Annotations[redirectionAnnotation] == "" {
 			if injected = redirect(injected, byName[pod.Namespace]); injected.Annotations[redirectionAnnotation] != "" {
-				m.Redirected = append(m.Redirected, pod.Namespace+"/"+pod.Name)
+				m.Redirected = append(m.Redirected, pod.Namespace+"/"+workloadName(pod))
 			}
 		}
 		m.Pods = append(m.Pods, injected)

@@ -299,6 +299,7 @@ def dump(cluster, routing, version_pins, chart):
 # (tests/localcp/controllers.py): Istio reads PILOT_ENABLE_AMBIENT once, at start, so it is set for the process.
 SUITE_ENV = dict(os.environ, PILOT_ENABLE_AMBIENT="true")
 
+
 def suite(binary, state_dir, live, update_docs):
     args = [binary, "-test.v", "-test.count=1", f"-state-dir={Path(state_dir).resolve()}", f"-hop-table={DOC}"]
     if live:

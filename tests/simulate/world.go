@@ -64,7 +64,8 @@ func NewWorld(t *testing.T, st *State) (*World, error) {
 	}
 	if len(w.Mesh.Redirected) > 0 {
 		w.Modelled = append(w.Modelled, "the annotation "+redirectionAnnotation+": enabled that istio-cni's node agent writes "+
-			"on each pod it redirects into ztunnel, on the pods its enablement rules select: "+strings.Join(w.Mesh.Redirected, ", "))
+			"on each pod it redirects into ztunnel, on the pods its enablement rules select: "+
+			strings.Join(slices.Sorted(slices.Values(w.Mesh.Redirected)), ", "))
 	}
 	if st.MeshMode == "ambient" {
 		if w.Ambient, err = w.Mesh.FetchAmbient(t); err != nil {
