@@ -40,6 +40,7 @@ def _load(name, path):
 # names.py has no imports of its own; run.py builds the judge into the build cache.
 names = _load("teg_istio_names", REPO / "plugins" / "module_utils" / "names.py")
 simulate_run = _load("teg_istio_simulate_run", REPO / "tests" / "simulate" / "run.py")
+snapshots = _load("teg_istio_snapshots", REPO / "tests" / "integration" / "snapshots.py")
 
 TEG_NAMESPACE = "envoy-gateway-system"
 APP_NAMESPACE = "httpbin"
@@ -52,6 +53,11 @@ ENVOY_SELECTOR = "app.kubernetes.io/managed-by=envoy-gateway,app.kubernetes.io/c
 
 # site.yml in ambient, STRICT's safety check not forced (the site vars force it for the stand-in controllers).
 SITE_AMBIENT = {"teg_istio_mesh_mode": "ambient", "strict_mtls_force": False}
+# What the running istiod's namespace controller writes into every namespace once istio-system exists; Istio's
+# uninstall leaves them too (istio/istio#23706, #38497), and this istiod keeps running after teardown.
+ISTIOD_CONFIGMAPS = ("istio-ca-root-cert", "istio-ca-crl")
+# teardown.yml with the same variables, Istio (its Helm releases and CRDs) removed too.
+TEARDOWN_AMBIENT = dict(SITE_AMBIENT, teardown_istio=True, istio_install_remove_crds=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +99,26 @@ def _running_with_ip(pods):
 
 
 @pytest.fixture(scope="module")
-def ambient_site(cluster, play):
+def before_site(cluster):
+    """The cluster before site.yml (objects of every kind the collection or Istio's charts create,
+    tests/integration/snapshots.py): what teardown.yml with Istio removed must leave."""
+    return snapshots.snapshot(cluster)
+
+
+def _playbook_writes(run):
+    """The playbook's own writes (the controllers write under their own identities, tests/localcp/controllers.py)."""
+    return [f"{e['verb']} {e['requestURI']}" for e in run.writes if e["user"]["username"] == "admin"]
+
+
+@pytest.fixture(scope="module")
+def ambient_site(cluster, play, before_site):
     """The ambient state as users make it: site.yml with teg_istio_mesh_mode ambient, STRICT's safety check
     not forced (the pods are enrolled by their namespaces' labels), then a rerun that writes nothing and
     verify.yml in ambient. Then the CNI agent's part (module docstring)."""
     run = play("site.yml", extra_vars=SITE_AMBIENT)
     assert run.rc == 0, run.output[-4000:]
     again = play("site.yml", extra_vars=SITE_AMBIENT)
-    # The playbook's own writes (the controllers write under their own identities, tests/localcp/controllers.py).
-    playbook_writes = [e["requestURI"] for e in again.writes if e["user"]["username"] == "admin"]
-    assert again.rc == 0 and playbook_writes == [], playbook_writes
+    assert again.rc == 0 and _playbook_writes(again) == [], _playbook_writes(again)
     verify = play("verify.yml", extra_vars=SITE_AMBIENT)
     assert verify.rc == 0, verify.output[-4000:]
     _wait("the Envoy pods of Gateway apps", lambda: _running_with_ip(_pods(cluster, TEG_NAMESPACE, ENVOY_SELECTOR)))
@@ -115,15 +131,20 @@ def ambient_site(cluster, play):
 
 def _play_cni_agent(cluster):
     """What the istio-cni node agent does once it has redirected an enrolled pod: annotate it (here without
-    any redirection). Returns the enrolled pods' namespace/name."""
+    any redirection); and for a pod no longer enrolled, once it has taken it out of the mesh, take the
+    annotation off (`RemovePodFromMesh`, cni/pkg/nodeagent/meshdataplane_linux.go, `AnnotateUnenrollPod`).
+    Namespaces that do not exist (httpbin after teardown) are skipped. Returns the enrolled pods' namespace/name."""
     enrolled = []
-    for namespace in MESH_NAMESPACES:
+    existing = set(cluster.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
+    for namespace in (n for n in MESH_NAMESPACES if n in existing):
         labels = _namespace_labels(cluster, namespace)
         for pod in _pods(cluster, namespace):
+            name = pod["metadata"]["name"]
             if pod["status"].get("podIP") and names.ambient_enrolled(pod, labels):
-                cluster.kubectl("annotate", "pod", "-n", namespace, pod["metadata"]["name"],
-                                f"{REDIRECTION_ANNOTATION}=enabled", "--overwrite")
-                enrolled.append(f"{namespace}/{pod['metadata']['name']}")
+                cluster.kubectl("annotate", "pod", "-n", namespace, name, f"{REDIRECTION_ANNOTATION}=enabled", "--overwrite")
+                enrolled.append(f"{namespace}/{name}")
+            elif REDIRECTION_ANNOTATION in (pod["metadata"].get("annotations") or {}):
+                cluster.kubectl("annotate", "pod", "-n", namespace, name, f"{REDIRECTION_ANNOTATION}-")
     return enrolled
 
 
@@ -211,3 +232,50 @@ def test_strict_peer_authentication_is_what_ztunnel_enforces(cluster, judge, pla
     run = play("site.yml", extra_vars=SITE_AMBIENT)
     assert run.rc == 0, run.output[-4000:]
     _settled(judge, strict_everywhere, f"{STATIC_STRICT} again once site.yml has put STRICT back")
+
+
+def _mesh_workloads(view):
+    return {n: w for n, w in _workloads(view).items() if n.split("/", 1)[0] in MESH_NAMESPACES}
+
+
+def test_teardown_in_ambient_leaves_the_cluster_as_before_site_and_istiod_captures_nothing(
+        cluster, judge, play, ambient_site, before_site):
+    """Last (it removes what the tests above read). teardown.yml with the site run's variables and Istio removed:
+    every object site.yml made is gone and every one it changed is back (PeerAuthentication, httpbin and its
+    namespace, Gateway and routes, the Helm releases istio-base, istiod, istio-cni and ztunnel with their
+    DaemonSets, the Istio CRDs, the ambient label on TEG's namespace, the EnvoyProxy), a second teardown writes
+    nothing, and the real istiod, still running, lists TEG's pods with tunnel protocol NONE and nothing of httpbin."""
+    teg_pods = [f"{TEG_NAMESPACE}/{p['metadata']['name']}" for p in _pods(cluster, TEG_NAMESPACE)]
+    _settled(judge, lambda v: any(_workloads(v).get(n, {}).get("tunnel_protocol") == "HBONE" for n in teg_pods),
+             "TEG's pods as HBONE workloads before teardown")
+
+    run = play("teardown.yml", extra_vars=TEARDOWN_AMBIENT)
+    assert run.rc == 0, run.output[-4000:]
+    # Namespaces go away and Envoy Gateway deletes the Envoy Deployment of Gateway apps after the run returns.
+    left = {}
+
+    def as_before():
+        left["differences"] = [d for d in snapshots.differences(snapshots.snapshot(cluster), before_site)
+                               if not (d[0] == "only now" and d[1][0] == "ConfigMap" and d[1][2] in ISTIOD_CONFIGMAPS)]
+        return left["differences"] == []
+    try:
+        _wait("the cluster as before site.yml", as_before, timeout=240)
+    except AssertionError:
+        raise AssertionError(f"after teardown: {left['differences']}") from None
+
+    again = play("teardown.yml", extra_vars=TEARDOWN_AMBIENT)
+    assert again.rc == 0 and _playbook_writes(again) == [], _playbook_writes(again)
+
+    # TEG's pods (restarted or not) running again, then the CNI agent's part: no pod is enrolled any more.
+    _wait("TEG's pods running", lambda: _running_with_ip(_pods(cluster, TEG_NAMESPACE)))
+    assert names.DATAPLANE_MODE_LABEL not in _namespace_labels(cluster, TEG_NAMESPACE)
+    assert _play_cni_agent(cluster) == []
+    teg_pods = [f"{TEG_NAMESPACE}/{p['metadata']['name']}" for p in _pods(cluster, TEG_NAMESPACE)]
+
+    def out_of_the_mesh(view):
+        mesh = _mesh_workloads(view)
+        return (sorted(mesh) == sorted(teg_pods)
+                and all(w["tunnel_protocol"] == "NONE" for w in mesh.values())
+                and not any(s["hostname"].endswith(f".{APP_NAMESPACE}.svc.cluster.local") for s in view["services"])
+                and not any(f"{a['namespace']}/{a['name']}" == STATIC_STRICT for a in view["authorizations"]))
+    _settled(judge, out_of_the_mesh, "TEG's pods with tunnel protocol NONE, nothing of httpbin and no STRICT policy")
