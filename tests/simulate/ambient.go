@@ -80,17 +80,17 @@ func cniAgentRuns(st *State) bool {
 
 // redirect is istio-cni's node agent, which no process plays here: once it has set up a pod's redirection
 // into ztunnel it writes the annotation ambient.istio.io/redirection: enabled, the annotation istiod reads to
-// list the pod as an HBONE workload.
-func redirect(pod *corev1.Pod, ns *corev1.Namespace) *corev1.Pod {
+// list the pod as an HBONE workload. It tells whether it wrote it (a pod the running agent annotated stays).
+func redirect(pod *corev1.Pod, ns *corev1.Namespace) (*corev1.Pod, bool) {
 	if ok, _ := ambientEnrolled(pod, ns); !ok || pod.Annotations[redirectionAnnotation] != "" {
-		return pod
+		return pod, false
 	}
 	out := pod.DeepCopy()
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[redirectionAnnotation] = "enabled"
-	return out
+	return out, true
 }
 
 // FetchAmbient asks the in-process istiod for its workload API and authorizations over delta ADS, as ztunnel
@@ -420,22 +420,11 @@ func waypointName(gw *workloadapi.GatewayAddress) string {
 	return ipString(gw.GetAddress().GetAddress())
 }
 
-// throughZtunnels walks a connection a pod opens to host:port (a Service name or an IP) through the source
+// throughZtunnels walks a connection a pod opens to addr:port (a ClusterIP or a pod IP) through the source
 // pod's ztunnel and the destination's: captured at the source, sent over HBONE with the source's identity,
 // accepted by the destination's authorizations. ztunnel carries the bytes as they are (TLS included): no
 // protocol is sniffed on the way.
-func (w *World) throughZtunnels(h *Hop, client *corev1.Pod, host string, port int) (*Hop, error) {
-	addr := host
-	if _, err := netip.ParseAddr(host); err != nil {
-		ip, _, err := w.resolve(host)
-		if err != nil {
-			return nil, err
-		}
-		addr = ip
-	}
-	if h.Call == "" {
-		h.Call = fmt.Sprintf("%s:%d from %s", host, port, workloadName(client))
-	}
+func (w *World) throughZtunnels(h *Hop, client *corev1.Pod, addr string, port int) (*Hop, error) {
 	src := w.Ambient.Workloads[client.Status.PodIP]
 	if src == nil {
 		return nil, fmt.Errorf("pod %s is not in istiod's workload API", workloadName(client))
@@ -574,14 +563,10 @@ func (w *World) hopAmbientPlaintext() (*Hop, error) {
 // agent, istio/istio cni/pkg/nodeagent/net.go), ztunnel captures it and applies the Envoy workload's
 // authorizations, which under STRICT refuse plaintext.
 func (w *World) hopAmbientEdgeInbound() (*Hop, error) {
-	h := &Hop{ID: "5", Title: "inbound to TEG's Envoy (edge port)", Envoy: "istio-cni's redirection of the Envoy pod; its ztunnel authorizations"}
-	pod := w.envoyPod()
-	port := servicePort(w.EnvoyService, GatewayPort)
-	if port == nil {
-		return h.fail("the Envoy Service has no port %d", GatewayPort), nil
+	h, pod, target, ok := w.edgeInbound("istio-cni's redirection of the Envoy pod; its ztunnel authorizations")
+	if !ok {
+		return h, nil
 	}
-	target := int(port.TargetPort.IntVal)
-	h.Call = fmt.Sprintf("plaintext GET from outside the mesh to container port %d", target)
 	wl := w.Ambient.Workloads[pod.Status.PodIP]
 	if wl == nil || wl.TunnelProtocol != workloadapi.TunnelProtocol_HBONE {
 		h.Detail = append(h.Detail, "the Envoy pod is no ztunnel workload: nothing captures inbound traffic")

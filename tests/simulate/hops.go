@@ -606,17 +606,26 @@ func (w *World) hopRedis() (*Hop, error) {
 	return w.tcpThroughSidecars(h, client, host, port, tls, "")
 }
 
+// edgeInbound starts hop 5, in either mesh mode: a plaintext request from outside the mesh to the Envoy pod's
+// container port behind the Envoy Service's port 80; not ok (the hop failed) when that Service has no such port.
+func (w *World) edgeInbound(decides string) (h *Hop, pod *corev1.Pod, target int, ok bool) {
+	h = &Hop{ID: "5", Title: "inbound to TEG's Envoy (edge port)", Envoy: decides}
+	port := servicePort(w.EnvoyService, GatewayPort)
+	if port == nil {
+		return h.fail("the Envoy Service has no port %d", GatewayPort), nil, 0, false
+	}
+	target = int(port.TargetPort.IntVal)
+	h.Call = fmt.Sprintf("plaintext GET from outside the mesh to container port %d", target)
+	return h, w.envoyPod(), target, true
+}
+
 // hopEdgeNotCaptured (5): with includeInboundPorts "", the Envoy pod's iptables capture no inbound
 // port, so the edge traffic reaches Envoy's listener (hop 1) without its sidecar.
 func (w *World) hopEdgeNotCaptured() (*Hop, error) {
-	h := &Hop{ID: "5", Title: "inbound to TEG's Envoy (edge port)", Envoy: "the Envoy pod's istio-init (injector)"}
-	pod := w.envoyPod()
-	port := servicePort(w.EnvoyService, GatewayPort)
-	if port == nil {
-		return h.fail("the Envoy Service has no port %d", GatewayPort), nil
+	h, pod, target, ok := w.edgeInbound("the Envoy pod's istio-init (injector)")
+	if !ok {
+		return h, nil
 	}
-	target := int(port.TargetPort.IntVal)
-	h.Call = fmt.Sprintf("plaintext GET from outside the mesh to container port %d", target)
 	if !HasSidecar(pod) {
 		h.Detail = append(h.Detail, "no sidecar: nothing captures inbound traffic")
 		h.OK = true

@@ -85,14 +85,16 @@ func NewMesh(t *testing.T, st *State) (*Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
+	cniAgent := cniAgentRuns(st)
 	for _, pod := range pods {
 		injected, why, err := m.inject(pod, byName[pod.Namespace])
 		if err != nil {
 			return nil, err
 		}
 		m.Injection[pod.Namespace+"/"+pod.Name] = why
-		if cniAgentRuns(st) && injected.Annotations[redirectionAnnotation] == "" {
-			if injected = redirect(injected, byName[pod.Namespace]); injected.Annotations[redirectionAnnotation] != "" {
+		if cniAgent {
+			var redirected bool
+			if injected, redirected = redirect(injected, byName[pod.Namespace]); redirected {
 				m.Redirected = append(m.Redirected, pod.Namespace+"/"+workloadName(pod))
 			}
 		}

@@ -408,16 +408,17 @@ def cni_values(passthrough, namespace, revision):
     """Values for the cni chart: the passthrough dict under the role's own settings (which win), ambient enabled
     through the chart's own profile, and the revision. Not the Istio namespace: the real chart does not read
     global.istioNamespace (tests/integration/test_istio_charts.py)."""
-    managed = {"profile": "ambient"}
-    if revision:
-        managed["revision"] = revision
-    return _deep_merge(passthrough, managed)
+    return _ambient_chart_values(passthrough, {"profile": "ambient"}, revision)
 
 
 def ztunnel_values(passthrough, namespace, revision):
     """Values for the ztunnel chart: the passthrough dict under the role's own settings (which win), the Istio
     namespace (where istiod's CA and xDS are) and the revision."""
-    managed = {"istioNamespace": namespace}
+    return _ambient_chart_values(passthrough, {"istioNamespace": namespace}, revision)
+
+
+def _ambient_chart_values(passthrough, managed, revision):
+    """`passthrough` with the role's `managed` settings and its revision (when set) merged over it."""
     if revision:
-        managed["revision"] = revision
+        managed = dict(managed, revision=revision)
     return _deep_merge(passthrough, managed)
