@@ -17,6 +17,11 @@ description:
     says which, so that a fleet run does not have to be read task by task.
   - Prints nothing for a run of one host, whose PLAY RECAP already says it, and nothing when the stdout callback
     writes JSON (its output must stay one JSON document).
+  - >-
+    Where the run verified (the verify role, C(teg.istio.mesh_verify)), it then prints a VERIFY block, for every
+    cluster, even one, C(verify: <cluster>: P/T checks passed), and one line per finding of each failed check,
+    C(verify: <cluster>: failed "<check>": <finding>), the finding naming the object and the fix. In check mode,
+    where the findings only say what the run would apply, the first line says so.
   - Enabled in the repository's C(ansible.cfg) (C(callbacks_enabled = teg.istio.fleet_summary)).
 author:
   - teg.istio maintainers (@teg-istio)
@@ -24,6 +29,25 @@ author:
 
 from ansible import constants as C
 from ansible.plugins.callback import CallbackBase
+
+
+_VERIFY_ACTIONS = ("teg.istio.mesh_verify", "mesh_verify")
+
+
+def verify_lines(verified):
+    """[(line, color)] of the verify report: per cluster of `verified` ({host: (checks, summary)}), the count of
+    passed checks, then one line per finding of each failed check."""
+    lines = []
+    for host in sorted(verified):
+        checks, summary = verified[host]
+        predicted = "" if summary.get("enforced", True) else " (check mode: what fails is what this run would apply)"
+        ok = summary["passed"] == summary["total"]
+        lines.append(("verify: %s: %d/%d checks passed%s" % (host, summary["passed"], summary["total"], predicted),
+                      C.COLOR_OK if ok else C.COLOR_ERROR))
+        for check in checks:
+            for finding in check["findings"]:
+                lines.append(('verify: %s: failed "%s": %s' % (host, check["name"], finding), C.COLOR_ERROR))
+    return lines
 
 
 def _one_line(text):
@@ -41,8 +65,19 @@ class CallbackModule(CallbackBase):
         super(CallbackModule, self).__init__(*args, **kwargs)
         # host name -> why it stopped: the first failure counts (a failed host runs no further task).
         self._stopped = {}
+        # host name -> the last teg.istio.mesh_verify result's checks and summary.
+        self._verified = {}
+
+    def _note_verify(self, result):
+        outcome = result._result
+        if "checks" in outcome and "summary" in outcome and result._task.action in _VERIFY_ACTIONS:
+            self._verified[result._host.get_name()] = (outcome["checks"], outcome["summary"])
+
+    def v2_runner_on_ok(self, result):
+        self._note_verify(result)
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._note_verify(result)
         if not ignore_errors:
             self._stopped.setdefault(result._host.get_name(), ("refused", _one_line(result._result.get("msg"))))
 
@@ -54,8 +89,18 @@ class CallbackModule(CallbackBase):
         return stdout_callback.rsplit(".", maxsplit=1)[-1] in ("json", "jsonl")
 
     def v2_playbook_on_stats(self, stats):
+        if self._writes_json():
+            return
+        self._clusters(stats)
+        if self._verified:
+            self._display.banner("VERIFY")
+            for line, color in verify_lines(self._verified):
+                self._display.display(line, color=color)
+            self._display.display("", screen_only=True)
+
+    def _clusters(self, stats):
         # One host: the PLAY RECAP line and the failed task already say all of it.
-        if self._writes_json() or len(stats.processed) < 2:
+        if len(stats.processed) < 2:
             return
         self._display.banner("CLUSTERS")
         for host in sorted(stats.processed):

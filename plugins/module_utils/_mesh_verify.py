@@ -20,6 +20,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
 from ansible_collections.teg.istio.plugins.module_utils.facts import gather
 from ansible_collections.teg.istio.plugins.module_utils.verify import (
     AMBIENT_DAEMONSETS,
+    verify_checks,
     verify_config_findings,
     verify_status_findings,
 )
@@ -153,7 +154,11 @@ def run(module):
         findings += verify_status_findings(observed, expected)
     checked = {"level": params["level"], "httproutes": len(observed["httproutes"]),
                "virtualservices": len(observed["virtualservices"]), "apps": len(expected["apps"])}
-    result = {"changed": False, "findings": findings, "checked": checked}
+    # The same findings, check by check, for the report (the fleet_summary callback's line, set_stats, JUnit).
+    checks = verify_checks(observed, expected, params["level"])
+    summary = {"passed": len([c for c in checks if not c["findings"]]), "total": len(checks),
+               "enforced": params["fail_on_findings"]}
+    result = {"changed": False, "findings": findings, "checked": checked, "checks": checks, "summary": summary}
     if findings and params["fail_on_findings"]:
         raise TegIstioError("%d problem(s): %s" % (len(findings), " | ".join(findings)), result)
     return result

@@ -352,3 +352,26 @@ def verify_status_findings(observed, expected):
         findings.append("pods without an istio-proxy sidecar: %s; run the teg_restart role (and check the "
                         "namespace's injection label)" % ", ".join(missing))
     return findings
+
+
+# The checks that verify reports one by one (`verify: <cluster>: P/T checks passed`, AWX artifacts, JUnit): a name
+# and the rule above that is that check, in the order verify_config_findings runs them, then the status level's.
+# Together their findings are verify_config_findings' (and verify_status_findings'): tests/unit/.../test_verify.py
+# holds them to that, so a rule added to verify_config_findings without a row here fails there.
+_CONFIG_CHECKS = (
+    ("TEG prepared for the mesh", _prep_findings, None),
+    ("no sidecar holding TEG's certgen Job", lambda observed, expected: _job_sidecar_findings(observed), None),
+    ("ambient data plane and enrolment", _ambient_findings, _ambient),
+    ("edge and mesh routes agree", _route_findings, None),
+    ("mesh-wide mTLS mode", _mtls_findings, lambda expected: bool(expected.get("peerauthentication"))),
+)
+_STATUS_CHECKS = (
+    ("controllers report the routes programmed, pods have sidecars", verify_status_findings, None),
+)
+
+
+def verify_checks(observed, expected, level="config"):
+    """[{"name", "findings"}] of every check that applies, in order: a check passes when its findings are []."""
+    rows = _CONFIG_CHECKS + (_STATUS_CHECKS if level == "status" else ())
+    return [{"name": name, "findings": rule(observed, expected)}
+            for name, rule, applies in rows if applies is None or applies(expected)]

@@ -173,6 +173,21 @@ findings:
   type: list
   elements: str
   sample: ["Service envoy-gateway-system/envoy-gateway port 18000 has appProtocol None, expected 'tls': run the teg_istio_prep role"]
+checks:
+  description:
+    - The same findings, check by check, in order; a check passes when its C(findings) are empty. The names are
+      stable; which checks apply depends on O(level), O(mesh_mode) and O(mtls_mode).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  sample: [{"name": "TEG prepared for the mesh", "findings": []}, {"name": "mesh-wide mTLS mode", "findings": []}]
+summary:
+  description: How many checks passed of how many, and whether findings fail the task (O(fail_on_findings)).
+  returned: always
+  type: dict
+  version_added: 0.2.0
+  sample: {"passed": 4, "total": 4, "enforced": true}
 checked:
   description: What was read, to show the scope of the check.
   returned: success

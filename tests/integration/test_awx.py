@@ -189,9 +189,21 @@ def test_site_as_an_awx_job(cluster, identity, awx):
     assert leaks == [], f"the credential's token appears in {leaks}"
 
 
+def _job_artifacts(artifacts):
+    """What AWX keeps as the job's artifacts: the artifact_data of ansible-runner's playbook_on_stats event (the
+    run's set_stats data, per_host false)."""
+    events = [json.loads(path.read_text()) for path in (artifacts / "job_events").glob("*.json")]
+    [stats] = [e for e in events if e.get("event") == "playbook_on_stats"]
+    return stats["event_data"]["artifact_data"]
+
+
 def test_verify_as_an_awx_job(awx):
-    _proc, _artifacts, writes, _pdd, _collections = awx("verify.yml", "verify")
+    _proc, artifacts, writes, _pdd, _collections = awx("verify.yml", "verify")
     assert writes == []
+    # The checks, published for the job's artifacts (and a workflow's next nodes): every one passed.
+    report = _job_artifacts(artifacts)["teg_istio_verify"]
+    assert list(report) == ["localhost"]
+    assert report["localhost"]["passed"] == report["localhost"]["total"] > 0 and report["localhost"]["failed"] == []
 
 
 def test_teardown_as_awx_jobs_with_and_without_istio_and_its_crds(cluster, awx):

@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -106,8 +107,29 @@ def test_a_second_run_changes_nothing_and_writes_nothing(play):
         [e["requestURI"] for e in run.dry_runs]
 
 
-def test_verify_names_a_drifted_object_in_one_line(play, cluster):
-    assert play("verify.yml").rc == 0
+VERIFY_COUNT = re.compile(r"^verify: (?P<host>\S+): (?P<passed>\d+)/(?P<total>\d+) checks passed$")
+VERIFY_FAILED = re.compile(r'^verify: (?P<host>\S+): failed "(?P<check>[^"]+)": (?P<finding>.+)$')
+
+
+def verify_report(run):
+    """The VERIFY block the fleet_summary callback prints at the end of a run, parsed: ({host: (passed, total)},
+    [(host, check, finding)])."""
+    counts, failed = {}, []
+    for line in run.stdout.split("VERIFY", 1)[-1].splitlines():
+        if match := VERIFY_COUNT.match(line):
+            counts[match["host"]] = (int(match["passed"]), int(match["total"]))
+        elif match := VERIFY_FAILED.match(line):
+            failed.append((match["host"], match["check"], match["finding"]))
+    return counts, failed
+
+
+def test_verify_names_a_drifted_object_in_one_line(play, cluster, tmp_path):
+    run = play("verify.yml")
+    assert run.rc == 0, run.output[-3000:]
+    counts, failed = verify_report(run)
+    assert list(counts) == ["localhost"] and counts["localhost"][0] == counts["localhost"][1] > 0, run.stdout[-2000:]
+    assert failed == []
+    total = counts["localhost"][1]
     cluster.kubectl("patch", "service", "envoy-gateway", "-n", TEG_NS, "--type=json",
                     "-p", json.dumps([{"op": "remove", "path": "/spec/ports/0/appProtocol"}]))
     cluster.kubectl("patch", "service", "envoy-ratelimit", "-n", TEG_NS, "--type=json",
@@ -118,6 +140,25 @@ def test_verify_names_a_drifted_object_in_one_line(play, cluster):
                                         "Service envoy-gateway-system/envoy-ratelimit port 8081 (http) has appProtocol "
                                         "None"],
                             fix=["rerun site.yml or the teg_istio_prep role"])
+    # Back to the one drift of the xDS port: the report names its check with the finding and the fix, in the
+    # run's VERIFY block and in the JUnit file alike.
+    cluster.kubectl("patch", "service", "envoy-ratelimit", "-n", TEG_NS, "--type=json",
+                    "-p", json.dumps([{"op": "add", "path": "/spec/ports/0/appProtocol", "value": "tls"}]))
+    junit = tmp_path / "verify.xml"
+    run = play("verify.yml", extra_vars={"verify_junit_path": str(junit)})
+    assert run.rc != 0
+    counts, failed = verify_report(run)
+    assert counts == {"localhost": (total - 1, total)}, run.stdout[-3000:]
+    [(host, check, finding)] = failed
+    assert (host, check) == ("localhost", "TEG prepared for the mesh")
+    assert finding.startswith("Service envoy-gateway-system/envoy-gateway port 18000 (grpc) has appProtocol None, "
+                              "expected 'tls'") and "rerun site.yml or the teg_istio_prep role" in finding, finding
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert (suite.get("name"), int(suite.get("tests")), int(suite.get("failures"))) == ("localhost", total, 1)
+    failures = {case.get("name"): case.find("failure") for case in suite.findall("testcase")}
+    assert len(failures) == total
+    assert [name for name, failure in failures.items() if failure is not None] == [check]
+    assert failures[check].text.splitlines() == [finding]
     assert play("site.yml").rc == 0
     assert play("verify.yml").rc == 0
 

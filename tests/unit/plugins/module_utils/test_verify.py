@@ -4,6 +4,7 @@
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils.verify import (
+    verify_checks,
     verify_config_findings,
     verify_status_findings,
 )
@@ -205,3 +206,38 @@ def test_a_job_pod_held_by_its_sidecar_is_named_with_the_helm_value(pod, found):
                 "exits, so the Job never completes (a TEG install or upgrade waits on its certgen hook): set TEG's Helm "
                 "value certgen.job.pod.labels to {sidecar.istio.io/inject: 'false'}, then delete the Job")
     assert findings == ([expected] if found else []), findings
+
+
+def _findings_of(checks):
+    return [finding for check in checks for finding in check["findings"]]
+
+
+def test_the_checks_report_exactly_the_findings_and_name_the_failed_one():
+    """verify_checks is verify_config_findings (and at level status verify_status_findings) cut into named checks:
+    nothing lost, nothing added; the broken piece fails its own check alone."""
+    observed = _observed()
+    checks = verify_checks(observed, EXPECTED)
+    assert [c["name"] for c in checks] == ["TEG prepared for the mesh", "no sidecar holding TEG's certgen Job",
+                                           "edge and mesh routes agree", "mesh-wide mTLS mode"]
+    assert _findings_of(checks) == [] == verify_config_findings(observed, EXPECTED)
+    observed["service"]["spec"]["ports"][0].pop("appProtocol")
+    checks = verify_checks(observed, EXPECTED, level="status")
+    assert _findings_of(checks) == verify_config_findings(observed, EXPECTED) + verify_status_findings(observed, EXPECTED)
+    assert [c["name"] for c in checks if c["findings"]][0] == "TEG prepared for the mesh"
+    assert checks[-1]["name"] == "controllers report the routes programmed, pods have sidecars"
+
+
+@pytest.mark.parametrize("mutate, expected_fragment", test_each_broken_piece_is_one_finding_naming_it.pytestmark[0].args[1])
+def test_every_finding_belongs_to_exactly_one_check(mutate, expected_fragment):
+    observed = _observed()
+    mutate(observed)
+    checks = verify_checks(observed, EXPECTED)
+    assert _findings_of(checks) == verify_config_findings(observed, EXPECTED)
+    assert len([c for c in checks if any(expected_fragment in f for f in c["findings"])]) == 1
+
+
+def test_ambient_adds_its_check_and_no_mtls_expectation_drops_that_one():
+    expected = dict(EXPECTED, mesh_mode="ambient", peerauthentication=None)
+    names = [c["name"] for c in verify_checks(_observed(), expected)]
+    assert "ambient data plane and enrolment" in names and "mesh-wide mTLS mode" not in names
+    assert _findings_of(verify_checks(_observed(), expected)) == verify_config_findings(_observed(), expected)
