@@ -11,6 +11,9 @@ validation and the job runs are not covered: docs/awx.md, "What was verified her
 - the Kubernetes credential verifies TLS without a CA (verify_ssl true, no empty CA input, and
   teg_istio_validate_certs true in the job templates' extra vars, since AWX's injector sets K8S_AUTH_VERIFY_SSL=False
   whenever the credential has no CA); only teg_awx_k8s_insecure_skip_tls_verify turns it off, with the warning;
+- the workflow job templates run site.yml (teardown.yml) in check mode, an approval node, then the change (and
+  verify.yml after site.yml), node after node on success; a schedule runs the verify job template by
+  teg_awx_verify_schedule_rrule (none when empty); a second run writes nothing;
 - surveys never override a host: the job's extra vars as AWX builds them (the template's extra vars, then the survey
   answers) given to tests/integration/playbooks/role_settings.yml with the fleet inventory's host variables leave
   every role on each cluster's own namespace and Istio version; the single-cluster survey's namespace answer reaches
@@ -36,9 +39,10 @@ TEMPLATES = ("teg.istio site", "teg.istio verify", "teg.istio teardown")
 
 
 def configure(awx, extra_vars, env=None):
-    if "teg_awx_k8s_token" not in extra_vars:
+    if "teg_awx_k8s_token" not in extra_vars and not awx.named("credentials", "teg.istio kubernetes"):
         awx.seed("credentials", "teg.istio kubernetes")  # referenced by name, as on a controller that has it
-    awx.seed("credential_types", "OpenShift or Kubernetes API Bearer Token", kind="kubernetes", managed=True)  # built in
+    if not awx.named("credential_types", "OpenShift or Kubernetes API Bearer Token"):  # built in
+        awx.seed("credential_types", "OpenShift or Kubernetes API Bearer Token", kind="kubernetes", managed=True)
     env = dict(os.environ, CONTROLLER_HOST=awx.url, CONTROLLER_OAUTH_TOKEN="standin-oauth-token",
                CONTROLLER_VERIFY_SSL="false", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), **(env or {}))
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(PLAYBOOK), "-e",
@@ -224,3 +228,58 @@ def test_a_variable_set_for_the_fleet_and_for_a_cluster_is_refused_before_any_wr
         assert "teg_awx_site_vars sets teg_istio_namespace, which teg_awx_clusters also set per cluster" in proc.stdout, \
             proc.stdout[-3000:]
         assert awx.writes == []
+
+
+def _workflow(awx, name):
+    """The unified job template each node runs (an approval: "approval: <its name>"), its job type, in the order
+    the nodes lead to each other on success from the one no node leads to."""
+    workflow = awx.named("workflow_job_templates", name)
+    nodes = [n for n in awx.objects["workflow_job_template_nodes"].values() if n["workflow_job_template"] == workflow["id"]]
+    targets = {linked["id"] for n in nodes for linked in awx.linked(n)}
+    [node] = [n for n in nodes if n["id"] not in targets]
+    steps = []
+    while node is not None:
+        if node["type"] == "workflow_job_template_node" and "unified_job_template" in node:
+            for endpoint in ("job_templates", "workflow_approval_templates"):
+                template = awx.objects.get(endpoint, {}).get(node["unified_job_template"])
+                if template is not None:
+                    kind = "approval: " if endpoint == "workflow_approval_templates" else ""
+                    steps.append((kind + template["name"], node.get("job_type")))
+        [node] = awx.linked(node) or [None]
+    assert len(steps) == len(nodes), nodes
+    return steps
+
+
+def test_workflows_put_an_approval_between_the_check_and_the_change_and_verify_runs_daily():
+    with AwxStandIn() as awx:
+        proc = configure(awx, {"teg_awx_approval_timeout": 3600})
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert _workflow(awx, "teg.istio site workflow") == [
+            ("teg.istio site", "check"), ("approval: teg.istio site workflow: Apply what the check job showed?", None),
+            ("teg.istio site", "run"), ("teg.istio verify", "run")]
+        assert _workflow(awx, "teg.istio teardown workflow") == [
+            ("teg.istio teardown", "check"),
+            ("approval: teg.istio teardown workflow: Take TEG out of the mesh as the check job showed?", None),
+            ("teg.istio teardown", "run")]
+        approvals = list(awx.objects["workflow_approval_templates"].values())
+        assert [a["timeout"] for a in approvals] == [3600, 3600]
+        [schedule] = awx.objects["schedules"].values()
+        assert schedule["unified_job_template"] == awx.named("job_templates", "teg.istio verify")["id"]
+        assert schedule["rrule"] == "DTSTART:20260101T050000Z RRULE:FREQ=DAILY;INTERVAL=1" and schedule["enabled"]
+        # A second run writes nothing: no second node, approval or schedule, no update.
+        writes = len(awx.writes)
+        proc = configure(awx, {"teg_awx_approval_timeout": 3600})
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert awx.writes[writes:] == []
+
+
+def test_the_schedule_takes_its_rule_and_an_empty_one_makes_none():
+    with AwxStandIn() as awx:
+        proc = configure(awx, {"teg_awx_verify_schedule_rrule": "DTSTART:20260101T220000Z RRULE:FREQ=WEEKLY;BYDAY=MO"})
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert [s["rrule"] for s in awx.objects["schedules"].values()] == [
+            "DTSTART:20260101T220000Z RRULE:FREQ=WEEKLY;BYDAY=MO"]
+    with AwxStandIn() as awx:
+        proc = configure(awx, {"teg_awx_verify_schedule_rrule": ""})
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert "schedules" not in awx.objects
