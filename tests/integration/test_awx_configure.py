@@ -151,6 +151,15 @@ def test_tls_verification_is_off_only_when_asked_and_then_with_a_warning():
         assert warning["msg"].startswith("WARNING: TLS verification is OFF for credential teg.istio kubernetes "), warning
 
 
+def test_a_ca_with_tls_verification_off_is_refused_before_any_write():
+    with AwxStandIn() as awx:
+        proc = configure(awx, dict(K8S, teg_awx_k8s_insecure_skip_tls_verify=True, teg_awx_k8s_ca_cert="CA"))
+        assert proc.returncode != 0
+        assert "teg_awx_k8s_insecure_skip_tls_verify is true but teg_awx_k8s_ca_cert is given" in proc.stdout, \
+            proc.stdout[-3000:]
+        assert awx.writes == []
+
+
 class _Run:
     """What conftest.task_results reads of a run: its JSON callback stdout."""
 
