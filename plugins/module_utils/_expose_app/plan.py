@@ -24,6 +24,7 @@ from ansible_collections.teg.istio.plugins.module_utils._expose_app.changes impo
 )
 from ansible_collections.teg.istio.plugins.module_utils._expose_app.inputs import input_errors
 from ansible_collections.teg.istio.plugins.module_utils._expose_app.render import envoyproxy_routing_patch, render
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import declaration_error
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     GATEWAY_LABEL,
     GATEWAY_NAMESPACE_LABEL,
@@ -90,6 +91,8 @@ def plan(view, settings, predicted, check_mode):
         return teardown(view, settings)
     settings = effective_settings(settings)
     errors = input_errors(settings["apps"], settings)
+    both = declaration_error(settings["namespace_labels"], "expose_app_namespace_labels")
+    errors += [both] if both else []
     if errors:
         return {"errors": errors}
     # The EnvoyProxy CRD (large) is read only where its routingType field decides something.
@@ -128,8 +131,11 @@ def plan(view, settings, predicted, check_mode):
     results = view.dry_run(ready) if ready else []
     changed = changed_definitions(ready, results) + absent
     labels, unwanted = mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])
-    namespaces = namespace_objects(rendered, found["namespaces"], labels,
-                                   settings["sample"]["namespace"] if settings["sample"]["enabled"] else None, unwanted)
+    namespaces, errors = namespace_objects(rendered, found["namespaces"], labels,
+                                           settings["sample"]["namespace"] if settings["sample"]["enabled"] else None,
+                                           unwanted, settings.get("enrol_opted_out") or ())
+    if errors:
+        return {"errors": errors}
     pending = batches["pending"]
     if cluster.get("envoyproxy_pending") and settings["routing"] == "service":
         notes = ["EnvoyProxy %s/%s routingType Service, once teg_istio_prep has created it"
@@ -196,9 +202,8 @@ def decide_absent(facts, read, settings):
     deletions.extend(_deletion(o) for o in found["sample Namespace"]
                      if ((o["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL)) == MANAGED_BY_VALUE)
     app_namespaces = [app.get("namespace") for app in settings["apps"] if isinstance(app, dict)]
-    # The labels of the mode the role ran in: those it set.
-    patches = unlabel_patches(found["namespaces"], app_namespaces,
-                              mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])[0])
+    # What the record on each app namespace says the collection changed, given back.
+    patches = unlabel_patches(found["namespaces"], app_namespaces)
     envoyproxy = _envoyproxy(facts, "virtualservice")
     routing = envoyproxy_routing_patch(envoyproxy, "virtualservice", (facts.get("envoyproxy") or {}).get("api_version"))
     if routing:

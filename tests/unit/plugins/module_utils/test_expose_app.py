@@ -3,6 +3,7 @@ the Gateway, HTTPRoutes, VirtualServices, the service-routing pair, and what to 
 The API side is covered by tests/integration/test_expose_app.py."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -318,19 +319,34 @@ class TestSample:
 class TestNamespaces:
     LABELS = {"istio-injection": "enabled"}
 
-    def test_existing_namespace_only_labelled_when_needed(self):
-        p = plan([HTTPBIN, dict(HTTPBIN, name="b", namespace="b", hostnames=["b.example.com"])])
+    def test_existing_namespace_only_labelled_when_needed_and_the_owners_revision_kept(self):
+        p = plan([HTTPBIN, dict(HTTPBIN, name="b", namespace="b", hostnames=["b.example.com"]),
+                  dict(HTTPBIN, name="c", namespace="c", hostnames=["c.example.com"])])
         found = {"httpbin": {"exists": True, "labels": {"istio-injection": "enabled"}},
-                 "b": {"exists": True, "labels": {"team": "x"}}}
-        assert changes.namespace_objects(p, found, self.LABELS) == [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b", "labels": self.LABELS}}]
+                 "b": {"exists": True, "labels": {"team": "x"}},
+                 "c": {"exists": True, "labels": {"istio.io/rev": "stable"}}}
+        objects, errors = changes.namespace_objects(p, found, self.LABELS)
+        assert errors == [] and [o["metadata"]["name"] for o in objects] == ["b"]
+        assert objects[0]["metadata"]["labels"] == self.LABELS
+        assert json.loads(objects[0]["metadata"]["annotations"]["teg.istio/prior"]) == {
+            "/metadata/labels/istio-injection": [None, "enabled"]}
+
+    def test_an_opted_out_namespace_is_refused_unless_named(self):
+        p = plan([HTTPBIN])
+        found = {"httpbin": {"exists": True, "labels": {"istio-injection": "disabled"}}}
+        assert changes.namespace_objects(p, found, self.LABELS) == ([], [
+            "namespace httpbin is opted out of the mesh by its owners (istio-injection=disabled): leave it out, or "
+            "enrol it explicitly with expose_app_enrol_opted_out: [httpbin] (teardown gives istio-injection=disabled "
+            "back)"])
+        [patch], errors = changes.namespace_objects(p, found, self.LABELS, enrol_opted_out=["httpbin"])
+        assert errors == [] and patch["metadata"]["labels"] == self.LABELS
 
     def test_sample_namespace_claimed_only_when_created(self):
         p = plan([HTTPBIN], sample=True)
-        [created] = changes.namespace_objects(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
+        [created], _ = changes.namespace_objects(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
         assert created["metadata"]["labels"] == {"istio-injection": "enabled",
                                                  "app.kubernetes.io/managed-by": "teg.istio"}
-        [labelled] = changes.namespace_objects(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
+        [labelled], _ = changes.namespace_objects(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
         assert labelled["metadata"]["labels"] == self.LABELS
 
 
@@ -411,16 +427,23 @@ class TestDiff:
         assert "generation" not in vs_diff and "managedFields" not in vs_diff
 
 
-def test_teardown_unlabels_only_app_namespaces_that_carry_the_labels_and_are_not_ours():
+def test_teardown_gives_back_only_what_the_record_on_each_app_namespace_says():
+    record = json.dumps({"/metadata/labels/istio-injection": [None, "enabled"]})
     namespaces = [
-        {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "team": "a"}}},
+        {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "team": "a"},
+                      "annotations": {"teg.istio/prior": record}}},
         {"metadata": {"name": "plain", "labels": {"team": "b"}}},
+        # In the mesh before the collection came: no record, nothing to give back.
+        {"metadata": {"name": "owners", "labels": {"istio-injection": "enabled"}}},
         {"metadata": {"name": "httpbin", "labels": {"istio-injection": "enabled",
-                                                    "app.kubernetes.io/managed-by": "teg.istio"}}},
-        {"metadata": {"name": "other", "labels": {"istio-injection": "enabled"}}},
+                                                    "app.kubernetes.io/managed-by": "teg.istio"},
+                      "annotations": {"teg.istio/prior": record}}},
+        {"metadata": {"name": "other", "labels": {"istio-injection": "enabled"},
+                      "annotations": {"teg.istio/prior": record}}},
     ]
-    assert changes.unlabel_patches(namespaces, ["shop", "plain", "httpbin"], {"istio-injection": "enabled"}) == [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": None}}}]
+    assert changes.unlabel_patches(namespaces, ["shop", "plain", "owners", "httpbin"]) == [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": None},
+                                                               "annotations": {"teg.istio/prior": None}}}]
 
 
 def test_the_owned_reads_find_exactly_what_the_plan_labels_as_made_for_this_gateway():
@@ -498,8 +521,9 @@ class TestOneRead:
             ("HTTPRoute", None): [stale],
         }
         found = backends.check_backends(plan, reads, _read_results(reads, cluster))
-        assert found["namespaces"]["shop"] == {"exists": True, "labels": {"team": "a"}}
-        assert found["namespaces"]["httpbin"] == {"exists": False, "labels": {}}
+        assert found["namespaces"]["shop"] == {"exists": True, "labels": {"team": "a"},
+                                               "object": cluster[("Namespace", None)][0]}
+        assert found["namespaces"]["httpbin"] == {"exists": False, "labels": {}, "object": None}
         # httpbin's namespace does not exist yet, but the sample plans its Service: no error for it.
         assert found["services"]["httpbin/httpbin"]["planned"] is True
         assert found["services"]["shop/web"]["planned"] is False
