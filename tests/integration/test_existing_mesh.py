@@ -33,6 +33,7 @@ HTTPBIN = {"name": "httpbin", "namespace": "httpbin", "service": "httpbin", "por
            "hostnames": ["www.example.com"], "path_prefix": "/httpbin"}
 SITE = {"expose_app_apps": [HTTPBIN, SHOP], "strict_mtls_mesh_namespaces": ["envoy-gateway-system", "httpbin", "shop"]}
 PRIOR = "teg.istio/prior"
+TEG_NS = "envoy-gateway-system"
 
 
 def _kubectl_apply(cluster, objects):
@@ -79,6 +80,12 @@ def owners(cluster):
     objects.append({"apiVersion": version_pa, "kind": "PeerAuthentication",
                     "metadata": {"name": "default", "namespace": "istio-system", "labels": {"team": "mesh-owners"}},
                     "spec": {"mtls": {"mode": "STRICT"}}})
+    # The platform team's own Gateway, which the last test attaches the routes to.
+    gateway_api = "gateway.networking.k8s.io/v1" if cluster.matrix == "current" else "gateway.networking.k8s.io/v1beta1"
+    objects.append({"apiVersion": gateway_api, "kind": "Gateway", "metadata": {"name": "edge", "namespace": TEG_NS},
+                    "spec": {"gatewayClassName": "teg", "listeners": [
+                        {"name": "web", "port": 8080, "protocol": "HTTP",
+                         "allowedRoutes": {"namespaces": {"from": "All"}}}]}})
     _kubectl_apply(cluster, objects)
     _kubectl_apply(cluster, _app("shop") + _app("legacy"))
     return {"before": snapshot(cluster)}
@@ -146,3 +153,27 @@ def test_teardown_gives_the_owners_back_exactly_what_they_had_and_a_second_write
     assert differences(snapshot(cluster), owners["before"]) == []
     again = play("teardown.yml", extra_vars=declared)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
+
+
+def test_routes_on_the_platform_team_s_gateway_with_strict_left_to_the_mesh_s_owners(play, cluster, owners, k8s):
+    """Steps 1 to 5 only (teg_istio_skip_steps: the owners manage the mesh-wide policy), the routes attached to the
+    owners' Gateway edge: no Gateway of the collection's, the owners' Gateway and policy untouched, verify (site.yml's
+    step 7) passes without checking the policy, a rerun writes nothing, and teardown leaves the cluster as before."""
+    declared = dict(SITE, teg_istio_skip_steps=["strict_mtls"], expose_app_gateway_create=False,
+                    expose_app_gateway_name="edge",
+                    expose_app_apps=[dict(app, section_name="web") for app in SITE["expose_app_apps"]])
+    run = play("site.yml", extra_vars=declared)
+    assert run.rc == 0, run.output[-4000:]
+    applied = snapshot(cluster)
+    assert [key for key in applied if key[0] == "Gateway"] == [("Gateway", TEG_NS, "edge")]
+    assert applied[("Gateway", TEG_NS, "edge")] == owners["before"][("Gateway", TEG_NS, "edge")]
+    key = ("PeerAuthentication", "istio-system", "default")
+    assert applied[key] == owners["before"][key]
+    routes = [v for k, v in applied.items() if k[0] == "HTTPRoute"]
+    assert sorted(r["spec"]["parentRefs"][0]["name"] + "/" + r["spec"]["parentRefs"][0]["sectionName"]
+                  for r in routes) == ["edge/web", "edge/web"]
+    again = play("site.yml", extra_vars=declared)
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+    down = play("teardown.yml", extra_vars=declared)
+    assert down.rc == 0, down.output[-4000:]
+    assert differences(snapshot(cluster), owners["before"]) == []

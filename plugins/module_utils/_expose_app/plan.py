@@ -66,6 +66,49 @@ def _namespace_errors(settings, found):
             for ns in sorted(set(wanted)) if not found["namespaces"][ns]["exists"]]
 
 
+def existing_gateway_errors(settings, apps, found):
+    """With expose_app_gateway_create false, the routes attach to a Gateway the platform team owns: one line each
+    when it does not exist, lacks a listener an app names (section_name), or no listener that an app's routes would
+    attach to admits routes from that app's namespace (Gateway API allowedRoutes: Same, All, or a Selector's
+    matchLabels against the namespace's labels)."""
+    gateway = settings["gateway"]
+    if gateway.get("create", True) or not apps:
+        return []
+    where = "Gateway %s/%s" % (gateway["namespace"], gateway["name"])
+    existing = (found["listed"].get(("Gateway", gateway["namespace"])) or {}).get(gateway["name"])
+    if existing is None:
+        return ["%s does not exist: create it, or set expose_app_gateway_create: true to let the role create it"
+                % where]
+    listeners = dict((listener.get("name"), listener) for listener in (existing.get("spec") or {}).get("listeners") or [])
+    errors = []
+    for app in apps:
+        section = app.get("section_name")
+        if section and section not in listeners:
+            errors.append("app %s: %s has no listener %s (it has %s): set the app's section_name to one of them"
+                          % (app["name"], where, section, ", ".join(sorted(listeners)) or "none"))
+            continue
+        candidates = [listeners[section]] if section else list(listeners.values())
+        labels = (found["namespaces"].get(app["namespace"]) or {}).get("labels") or {}
+        if not any(_admits(listener, app["namespace"], gateway["namespace"], labels) for listener in candidates):
+            errors.append("app %s: no listener of %s admits routes from namespace %s (allowedRoutes): allow it on "
+                          "the Gateway, or set section_name to a listener that does" % (app["name"], where,
+                                                                                       app["namespace"]))
+    return errors
+
+
+def _admits(listener, namespace, gateway_namespace, labels):
+    allowed = ((listener.get("allowedRoutes") or {}).get("namespaces") or {})
+    origin = allowed.get("from") or "Same"
+    if origin == "All":
+        return True
+    if origin == "Same":
+        return namespace == gateway_namespace
+    selector = allowed.get("selector") or {}
+    # matchExpressions are left to Envoy Gateway: a listener that has them is taken as admitting.
+    return bool(selector.get("matchExpressions")) or all(
+        labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
 def _envoyproxy(cluster, routing):
     """The EnvoyProxy whose routingType the routing mode sets (None without routingType in its API). With
     virtualservice routing only one that carries routingType matters (to take back a Service an earlier
@@ -104,7 +147,8 @@ def plan(view, settings, predicted, check_mode):
         return {"errors": rendered["errors"]}
     wanted = reads(settings["apps"], settings, settings["prune"])
     found = check_backends(rendered, wanted, view.read(facts, wanted), settings["routing"])
-    errors = found["errors"] + _namespace_errors(settings, found)
+    errors = found["errors"] + _namespace_errors(settings, found) + existing_gateway_errors(settings, rendered["apps"],
+                                                                                            found)
     envoyproxy = _envoyproxy(cluster, settings["routing"])
     ref = rendered["envoyproxy_ref"]
     if settings["routing"] == "service" and envoyproxy is None and not cluster.get("envoyproxy_pending"):

@@ -11,6 +11,7 @@ import yaml
 
 from ansible_collections.teg.istio.plugins.module_utils import _diffs
 from ansible_collections.teg.istio.plugins.module_utils._expose_app import backends, changes, render
+from ansible_collections.teg.istio.plugins.module_utils._expose_app import plan as expose_plan
 
 REPO = Path(__file__).resolve().parents[4]
 SAMPLE = yaml.safe_load((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text())["items"]
@@ -147,11 +148,45 @@ class TestProcedureRendering:
         p = render.render([HTTPBIN], s)
         assert by_kind(p, "Gateway")[0]["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "All"}}
 
-    def test_no_apps_gateway_admits_only_its_namespace(self):
+    def test_no_app_needs_a_gateway_so_none_is_made(self):
         p = plan([])
-        assert p["errors"] == []
-        [gw] = p["objects"]
-        assert gw["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "Same"}}
+        assert p["errors"] == [] and p["objects"] == []
+
+    def test_routes_attach_to_the_platform_team_s_gateway_without_making_one(self):
+        s = settings()
+        s["gateway"] = dict(s["gateway"], name="shared", namespace="edge", create=False, listeners=[])
+        p = render.render([dict(HTTPBIN, section_name="web")], s)
+        assert p["errors"] == [] and "Gateway" not in [o["kind"] for o in p["objects"]]
+        [route] = [o for o in p["objects"] if o["kind"] == "HTTPRoute"]
+        assert route["spec"]["parentRefs"] == [{"name": "shared", "namespace": "edge", "sectionName": "web"}]
+
+
+class TestExistingGateway:
+    GATEWAY = {"metadata": {"name": "shared", "namespace": "edge"}, "spec": {"listeners": [
+        {"name": "web", "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"edge": "yes"}}}}},
+        {"name": "local"}]}}
+
+    def check(self, apps, labels=None, gateway=GATEWAY):
+        s = {"gateway": {"name": "shared", "namespace": "edge", "create": False}}
+        found = {"listed": {("Gateway", "edge"): {"shared": gateway} if gateway else {}},
+                 "namespaces": {"httpbin": {"labels": labels or {}}}}
+        return expose_plan.existing_gateway_errors(s, apps, found)
+
+    def test_it_must_exist(self):
+        assert self.check([dict(HTTPBIN, section_name=None)], gateway=None) == [
+            "Gateway edge/shared does not exist: create it, or set expose_app_gateway_create: true to let the role "
+            "create it"]
+
+    def test_the_listener_must_exist_and_admit_the_app_s_namespace(self):
+        assert self.check([dict(HTTPBIN, section_name="web")], {"edge": "yes"}) == []
+        assert self.check([dict(HTTPBIN, section_name="web")], {"edge": "no"}) == [
+            "app httpbin: no listener of Gateway edge/shared admits routes from namespace httpbin (allowedRoutes): "
+            "allow it on the Gateway, or set section_name to a listener that does"]
+        # "local" admits its own namespace only (Same, the default).
+        assert len(self.check([dict(HTTPBIN, section_name="local")], {"edge": "yes"})) == 1
+        assert self.check([dict(HTTPBIN, section_name="tls")]) == [
+            "app httpbin: Gateway edge/shared has no listener tls (it has local, web): set the app's section_name to one "
+            "of them"]
 
 
 class TestSharedHosts:
