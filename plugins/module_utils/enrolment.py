@@ -47,15 +47,29 @@ def _in_mesh(labels):
     return labels.get(INJECTION_LABEL) == "enabled" or bool(labels.get(REVISION_LABEL))
 
 
-def label_changes(current, wanted, taken_back=None):
+def set_by_collection(namespace):
+    """The mesh labels of `namespace` (as read) that still carry the value the collection set, by its record: those
+    are the collection's to change again, while the others are the owners'."""
+    labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+    record = prior.recorded(namespace)
+    return set(key for field, key in LABEL_FIELDS.items() if field in record and record[field][1] == labels.get(key))
+
+
+def label_changes(current, wanted, taken_back=None, ours=()):
     """{label: value, None to remove} that puts a namespace with labels `current` into the mesh as `wanted` says
     (the labels of the mode: {istio-injection: enabled}, {istio.io/rev: <rev>}, or ambient's), taking back the
-    labels `taken_back` ({label: value}) where they carry that value. Opt-outs are checked by opted_out_error."""
+    labels `taken_back` ({label: value}) where they carry that value. `ours`: the labels the collection set
+    (set_by_collection), which do not count as the owners' choice. Opt-outs are checked by opted_out_error."""
     current = current or {}
     wanted = dict(wanted or {})
-    if wanted.get(INJECTION_LABEL) == "enabled" and not wanted.get(REVISION_LABEL) and _in_mesh(current):
-        # Already in the mesh, perhaps on a revision its owners chose: "in the mesh" asks for nothing more.
-        del wanted[INJECTION_LABEL]
+    owners = dict((key, value) for key, value in current.items() if key not in ours)
+    if wanted.get(INJECTION_LABEL) == "enabled" and not wanted.get(REVISION_LABEL):
+        if _in_mesh(owners):
+            # Already in the mesh, perhaps on a revision its owners chose: "in the mesh" asks for nothing more.
+            del wanted[INJECTION_LABEL]
+        if REVISION_LABEL in ours:
+            # A revision the collection set earlier goes back with it.
+            wanted[REVISION_LABEL] = None
     if wanted.get(REVISION_LABEL):
         # istio-injection would override the revision.
         wanted.setdefault(INJECTION_LABEL, None)

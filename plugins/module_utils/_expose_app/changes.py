@@ -17,6 +17,7 @@ from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
     opted_out_error,
     ours,
     restore_patch,
+    set_by_collection,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     DATAPLANE_MODE_AMBIENT,
@@ -58,7 +59,7 @@ def namespace_objects(plan, found, labels, sample_namespace=None, unwanted=None,
             out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": wanted}})
             continue
         current = info.get("labels") or {}
-        changes = label_changes(current, labels, unwanted)
+        changes = label_changes(current, labels, unwanted, set_by_collection(info.get("object")))
         error = opted_out_error(name, current, changes, name in (enrol_opted_out or ()),
                                 "expose_app_enrol_opted_out: [%s]" % name)
         if error:

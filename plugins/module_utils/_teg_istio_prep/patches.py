@@ -16,6 +16,7 @@ from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
     labels_patch,
     opted_out_error,
     restore_patch,
+    set_by_collection,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     DATAPLANE_MODE_AMBIENT,
@@ -50,7 +51,7 @@ def mesh_labels_patch(namespace, revision="", state="present", mesh_mode="sideca
         return restore_patch(namespace)[0], None
     labels = namespace["metadata"].get("labels") or {}
     taken_back = {} if mesh_mode == "ambient" else {DATAPLANE_MODE_LABEL: DATAPLANE_MODE_AMBIENT}
-    changes = label_changes(labels, _wanted_mesh_labels(revision, mesh_mode), taken_back)
+    changes = label_changes(labels, _wanted_mesh_labels(revision, mesh_mode), taken_back, set_by_collection(namespace))
     error = opted_out_error(namespace["metadata"]["name"], labels, changes, enrol_opted_out,
                             "teg_istio_prep_enrol_opted_out: true")
     return labels_patch(namespace, changes), error

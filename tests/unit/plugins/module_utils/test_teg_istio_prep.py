@@ -53,6 +53,16 @@ def test_a_revision_replaces_the_injection_label_which_would_win_and_records_it(
                                 "/metadata/labels/istio.io~1rev": [None, "canary"]}
 
 
+def test_back_from_a_revision_the_collection_set_to_the_default_injection():
+    first, _error = f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
+    on_canary = namespace(**{"istio.io/rev": "canary"})
+    on_canary["metadata"]["annotations"] = first["metadata"]["annotations"]
+    patch, _error = f.mesh_labels_patch(on_canary)
+    assert labels_of(patch) == {"istio-injection": "enabled", "istio.io/rev": None}
+    # Back where the owners had it: nothing left to give back.
+    assert patch["metadata"]["annotations"]["teg.istio/prior"] is None
+
+
 def test_an_opted_out_namespace_is_refused_in_one_line_unless_enrolled_explicitly():
     opted_out = namespace(**{"istio-injection": "disabled"})
     patch, error = f.mesh_labels_patch(opted_out)
