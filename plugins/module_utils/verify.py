@@ -287,8 +287,8 @@ def _mtls_findings(observed, expected):
     # The mesh-wide policy Istio honours (the oldest selector-less one in the root namespace, whatever its name).
     policy = observed.get("peerauthentication")
     if not policy:
-        return ["%s does not exist: run the strict_mtls role" % describe("PeerAuthentication", "default",
-                                                                          wanted["namespace"])]
+        missing = describe("PeerAuthentication", "default", wanted["namespace"])
+        return ["%s does not exist: run the strict_mtls role" % missing]
     where = describe("PeerAuthentication", _meta(policy).get("name"), wanted["namespace"])
     mode = ((policy.get("spec") or {}).get("mtls") or {}).get("mode")
     if mode != wanted["mode"]:

@@ -306,12 +306,13 @@ def restorations(found):
 def permissive_exceptions(found, namespaces, root_namespace, exempt=()):
     """'namespace/name (what)' of each PeerAuthentication in `namespaces` that keeps some traffic PERMISSIVE or
     DISABLE under a mesh-wide STRICT: the namespace-wide policy Istio honours there, a workload policy, or a port of
-    one, with such a mode. `exempt` holds the (namespace, name) the user declared (an intended exception); the root
-    namespace's selector-less policies are the mesh-wide one, not exceptions to it."""
+    one, with such a mode. `exempt` holds the (namespace, name) the user declared (an intended exception). The root
+    namespace is left out: its selector-less policies are the mesh-wide one, and Istio ignores those with a selector
+    there."""
     out = []
     exempt = set(tuple(k) for k in exempt or ())
-    for namespace in sorted(set(namespaces or [])):
-        namespace_wide = honoured(found, namespace) if namespace != root_namespace else None
+    for namespace in sorted(set(namespaces or []) - set([root_namespace])):
+        namespace_wide = honoured(found, namespace)
         for obj in sorted((p for p in found or [] if _meta_of(p).get("namespace") == namespace), key=_key_of):
             if _key_of(obj) in exempt:
                 continue
@@ -322,7 +323,7 @@ def permissive_exceptions(found, namespaces, root_namespace, exempt=()):
             elif obj is namespace_wide:
                 scope = "namespace-wide"
             else:
-                continue  # a second selector-less policy: Istio ignores it, or it is the mesh-wide one
+                continue  # a second selector-less policy: Istio ignores it
             if mode_of(obj) in NOT_STRICT:
                 what.append(mode_of(obj))
             ports = ((obj.get("spec") or {}).get("portLevelMtls") or {})

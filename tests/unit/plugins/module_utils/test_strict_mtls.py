@@ -366,7 +366,9 @@ class TestPermissiveExceptions:
             "envoy-gateway-system/webhook (workload control-plane=envoy-gateway DISABLE)"]
 
     def test_declared_ones_and_the_mesh_wide_one_are_not_exceptions(self):
-        found = [_theirs("default", "istio-system", "PERMISSIVE"), _theirs("lenient", "apps", "PERMISSIVE")]
+        found = [_theirs("default", "istio-system", "PERMISSIVE"), _theirs("lenient", "apps", "PERMISSIVE"),
+                 # Ignored by Istio: a selector in the root namespace.
+                 _theirs("gw", "istio-system", "DISABLE", selector={"app": "gw"})]
         assert sm.permissive_exceptions(found, self.mesh + ["istio-system"], "istio-system",
                                         sm.declared_keys([{"namespace": "apps", "name": "lenient"}])) == []
 
