@@ -141,3 +141,59 @@ def restoration(obj, fields=None):
     rest = dict((k, v) for k, v in record.items() if k not in mine)
     changes[pointer("metadata", "annotations", PRIOR_ANNOTATION)] = _encode(rest)
     return changes, left
+
+
+def _field_name(field):
+    """A field as a person reads it: labels and annotations by key, anything else by its dotted path."""
+    path = segments(field)
+    if len(path) == 3 and path[0] == "metadata" and path[1] in ("labels", "annotations"):
+        return "%s %s" % (path[1][:-1], path[2])
+    return ".".join(path)
+
+
+def _value(value):
+    return "absent" if value is None else json.dumps(value)
+
+
+def _definitions(writes):
+    """Every object definition in a plan's writes, however the role groups them."""
+    if isinstance(writes, dict):
+        if writes.get("kind") and isinstance(writes.get("metadata"), dict):
+            yield writes
+        else:
+            for value in writes.values():
+                for found in _definitions(value):
+                    yield found
+    elif isinstance(writes, list):
+        for value in writes:
+            for found in _definitions(value):
+                yield found
+
+
+def owners_settings(writes):
+    """One line per field of an object the collection did not create that `writes` (a plan's) change or give back,
+    read from the records the writes carry: 'Namespace legacy: label istio-injection "disabled" -> "enabled"
+    (teardown gives back "disabled")', or for teardown 'Namespace legacy: given back label istio-injection
+    "disabled"'. The check-mode summary of site.yml and teardown.yml."""
+    lines = []
+    for definition in _definitions(writes):
+        annotations = (definition["metadata"].get("annotations") or {})
+        if PRIOR_ANNOTATION not in annotations:
+            continue
+        what = _describe(definition)
+        raw = annotations[PRIOR_ANNOTATION]
+        if raw:
+            for field, (before, value_set) in sorted(recorded(definition).items()):
+                lines.append("%s: %s %s -> %s (teardown gives back %s)"
+                             % (what, _field_name(field), _value(before), _value(value_set), _value(before)))
+            continue
+        restored = dict(annotations)
+        del restored[PRIOR_ANNOTATION]
+        changes = dict((pointer("metadata", "labels", k), v)
+                       for k, v in (definition["metadata"].get("labels") or {}).items())
+        changes.update((pointer("metadata", "annotations", k), v) for k, v in restored.items())
+        for key, value in (definition.get("spec") or {}).items():
+            changes[pointer("spec", key)] = value
+        for field, value in sorted(changes.items()):
+            lines.append("%s: given back %s %s" % (what, _field_name(field), _value(value)))
+    return lines

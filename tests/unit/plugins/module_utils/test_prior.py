@@ -99,3 +99,18 @@ def test_a_record_the_collection_did_not_write_is_refused_in_one_line(raw):
         prior.recorded(ns)
     assert str(err.value).startswith("Namespace apps: annotation teg.istio/prior is not the collection's record")
     assert "\n" not in str(err.value)
+
+
+def test_the_summary_names_each_owners_setting_a_plan_changes_and_what_teardown_gives_back():
+    ns = namespace({"istio-injection": "disabled"})
+    change = dict({"apiVersion": "v1", "kind": "Namespace"}, **prior.with_record(ns, {INJECTION: "enabled"}))
+    change["metadata"]["name"] = "apps"
+    ours = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "made", "labels": {"x": "1"}}}
+    writes = {"objects": [change, ours], "service_port": True}
+    assert prior.owners_settings(writes) == [
+        'Namespace apps: label istio-injection "disabled" -> "enabled" (teardown gives back "disabled")']
+    after = apply(ns, prior.with_record(ns, {INJECTION: "enabled"}))
+    changes, _left = prior.restoration(after)
+    restore = dict({"apiVersion": "v1", "kind": "Namespace"}, **prior.merge_patch(changes))
+    restore["metadata"]["name"] = "apps"
+    assert prior.owners_settings({"patches": [restore]}) == ['Namespace apps: given back label istio-injection "disabled"']

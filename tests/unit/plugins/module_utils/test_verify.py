@@ -105,8 +105,20 @@ def test_a_missing_namespace_is_reported_alone():
 def test_a_revision_expects_the_rev_label():
     expected = dict(EXPECTED, injection_labels={"istio.io/rev": "canary"})
     findings = verify_config_findings(_observed(), expected)
-    assert findings == ["Namespace envoy-gateway-system has label istio.io/rev=None, expected 'canary': "
+    # istio-injection would win over the revision: it must go too.
+    assert findings == ["Namespace envoy-gateway-system has label istio-injection='enabled', expected no such label: "
+                        "run the teg_istio_prep role",
+                        "Namespace envoy-gateway-system has label istio.io/rev=None, expected 'canary': "
                         "run the teg_istio_prep role"]
+
+
+def test_a_namespace_on_the_owners_revision_is_in_the_mesh_where_no_revision_is_asked_for():
+    observed = _observed()
+    observed["teg_namespace"]["metadata"]["labels"] = {"istio.io/rev": "stable"}
+    assert verify_config_findings(observed, EXPECTED) == []
+    observed["teg_namespace"]["metadata"]["labels"] = {"team": "a"}
+    assert verify_config_findings(observed, EXPECTED) == [
+        "Namespace envoy-gateway-system has label istio-injection=None, expected 'enabled': run the teg_istio_prep role"]
 
 
 def test_service_routing_needs_routing_type_and_no_virtualservices():
