@@ -9,6 +9,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.teg.istio.plugins.module_utils._strict_mtls.policies import (
+    exceptions_line,
+    permissive_exceptions,
+)
 from ansible_collections.teg.istio.plugins.module_utils.enrolment import label_changes
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     APP_LABEL,
@@ -283,14 +287,18 @@ def _mtls_findings(observed, expected):
     wanted = expected.get("peerauthentication")
     if not wanted:
         return []
+    # The mesh-wide policy Istio honours (the oldest selector-less one in the root namespace, whatever its name).
     policy = observed.get("peerauthentication")
-    where = describe("PeerAuthentication", "default", wanted["namespace"])
     if not policy:
-        return ["%s does not exist: run the strict_mtls role" % where]
+        missing = describe("PeerAuthentication", "default", wanted["namespace"])
+        return ["%s does not exist: run the strict_mtls role" % missing]
+    where = describe("PeerAuthentication", _meta(policy).get("name"), wanted["namespace"])
     mode = ((policy.get("spec") or {}).get("mtls") or {}).get("mode")
     if mode != wanted["mode"]:
         return ["%s has mode %r, expected %r: run the strict_mtls role" % (where, mode, wanted["mode"])]
-    return []
+    exceptions = permissive_exceptions(observed.get("peerauthentications"), wanted.get("namespaces"),
+                                       wanted["namespace"], wanted.get("exceptions")) if mode == "STRICT" else []
+    return [exceptions_line(exceptions)] if exceptions else []
 
 
 def verify_config_findings(observed, expected):
