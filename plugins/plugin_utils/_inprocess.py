@@ -25,7 +25,8 @@ connection options, so that a connection failure names the inventory variable to
 cluster.ConnectionSettingsError).
 
 Otherwise it runs the module as a module process (the fallback), so the Kubernetes client then runs
-where the module runs. It can change at any time; do not use it from other collections."""
+where the module runs; and always when the user switched the in-process path off (TEG_ISTIO_INPROCESS=false in
+the environment, or `inprocess = false` in the [teg_istio] section of ansible.cfg). It can change at any time; do not use it from other collections."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -36,6 +37,7 @@ import json
 import os
 import traceback
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.common.text.converters import to_text
@@ -55,6 +57,30 @@ except ImportError:
 
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     ConnectionSettingsError, TegIstioError, connection_variables)
+
+
+# The off switch, read by Ansible's own configuration manager so that it has the sources, precedence and boolean
+# parsing of any plugin option (an environment variable over ansible.cfg over the default). Action plugins are not
+# among the plugin types whose DOCUMENTATION ansible-core reads options from (constants.CONFIGURABLE_PLUGINS), so
+# the definition is registered here, under this file's name, in the form a plugin's documented options take.
+_SETTINGS_OWNER = ("action", "teg.istio._inprocess")
+_SETTINGS = {
+    "inprocess": {
+        "description": "Run the collection's modules inside ansible-playbook when a task runs on the controller; "
+                       "false runs every one as a module process.",
+        "type": "boolean",
+        "default": True,
+        "env": [{"name": "TEG_ISTIO_INPROCESS"}],
+        "ini": [{"section": "teg_istio", "key": "inprocess"}],
+    },
+}
+
+
+def inprocess_enabled():
+    """The switch: TEG_ISTIO_INPROCESS, else [teg_istio] inprocess in ansible.cfg, else on."""
+    plugin_type, plugin_name = _SETTINGS_OWNER
+    C.config.initialize_plugin_configuration_definitions(plugin_type, plugin_name, _SETTINGS)
+    return C.config.get_config_value("inprocess", plugin_type=plugin_type, plugin_name=plugin_name)
 
 
 class ModuleExit(Exception):
@@ -144,6 +170,8 @@ class InProcessAction(ActionBase):
 
     def _reason_to_run_as_module(self):
         """Why the module must run as a module process, or None when it can run here."""
+        if not inprocess_enabled():
+            return "switched off by TEG_ISTIO_INPROCESS or [teg_istio] inprocess in ansible.cfg"
         if not HAS_KUBERNETES:
             return "the controller's Python has no Kubernetes client"
         if self._task.delegate_to:
