@@ -18,7 +18,8 @@ of its private module_utils file) here, doing by hand what Ansible does for a mo
 - the task's `environment:` applied to os.environ for the task's duration (K8S_AUTH_*, KUBECONFIG);
 - check mode (the client sends every write as a server-side dry run) and diff mode;
 - no_log: the values of no_log options (api_key, password, a kubeconfig dict) masked in the result;
-- warnings and the `invocation` block, as a module returns them.
+- warnings and the `invocation` block, as a module returns them (the block only where the ansible-core of the run
+  has a module return it: from 2.21 only with INJECT_INVOCATION).
 
 One thing a module process cannot know: which of the play host's variables (teg_istio_kubeconfig, ...) set the
 connection options, so that a connection failure names the inventory variable to fix (cluster.connect and
@@ -81,6 +82,14 @@ def inprocess_enabled():
     plugin_type, plugin_name = _SETTINGS_OWNER
     C.config.initialize_plugin_configuration_definitions(plugin_type, plugin_name, _SETTINGS)
     return C.config.get_config_value("inprocess", plugin_type=plugin_type, plugin_name=plugin_name)
+
+
+def _module_returns_invocation(task_vars):
+    """Whether a module process returns its `invocation` block: always before ansible-core 2.21, which made it
+    opt-in (the INJECT_INVOCATION setting, off by default; AnsibleModule._return_formatted drops it otherwise)."""
+    if "INJECT_INVOCATION" not in C.config.get_configuration_definitions():
+        return True
+    return C.config.get_config_value("INJECT_INVOCATION", variables=task_vars)
 
 
 class ModuleExit(Exception):
@@ -208,7 +217,10 @@ class InProcessAction(ActionBase):
             outcome = self._run_module(module)
         no_log_values = validation._no_log_values
         outcome = remove_values(outcome, no_log_values)
-        outcome["invocation"] = {"module_args": remove_values(params, no_log_values)}
+        if _module_returns_invocation(task_vars or {}):
+            outcome["invocation"] = {"module_args": remove_values(params, no_log_values)}
+        else:
+            outcome.pop("invocation", None)
         # As ModuleArgumentSpecValidator words them for a module process.
         warnings = ["Both option %s and its alias %s are set." % (w["option"], w["alias"]) for w in validation._warnings]
         warnings.extend(d["msg"] for d in validation._deprecations)

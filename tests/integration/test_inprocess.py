@@ -44,7 +44,9 @@ def run_case(cluster, interpreter, case, check=False, diff=False, extra=None, en
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(PLAYBOOK), "-e", json.dumps(extra_vars)]
     cmd += ["--check"] if check else []
     cmd += ["--diff"] if diff else []
-    run_env = dict(cluster.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", **(env or {}))
+    # The invocation block the tests read: ansible-core 2.21+ returns it only when asked (older ones ignore this).
+    run_env = dict(cluster.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_INJECT_INVOCATION="true",
+                   **(env or {}))
     for name in unset:
         run_env.pop(name, None)
     position = cluster.audit_position()
