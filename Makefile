@@ -111,6 +111,12 @@ simulate: venv  ## traffic proof: every hop of the request through the generated
 simulate-build: venv  ## only build the traffic suite into the build cache (a CI step before simulate)
 	$(BIN)/python tests/simulate/run.py build
 
+# Not part of `make test`: it builds a Python 3.13 (tools/python.sh) and a virtualenv per ansible-core version.
+.PHONY: matrix
+matrix: venv  ## site.yml end to end and the in-process parity per ansible-core 2.19/2.20/2.21 (+2.22rc1, report only) on one cluster
+	mkdir -p tests/output
+	$(BIN)/python tests/matrix/matrix.py $(if $(ONLY),--only $(ONLY))
+
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps vs site.yml on three clusters in one run
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)
 
