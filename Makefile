@@ -4,7 +4,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 MATRIX ?= current
-PYTHON ?= python3.11
+# The controller's Python: the newest python3.12+ on PATH (ansible-core 2.20+ needs 3.12), else Debian 12's
+# python3.11. requirements-dev.txt picks the ansible bundle for it. `make python` builds a Python 3.13 into the
+# cache on a machine without one: `make venv PYTHON=$$(tools/python.sh --print)` (after removing .venv) uses it.
+# A candidate counts only if it runs (a pyenv shim of a version not selected is on PATH but fails).
+PYTHON ?= $(or $(shell for p in python3.14 python3.13 python3.12; do \
+  $$p -c '' 2>/dev/null && { command -v $$p; break; }; done),python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
 LOCALCP := $(BIN)/python tests/localcp/localcp.py
@@ -13,7 +18,7 @@ SITE_VARS := tests/localcp/site-vars.yml
 # The local cluster's kubeconfig, and the built kubectl/helm first on PATH.
 CLUSTER_ENV = eval "$$($(LOCALCP) env)"
 
-.PHONY: help venv cluster-up cluster-down cluster-env site teardown demo test unit units integration lint bench molecule molecule-kind molecule-kind-ambient clean
+.PHONY: help venv python cluster-up cluster-down cluster-env site teardown demo test unit units integration lint bench molecule molecule-kind molecule-kind-ambient clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,6 +33,9 @@ $(COLLECTION_LINK):
 	ln -sfn ../../../.. $@
 
 venv: $(BIN)/ansible-playbook $(COLLECTION_LINK)  ## the project virtualenv (.venv) and the collection link
+
+python:  ## build CPython 3.13 once into the cache (tools/python.sh) from Debian 13's source package; prints its path
+	tools/python.sh
 
 cluster-up: venv  ## start the local control plane (MATRIX=current|legacy), idempotent
 	$(LOCALCP) up --matrix $(MATRIX)
@@ -102,6 +110,12 @@ simulate: venv  ## traffic proof: every hop of the request through the generated
 
 simulate-build: venv  ## only build the traffic suite into the build cache (a CI step before simulate)
 	$(BIN)/python tests/simulate/run.py build
+
+# Not part of `make test`: it builds a Python 3.13 (tools/python.sh) and a virtualenv per ansible-core version.
+.PHONY: matrix
+matrix: venv  ## site.yml end to end and the in-process parity per ansible-core 2.19/2.20/2.21 (+2.22rc1, report only) on one cluster
+	mkdir -p tests/output
+	$(BIN)/python tests/matrix/matrix.py $(if $(ONLY),--only $(ONLY))
 
 bench: venv  ## medians of the manual procedure vs site.yml vs a no-op rerun vs expose_app at 1/10/100 apps vs site.yml on three clusters in one run
 	$(BIN)/python tests/bench/bench.py --matrix $(MATRIX)

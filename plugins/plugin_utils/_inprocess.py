@@ -18,14 +18,16 @@ of its private module_utils file) here, doing by hand what Ansible does for a mo
 - the task's `environment:` applied to os.environ for the task's duration (K8S_AUTH_*, KUBECONFIG);
 - check mode (the client sends every write as a server-side dry run) and diff mode;
 - no_log: the values of no_log options (api_key, password, a kubeconfig dict) masked in the result;
-- warnings and the `invocation` block, as a module returns them.
+- warnings and the `invocation` block, as a module returns them (the block only where the ansible-core of the run
+  has a module return it: from 2.21 only with INJECT_INVOCATION).
 
 One thing a module process cannot know: which of the play host's variables (teg_istio_kubeconfig, ...) set the
 connection options, so that a connection failure names the inventory variable to fix (cluster.connect and
 cluster.ConnectionSettingsError).
 
 Otherwise it runs the module as a module process (the fallback), so the Kubernetes client then runs
-where the module runs. It can change at any time; do not use it from other collections."""
+where the module runs; and always when the user switched the in-process path off (TEG_ISTIO_INPROCESS=false in
+the environment, or `inprocess = false` in the [teg_istio] section of ansible.cfg). It can change at any time; do not use it from other collections."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -36,6 +38,7 @@ import json
 import os
 import traceback
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.common.text.converters import to_text
@@ -55,6 +58,38 @@ except ImportError:
 
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     ConnectionSettingsError, TegIstioError, connection_variables)
+
+
+# The off switch, read by Ansible's own configuration manager so that it has the sources, precedence and boolean
+# parsing of any plugin option (an environment variable over ansible.cfg over the default). Action plugins are not
+# among the plugin types whose DOCUMENTATION ansible-core reads options from (constants.CONFIGURABLE_PLUGINS), so
+# the definition is registered here, under this file's name, in the form a plugin's documented options take.
+_SETTINGS_OWNER = ("action", "teg.istio._inprocess")
+_SETTINGS = {
+    "inprocess": {
+        "description": "Run the collection's modules inside ansible-playbook when a task runs on the controller; "
+                       "false runs every one as a module process.",
+        "type": "boolean",
+        "default": True,
+        "env": [{"name": "TEG_ISTIO_INPROCESS"}],
+        "ini": [{"section": "teg_istio", "key": "inprocess"}],
+    },
+}
+
+
+def inprocess_enabled():
+    """The switch: TEG_ISTIO_INPROCESS, else [teg_istio] inprocess in ansible.cfg, else on."""
+    plugin_type, plugin_name = _SETTINGS_OWNER
+    C.config.initialize_plugin_configuration_definitions(plugin_type, plugin_name, _SETTINGS)
+    return C.config.get_config_value("inprocess", plugin_type=plugin_type, plugin_name=plugin_name)
+
+
+def _module_returns_invocation(task_vars):
+    """Whether a module process returns its `invocation` block: always before ansible-core 2.21, which made it
+    opt-in (the INJECT_INVOCATION setting, off by default; AnsibleModule._return_formatted drops it otherwise)."""
+    if "INJECT_INVOCATION" not in C.config.get_configuration_definitions():
+        return True
+    return C.config.get_config_value("INJECT_INVOCATION", variables=task_vars)
 
 
 class ModuleExit(Exception):
@@ -144,6 +179,8 @@ class InProcessAction(ActionBase):
 
     def _reason_to_run_as_module(self):
         """Why the module must run as a module process, or None when it can run here."""
+        if not inprocess_enabled():
+            return "switched off by TEG_ISTIO_INPROCESS or [teg_istio] inprocess in ansible.cfg"
         if not HAS_KUBERNETES:
             return "the controller's Python has no Kubernetes client"
         if self._task.delegate_to:
@@ -180,7 +217,10 @@ class InProcessAction(ActionBase):
             outcome = self._run_module(module)
         no_log_values = validation._no_log_values
         outcome = remove_values(outcome, no_log_values)
-        outcome["invocation"] = {"module_args": remove_values(params, no_log_values)}
+        if _module_returns_invocation(task_vars or {}):
+            outcome["invocation"] = {"module_args": remove_values(params, no_log_values)}
+        else:
+            outcome.pop("invocation", None)
         # As ModuleArgumentSpecValidator words them for a module process.
         warnings = ["Both option %s and its alias %s are set." % (w["option"], w["alias"]) for w in validation._warnings]
         warnings.extend(d["msg"] for d in validation._deprecations)

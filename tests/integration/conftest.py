@@ -137,13 +137,18 @@ class PlaybookRun:
         raise AssertionError("no PLAY RECAP in the output:\n" + self.output[-3000:])
 
 
+# The state directory of a cluster that is already running and outlives the session (tests/matrix/matrix.py runs
+# one pytest session per Ansible version against ONE cluster): the session neither starts nor stops it.
+SHARED_CLUSTER = os.environ.get("TEG_ISTIO_SHARED_CLUSTER")
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp(f"localcp-{MATRIX}")
+    state_dir = Path(SHARED_CLUSTER) if SHARED_CLUSTER else tmp_path_factory.mktemp(f"localcp-{MATRIX}")
     env = dict(os.environ, LOCALCP_DIR=str(state_dir))
     c = Cluster(state_dir=state_dir, matrix=MATRIX, env=env)
     try:
-        c.localcp("up", "--matrix", MATRIX)
+        c.localcp("status" if SHARED_CLUSTER else "up", *([] if SHARED_CLUSTER else ["--matrix", MATRIX]))
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"cluster-up failed:\n{exc.stderr}", pytrace=False)
     for line in c.localcp("env").stdout.splitlines():
@@ -152,7 +157,8 @@ def cluster(tmp_path_factory):
     c.env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     c.env["K8S_AUTH_KUBECONFIG"] = str(c.kubeconfig)
     yield c
-    c.localcp("down")
+    if not SHARED_CLUSTER:
+        c.localcp("down")
 
 
 @pytest.fixture(scope="session")

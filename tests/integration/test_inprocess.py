@@ -44,7 +44,9 @@ def run_case(cluster, interpreter, case, check=False, diff=False, extra=None, en
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(PLAYBOOK), "-e", json.dumps(extra_vars)]
     cmd += ["--check"] if check else []
     cmd += ["--diff"] if diff else []
-    run_env = dict(cluster.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", **(env or {}))
+    # The invocation block the tests read: ansible-core 2.21+ returns it only when asked (older ones ignore this).
+    run_env = dict(cluster.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_INJECT_INVOCATION="true",
+                   **(env or {}))
     for name in unset:
         run_env.pop(name, None)
     position = cluster.audit_position()
@@ -150,3 +152,69 @@ def test_arguments_are_validated_against_the_modules_spec(fresh, interpreter, ca
     assert run.rc != 0 and processes == []
     assert expected in result["msg"], result["msg"]
     assert run.events == []
+
+
+PARITY_PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "parity.yml"
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
+
+
+def run_parity(cluster, interpreter, inprocess, check):
+    """parity.yml with the in-process path on or off (the switch under test, TEG_ISTIO_INPROCESS), with --diff:
+    (PlaybookRun, {module: its task's result}, the collection's modules that ran as a module process, each once)."""
+    wrapper, log = interpreter
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    extra_vars = {"module_interpreter": str(wrapper), "parity_chart": str(REPO / "tests" / "charts" / "ztunnel-test")}
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(PARITY_PLAYBOOK), "-e", json.dumps(extra_vars),
+           "--diff"] + (["--check"] if check else [])
+    env = dict(cluster.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", TEG_ISTIO_INPROCESS=str(inprocess))
+    position = cluster.audit_position()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    time.sleep(0.2)
+    run = PlaybookRun(proc.returncode, proc.stdout, proc.stderr, cluster.mutations_since(position))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {t["task"]["name"].removeprefix("Parity: "): t["hosts"]["localhost"]
+               for p in json.loads(proc.stdout)["plays"] for t in p["tasks"] if t["task"]["name"].startswith("Parity: ")}
+    lines = log.read_text().splitlines()[before:] if log.exists() else []
+    # The wrapper logs the AnsiballZ file each module process runs: AnsiballZ_<module>.py.
+    processes = sorted({m for m in MODULES for line in lines if f"AnsiballZ_{m}.py" in line})
+    return run, results, processes
+
+
+def comparable(value):
+    """A task result without what legitimately differs between two runs of the same task, whatever runs it: the
+    restart time rollout_restart stamps (kubectl's restartedAt annotation, the time of the run), and an object's
+    resourceVersion, which every write moves on (outside check mode the first run's writes and their undo come
+    between the two runs). Everything else (changed, msg, warnings, invocation, the objects before and after, the
+    diff) must be equal."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items()
+                if k not in ("kubectl.kubernetes.io/restartedAt", "resourceVersion")}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def differing_paths(left, right, path=""):
+    """Where two results differ, as paths (restartedAt of .../annotations): the assertion's message."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return [p for key in sorted(set(left) | set(right), key=str)
+                for p in differing_paths(left.get(key), right.get(key), f"{path}/{key}")]
+    if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
+        return [p for i, (a, b) in enumerate(zip(left, right)) for p in differing_paths(a, b, f"{path}/{i}")]
+    return [] if left == right else [f"{path}: {left!r:.80} != {right!r:.80}"]
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check-diff", "run-diff"])
+def test_every_module_gives_the_same_result_in_process_and_as_a_module_process(fresh, interpreter, check):
+    """The off switch (TEG_ISTIO_INPROCESS=false) runs every module as a module process, and the results match."""
+    inprocess, results, processes = run_parity(fresh, interpreter, inprocess=True, check=check)
+    assert processes == [] and sorted(results) == MODULES, (processes, sorted(results))
+    module, module_results, module_processes = run_parity(fresh, interpreter, inprocess=False, check=check)
+    assert module_processes == MODULES
+    for name in MODULES:
+        assert comparable(module_results[name]) == comparable(results[name]), \
+            (name, differing_paths(comparable(module_results[name]), comparable(results[name])))
+    if check:
+        assert inprocess.writes == [] and module.writes == [], inprocess.describe_writes() + module.describe_writes()
+    else:
+        assert results["service_app_protocol"]["changed"] and results["helm_releases"]["changed"]

@@ -57,3 +57,36 @@ def test_the_tasks_environment_holds_for_the_block_only(monkeypatch):
     with task_environment({"TEG_ISTIO_PROBE_KEPT": "during", "TEG_ISTIO_PROBE_NEW": 7}):
         assert os.environ["TEG_ISTIO_PROBE_KEPT"] == "during" and os.environ["TEG_ISTIO_PROBE_NEW"] == "7"
     assert os.environ["TEG_ISTIO_PROBE_KEPT"] == "before" and "TEG_ISTIO_PROBE_NEW" not in os.environ
+
+
+SWITCH_PROBE = """
+import sys
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+_AnsibleCollectionFinder(paths=[sys.argv[1]])._install()
+from ansible_collections.teg.istio.plugins.plugin_utils._inprocess import inprocess_enabled
+try:
+    print(inprocess_enabled())
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("environment, ini, expected", [
+    (None, None, "True"),                           # on unless switched off
+    ("0", None, "False"),
+    ("false", None, "False"),
+    (None, "inprocess = false", "False"),           # ansible.cfg, [teg_istio]
+    ("1", "inprocess = false", "True"),             # the environment over ansible.cfg, as for any Ansible setting
+    ("yes", "inprocess = false", "True"),
+    # Ansible's boolean settings read anything not true-like as false: a typo switches the path off, the safe side
+    # (a module process gives the same result, only slower).
+    ("maybe", None, "False"),
+])
+def test_the_off_switch_is_an_ansible_setting(collections_root, tmp_path, environment, ini, expected):
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\n" + (f"[teg_istio]\n{ini}\n" if ini else ""))
+    env = {k: v for k, v in os.environ.items() if k != "TEG_ISTIO_INPROCESS"}
+    env.update({"ANSIBLE_CONFIG": str(config)}, **({"TEG_ISTIO_INPROCESS": environment} if environment else {}))
+    out = subprocess.run([sys.executable, "-c", SWITCH_PROBE, str(collections_root)], env=env,
+                         check=True, capture_output=True, text=True).stdout.strip()
+    assert out.split()[0] == expected, out
