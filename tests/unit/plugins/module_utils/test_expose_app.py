@@ -154,38 +154,38 @@ class TestProcedureRendering:
 
     def test_routes_attach_to_the_platform_team_s_gateway_without_making_one(self):
         s = settings()
-        s["gateway"] = dict(s["gateway"], name="shared", namespace="edge", create=False, listeners=[])
+        s["gateway"] = dict(s["gateway"], name="platform", namespace="edge", create=False, listeners=[])
         p = render.render([dict(HTTPBIN, section_name="web")], s)
         assert p["errors"] == [] and "Gateway" not in [o["kind"] for o in p["objects"]]
         [route] = [o for o in p["objects"] if o["kind"] == "HTTPRoute"]
-        assert route["spec"]["parentRefs"] == [{"name": "shared", "namespace": "edge", "sectionName": "web"}]
+        assert route["spec"]["parentRefs"] == [{"name": "platform", "namespace": "edge", "sectionName": "web"}]
 
 
 class TestExistingGateway:
-    GATEWAY = {"metadata": {"name": "shared", "namespace": "edge"}, "spec": {"listeners": [
+    GATEWAY = {"metadata": {"name": "platform", "namespace": "edge"}, "spec": {"listeners": [
         {"name": "web", "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"edge": "yes"}}}}},
         {"name": "local"}]}}
 
     def check(self, apps, labels=None, gateway=GATEWAY):
-        s = {"gateway": {"name": "shared", "namespace": "edge", "create": False}}
-        found = {"listed": {("Gateway", "edge"): {"shared": gateway} if gateway else {}},
+        s = {"gateway": {"name": "platform", "namespace": "edge", "create": False}}
+        found = {"listed": {("Gateway", "edge"): {"platform": gateway} if gateway else {}},
                  "namespaces": {"httpbin": {"labels": labels or {}}}}
         return expose_plan.existing_gateway_errors(s, apps, found)
 
     def test_it_must_exist(self):
         assert self.check([dict(HTTPBIN, section_name=None)], gateway=None) == [
-            "Gateway edge/shared does not exist: create it, or set expose_app_gateway_create: true to let the role "
+            "Gateway edge/platform does not exist: create it, or set expose_app_gateway_create: true to let the role "
             "create it"]
 
     def test_the_listener_must_exist_and_admit_the_app_s_namespace(self):
         assert self.check([dict(HTTPBIN, section_name="web")], {"edge": "yes"}) == []
         assert self.check([dict(HTTPBIN, section_name="web")], {"edge": "no"}) == [
-            "app httpbin: no listener of Gateway edge/shared admits routes from namespace httpbin (allowedRoutes): "
+            "app httpbin: no listener of Gateway edge/platform admits routes from namespace httpbin (allowedRoutes): "
             "allow it on the Gateway, or set section_name to a listener that does"]
         # "local" admits its own namespace only (Same, the default).
         assert len(self.check([dict(HTTPBIN, section_name="local")], {"edge": "yes"})) == 1
         assert self.check([dict(HTTPBIN, section_name="tls")]) == [
-            "app httpbin: Gateway edge/shared has no listener tls (it has local, web): set the app's section_name to one "
+            "app httpbin: Gateway edge/platform has no listener tls (it has local, web): set the app's section_name to one "
             "of them"]
 
 
