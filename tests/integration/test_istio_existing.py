@@ -176,3 +176,25 @@ def test_istiod_made_by_istioctl_is_used_and_not_touched(cluster, run, owners_is
                                                "istio-system/istiod: not installed by teg.istio, so left untouched")
     assert kubectl_json(cluster, "-n", NAMESPACE, "get", "deployment", "istiod")["metadata"]["labels"][
         "operator.istio.io/component"] == "Pilot"
+
+
+def test_a_release_handed_back_by_its_label_is_the_collections_and_keeps_it_through_a_helm_upgrade(
+        cluster, run, charts, owners_istio):
+    # Nothing of the owners' istiod stays; istio-base (theirs) is handed back as docs/existing-mesh.md says.
+    cluster.kubectl("delete", "-f", "-", "--wait=true", stdin=yaml.safe_dump_all(_istioctl_istiod(owners_istio)))
+    revision = releases(cluster)["istio-base"]["revision"]
+    cluster.kubectl("-n", NAMESPACE, "label", "secret", f"sh.helm.release.v1.istio-base.v{revision}",
+                    f"{MANAGED_BY}=teg.istio")
+    installed = run()
+    assert installed.rc == 0, installed.output[-3000:]
+    assert {n: r["revision"] for n, r in releases(cluster).items()} == {"istio-base": revision, "istiod": "1"}
+    assert _record_labels(cluster, "istiod")[MANAGED_BY] == "teg.istio"
+    # The owners upgrade it with helm themselves: Helm carries the release label into the new record.
+    helm(cluster, "upgrade", "istio-base", str(charts / "archives" / f"base-{owners_istio}.tgz"), "-n", NAMESPACE,
+         "--reuse-values")
+    assert releases(cluster)["istio-base"]["revision"] == str(int(revision) + 1)
+    assert _record_labels(cluster, "istio-base")[MANAGED_BY] == "teg.istio"
+    removed = run(istio_install_state="absent", istio_install_remove_crds=True)
+    assert removed.rc == 0, removed.output[-3000:]
+    assert releases(cluster) == {} and istio_crds(cluster) == []
+    assert task_results(removed, KEPT_TASK)[0].get("skipped")
