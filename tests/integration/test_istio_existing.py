@@ -15,7 +15,7 @@ import yaml
 
 from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
 # The staged stand-in charts and the flavour's Istio version, as test_istio_install.py stages them (module fixtures).
-from test_istio_install import charts, flavour  # noqa: F401
+from test_istio_install import charts, flavour  # noqa: F401  pylint: disable=unused-import
 from test_istio_install import NAMESPACE, PLAYBOOK, helm, istio_crds, kubectl_json, releases
 
 MANAGED_BY = "app.kubernetes.io/managed-by"

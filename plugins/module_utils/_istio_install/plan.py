@@ -372,7 +372,8 @@ def plan(view, settings, predicted, check_mode):
     if create_namespace:
         predicts["namespaces"] = {settings["namespace"]: {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
     settled = not (create_namespace or to_install or uninstall) and bool(istiod and istiod["available"]) \
-        and any((w.get("metadata") or {}).get("name") == names["injector"] for w in webhooks) and (not ambient or _daemonsets_in_place(daemonsets, settings["namespace"]))
+        and any((w.get("metadata") or {}).get("name") == names["injector"] for w in webhooks) \
+        and (not ambient or _daemonsets_in_place(daemonsets, settings["namespace"]))
     return {
         "errors": [],
         "warnings": warnings,
@@ -499,7 +500,7 @@ def teardown(view, settings):
     if staying:
         # The base chart's CRDs and cluster roles serve every istiod of the cluster.
         if releases.get(names["base"]) is not None and names["base"] not in theirs:
-                warnings.append("release %s kept, since istiod Deployment(s) %s still use its CRDs and cluster roles"
+            warnings.append("release %s kept, since istiod Deployment(s) %s still use its CRDs and cluster roles"
                             % (names["base"], _where(staying)))
     else:
         uninstall.append({"name": names["base"]})
