@@ -10,6 +10,7 @@ __metaclass__ = type
 import copy
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.teg.istio.plugins.module_utils._strict_mtls.policies import declared_keys, honoured
 from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError, api_errors, connect, get_or_none
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     MANAGED_BY_LABEL,
@@ -46,6 +47,7 @@ ARGUMENT_SPEC.update(
     mtls_mode=dict(type="str", default="STRICT"),
     mtls_root_namespace=dict(type="str", default="istio-system"),
     mesh_namespaces=dict(type="list", elements="str", default=[]),
+    mtls_exceptions=dict(type="list", elements="dict", default=[]),
     fail_on_findings=dict(type="bool", default=True),
     mesh_mode=dict(type="str", choices=["sidecar", "ambient"], default="sidecar"),
     istio_namespace=dict(type="str", default="istio-system"),
@@ -87,9 +89,13 @@ def _observe(client, params, facts):
         "httproutes": _list(client, gateway_api, "HTTPRoute", label_selector=_MANAGED),
         "virtualservices": _list(client, istio.get("virtualservice_api_version"), "VirtualService",
                                  params["virtualservice_namespace"]),
-        "peerauthentication": _get(client, istio.get("peerauthentication_api_version"), "PeerAuthentication",
-                                   "default", params["mtls_root_namespace"]) if params["mtls_mode"] else None,
     }
+    if params["mtls_mode"]:
+        # Every policy, in one list: the mesh-wide one Istio honours may have another name than `default`, and the
+        # narrower ones of TEG's and the apps' namespaces decide whether STRICT reaches their traffic.
+        policies = _list(client, istio.get("peerauthentication_api_version"), "PeerAuthentication")
+        observed["peerauthentication"] = honoured(policies, params["mtls_root_namespace"])
+        observed["peerauthentications"] = policies
     if params["mesh_mode"] == "ambient":
         observed.update(_observe_ambient(client, params))
     if params["level"] == "status":
@@ -100,6 +106,7 @@ def _observe(client, params, facts):
 
 
 def _ambient_namespaces(params):
+    """TEG's namespace, the mesh namespaces and the apps' namespaces."""
     return sorted(set([params["teg_namespace"]] + list(params["mesh_namespaces"])
                       + [a.get("namespace") for a in params["apps"] if a.get("namespace")]))
 
@@ -137,7 +144,10 @@ def _expected(params):
         # The namespaces the roles label for ambient: TEG's (teg_istio_prep) and the apps' (expose_app).
         "ambient_labelled": sorted(set([params["teg_namespace"]]
                                        + [a.get("namespace") for a in params["apps"] if a.get("namespace")])),
-        "peerauthentication": ({"namespace": params["mtls_root_namespace"], "mode": params["mtls_mode"]}
+        "peerauthentication": ({"namespace": params["mtls_root_namespace"], "mode": params["mtls_mode"],
+                                # Where STRICT must reach: TEG's, the mesh's and the apps' namespaces.
+                                "namespaces": _ambient_namespaces(params),
+                                "exceptions": declared_keys(params["mtls_exceptions"])}
                                if params["mtls_mode"] else None),
     }
 

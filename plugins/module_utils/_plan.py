@@ -20,6 +20,7 @@ from ansible_collections.teg.istio.plugins.module_utils._strict_mtls import plan
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import plan as _teg_istio_prep
 from ansible_collections.teg.istio.plugins.module_utils._teg_restart import plan as _teg_restart
 from ansible_collections.teg.istio.plugins.module_utils.cluster import connect
+from ansible_collections.teg.istio.plugins.module_utils.prior import owners_settings
 
 # role -> {phase: function(view, settings, predicted, check_mode) -> result}
 ROLES = {
@@ -59,5 +60,7 @@ def run(module):
     result.setdefault("errors", [])
     # Whether the role has anything to apply or wait for (site.yml runs no role when none has).
     result["changes"] = bool(result.get("changes", bool(result["errors"])))
+    # The owners' settings the writes change or give back, read from the records they carry (module_utils/prior.py).
+    result["owners_settings"] = owners_settings(result.get("writes"))
     result["changed"] = False
     return result

@@ -9,6 +9,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.teg.istio.plugins.module_utils._strict_mtls.policies import (
+    exceptions_line,
+    permissive_exceptions,
+)
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import label_changes
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     APP_LABEL,
     BYPASS_INBOUND_CAPTURE,
@@ -51,10 +56,12 @@ def _prep_findings(observed, expected):
     if not namespace:
         return ["Namespace %s does not exist: install TEG there or set verify_teg_namespace" % ns_name]
     labels = _meta(namespace).get("labels") or {}
-    for key, value in ({} if _ambient(expected) else expected["injection_labels"]).items():
-        if labels.get(key) != value:
-            findings.append("Namespace %s has label %s=%r, expected %r: run the teg_istio_prep role"
-                            % (ns_name, key, labels.get(key), value))
+    # In the mesh the way module_utils/enrolment.py puts it there: a namespace already on a revision its owners chose
+    # passes where no revision is asked for, and one with istio-injection beside the revision asked for does not.
+    missing = {} if _ambient(expected) else label_changes(labels, expected["injection_labels"])
+    for key, value in sorted(missing.items()):
+        findings.append("Namespace %s has label %s=%r, expected %s: run the teg_istio_prep role"
+                        % (ns_name, key, labels.get(key), "no such label" if value is None else repr(value)))
 
     service = observed.get("service")
     where = describe("Service", expected["service"], ns_name)
@@ -280,14 +287,18 @@ def _mtls_findings(observed, expected):
     wanted = expected.get("peerauthentication")
     if not wanted:
         return []
+    # The mesh-wide policy Istio honours (the oldest selector-less one in the root namespace, whatever its name).
     policy = observed.get("peerauthentication")
-    where = describe("PeerAuthentication", "default", wanted["namespace"])
     if not policy:
-        return ["%s does not exist: run the strict_mtls role" % where]
+        missing = describe("PeerAuthentication", "default", wanted["namespace"])
+        return ["%s does not exist: run the strict_mtls role" % missing]
+    where = describe("PeerAuthentication", _meta(policy).get("name"), wanted["namespace"])
     mode = ((policy.get("spec") or {}).get("mtls") or {}).get("mode")
     if mode != wanted["mode"]:
         return ["%s has mode %r, expected %r: run the strict_mtls role" % (where, mode, wanted["mode"])]
-    return []
+    exceptions = permissive_exceptions(observed.get("peerauthentications"), wanted.get("namespaces"),
+                                       wanted["namespace"], wanted.get("exceptions")) if mode == "STRICT" else []
+    return [exceptions_line(exceptions)] if exceptions else []
 
 
 def verify_config_findings(observed, expected):

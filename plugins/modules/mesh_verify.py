@@ -25,7 +25,10 @@ options:
         EnvoyProxy the GatewayClass references and its pod annotations (a reference without a namespace
         meaning C(default), as Envoy Gateway reads it), that each declared app has its HTTPRoute made for
         O(gateway_name), that the managed HTTPRoutes and the VirtualServices bound to C(mesh) agree on host,
-        prefix and destination, the mode of PeerAuthentication C(default) in the mesh root namespace, and
+        prefix and destination, the mode of the mesh-wide PeerAuthentication (the oldest without selector in
+        the mesh root namespace, as Istio picks it, whatever its name), that no namespace-wide, workload or
+        port-level PeerAuthentication in O(teg_namespace), O(mesh_namespaces) or the apps' namespaces keeps
+        traffic PERMISSIVE or DISABLE under a mesh-wide STRICT (but those of O(mtls_exceptions)), and
         that no unfinished Job pod in O(teg_namespace) has C(istio-proxy) as an ordinary container (the
         certgen hook of TEG's chart, which such a sidecar keeps from completing).
       - C(status) adds GatewayClass C(Accepted), Gateways C(Programmed), HTTPRoutes C(Accepted) and
@@ -100,9 +103,20 @@ options:
     default: envoy-gateway-system
     version_added: 0.2.0
   mtls_mode:
-    description: The mode PeerAuthentication C(default) in O(mtls_root_namespace) must have; empty skips the check.
+    description:
+      - The mode the mesh-wide PeerAuthentication in O(mtls_root_namespace) must have; empty skips the mTLS checks.
+      - With V(STRICT), a namespace-wide, workload or port-level policy that keeps some traffic of TEG's, the mesh's
+        or the apps' namespaces PERMISSIVE or DISABLE is a finding naming it.
     type: str
     default: STRICT
+  mtls_exceptions:
+    description:
+      - The PeerAuthentications declared as intended exceptions to a mesh-wide STRICT (C(namespace) and C(name),
+        which defaults to C(default)), as in C(strict_mtls_namespace_policies); they are not findings.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
   mtls_root_namespace:
     description: The mesh root namespace.
     type: str

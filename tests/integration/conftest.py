@@ -63,6 +63,15 @@ class Cluster:
         return subprocess.run(["kubectl", *args], env=self.env, check=check, capture_output=True,
                               text=True, input=stdin)
 
+    def get_or_none(self, *args):
+        """`kubectl get <args> -o json` parsed, or None when the object is not found; any other failure of the read
+        fails the test, so that a broken read never passes for an absent object."""
+        proc = self.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode != 0:
+            assert "NotFound" in proc.stderr, proc.stderr
+            return None
+        return json.loads(proc.stdout)
+
     def audit_position(self):
         """The byte offset just past the last complete line of the audit log: the API server may be
         half-way through writing an event (seen in CI: mutations_since then started mid-line)."""

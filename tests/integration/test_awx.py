@@ -154,7 +154,7 @@ def awx(cluster, identity, tmp_path_factory):
 
 
 def _exists(cluster, *args):
-    return cluster.kubectl("get", *args, check=False).returncode == 0
+    return cluster.get_or_none(*args) is not None
 
 
 def _istio_crds(cluster):

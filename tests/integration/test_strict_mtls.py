@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, RolePlaybook
+from conftest import JSON_CALLBACK, REPO, RolePlaybook, task_results
 
 sys.path.insert(0, str(REPO / "tests" / "localcp"))
 import localcp  # noqa: E402  (the flavour -> CRD folder table lives there)
@@ -234,3 +234,115 @@ def test_ambient_refuses_the_pods_not_enrolled_and_goes_strict_once_they_are(mes
     finally:
         mesh.kubectl("label", "namespace", TEG_NS, "istio.io/dataplane-mode-")
         mesh.kubectl("label", "namespace", "apps", "istio.io/dataplane-mode-", check=False)
+
+
+# The owners' policies (made by someone else, without the collection's label): never taken over (#26).
+PLAN_TASK = "Read the policies, the namespaces and the pods STRICT reaches, and find the policies that differ"
+PRIOR = "teg.istio/prior"
+
+
+def _apply_theirs(cluster, name, namespace, mode, **meta):
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({
+        "apiVersion": API[cluster.matrix], "kind": "PeerAuthentication",
+        "metadata": dict({"name": name, "namespace": namespace}, **meta), "spec": {"mtls": {"mode": mode}}}))
+    return _object(cluster, name, namespace)
+
+
+def _object(cluster, name, namespace):
+    return json.loads(cluster.kubectl("get", "peerauthentications.security.istio.io", name, "-n", namespace,
+                                      "-o", "json").stdout)
+
+
+def _as_owned(obj):
+    """What the owners see of their policy: spec, labels and annotations (kubectl apply's own included)."""
+    meta = obj["metadata"]
+    return {"spec": obj.get("spec"), "labels": meta.get("labels"), "annotations": meta.get("annotations")}
+
+
+OWNERS = {"labels": {"team": "platform"}, "annotations": {"owner": "platform-team"}}
+
+
+def test_the_owners_mesh_wide_strict_is_left_alone_by_the_role_and_its_teardown(mesh, run, play):
+    theirs = _apply_theirs(mesh, "default", "istio-system", "STRICT", **OWNERS)
+    present = play(PLAYBOOK, extra_vars={"strict_mtls_force": True}, use_site_vars=False, env=JSON_CALLBACK)
+    assert present.rc == 0, present.output[-3000:]
+    assert present.writes == [], present.describe_writes()
+    (said,) = task_results(present, "Say which of the owners' policies are already as declared and left as they are")
+    assert said["msg"] == ("PeerAuthentication istio-system/default, the owners' mesh-wide policy, is already STRICT: "
+                           "left as it is")
+    removed = run({"strict_mtls_state": "absent"})
+    assert removed.rc == 0, removed.output[-3000:]
+    assert removed.writes == [], removed.describe_writes()
+    after = _object(mesh, "default", "istio-system")
+    assert _as_owned(after) == _as_owned(theirs)
+    assert after["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+
+
+def test_the_owners_mesh_wide_permissive_is_switched_recorded_and_given_back_exactly(mesh, run, play):
+    theirs = _apply_theirs(mesh, "default", "istio-system", "PERMISSIVE", **OWNERS)
+    path = "/apis/%s/namespaces/istio-system/peerauthentications/default" % API[mesh.matrix]
+
+    check = play(PLAYBOOK, extra_vars={"strict_mtls_force": True}, use_site_vars=False, check=True, diff=True,
+                 env=JSON_CALLBACK)
+    assert check.rc == 0, check.output[-3000:]
+    assert check.writes == [], check.describe_writes()
+    assert check.recap()["changed"] == 1
+    # The --diff shows the mode and the record, written in the same patch.
+    (shown,) = task_results(check, "Show how the policies differ from the declarations")
+    (diff,) = shown["msg"]
+    record = yaml.safe_dump({PRIOR: json.dumps({"/spec/mtls/mode": ["PERMISSIVE", "STRICT"]},
+                                               separators=(",", ":"))}, width=1000).strip()
+    added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert {"+    " + record, "+    mode: STRICT"} <= set(added) and not [a for a in added if "labels" in a], diff
+
+    switched = run({"strict_mtls_force": True})
+    assert switched.rc == 0, switched.output[-3000:]
+    assert [(e["verb"], e["requestURI"].split("?")[0]) for e in switched.writes] == [("patch", path)]
+    after = _object(mesh, "default", "istio-system")
+    assert after["spec"] == {"mtls": {"mode": "STRICT"}}
+    # Not taken over: no label of the collection's, so teardown gives it back instead of deleting it.
+    assert after["metadata"]["labels"] == OWNERS["labels"]
+    assert json.loads(after["metadata"]["annotations"][PRIOR]) == {"/spec/mtls/mode": ["PERMISSIVE", "STRICT"]}
+    again = run({"strict_mtls_force": True})
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
+
+    removed = run({"strict_mtls_state": "absent"})
+    assert removed.rc == 0, removed.output[-3000:]
+    assert [(e["verb"], e["requestURI"].split("?")[0]) for e in removed.writes] == [("patch", path)]
+    assert _as_owned(_object(mesh, "default", "istio-system")) == _as_owned(theirs)
+    twice = run({"strict_mtls_state": "absent"})
+    assert twice.rc == 0 and twice.writes == [], twice.describe_writes()
+
+
+def _verify_findings(play, tmp_path, **params):
+    """teg.istio.mesh_verify's findings (returned rather than failed on): the mTLS part is what is looked at."""
+    playbook = tmp_path / "verify-mtls.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Verify", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": "Check the mTLS state",
+                   "teg.istio.mesh_verify": dict(params, fail_on_findings=False)}]}]))
+    result = play(str(playbook), use_site_vars=False, env=JSON_CALLBACK)
+    assert result.rc == 0, result.output[-3000:]
+    (found,) = task_results(result, "Check the mTLS state")
+    return found["findings"]
+
+
+def test_a_permissive_namespace_policy_under_mesh_wide_strict_is_warned_by_the_plan_and_fails_verify(
+        mesh, play, tmp_path):
+    _apply_theirs(mesh, "lenient", "apps", "PERMISSIVE")
+    _apply_theirs(mesh, "ignored", "other", "DISABLE")  # not a mesh namespace
+    line = ("mesh-wide STRICT does not reach all traffic of the mesh namespaces: PeerAuthentication apps/lenient "
+            "(namespace-wide PERMISSIVE) keep(s) it PERMISSIVE or DISABLE; set them STRICT or UNSET, or delete them, "
+            "or declare the intended ones in strict_mtls_namespace_policies")
+    settings = {"strict_mtls_force": True, "strict_mtls_mesh_namespaces": [TEG_NS, "apps"]}
+    strict = play(PLAYBOOK, extra_vars=settings, use_site_vars=False, env=JSON_CALLBACK)
+    assert strict.rc == 0, strict.output[-3000:]
+    (planned,) = task_results(strict, PLAN_TASK)
+    assert line in planned["warnings"], planned.get("warnings")
+    assert _object(mesh, "lenient", "apps")["spec"] == {"mtls": {"mode": "PERMISSIVE"}}
+
+    findings = _verify_findings(play, tmp_path, mesh_namespaces=[TEG_NS, "apps"])
+    assert line in findings, findings
+    # Declared as an intended exception (strict_mtls_namespace_policies, verify_mtls_exceptions): not a finding.
+    assert line not in _verify_findings(play, tmp_path, mesh_namespaces=[TEG_NS, "apps"],
+                                        mtls_exceptions=[{"namespace": "apps", "name": "lenient"}])

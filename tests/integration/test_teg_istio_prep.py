@@ -49,8 +49,10 @@ def get(cluster, *args):
 
 
 def envoyproxy(cluster, name, check=True):
-    proc = cluster.kubectl("get", f"envoyproxies.{EP_GROUP}", name, "-n", NS, "-o", "json", check=check)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
+    """The EnvoyProxy; with check=False None when it does not exist (any other failed read fails the test)."""
+    if not check:
+        return cluster.get_or_none(f"envoyproxies.{EP_GROUP}", name, "-n", NS)
+    return json.loads(cluster.kubectl("get", f"envoyproxies.{EP_GROUP}", name, "-n", NS, "-o", "json").stdout)
 
 
 def pod_annotations(ep):

@@ -50,14 +50,15 @@ def check_backends(plan, reads, results, routing="virtualservice"):
     without the collection's label. Planned objects (the httpbin sample) stand in for live ones.
 
     Returns `errors` (one line each, naming the object and the fix), `namespaces` ({name: {exists,
-    labels}}), `services` (the backend Services found, by namespace/name, with their ports), `managed`
+    labels, object}}), `services` (the backend Services found, by namespace/name, with their ports), `managed`
     (what the prune reads found) and `listed` ({(kind, namespace): {name: object}} of every list read)."""
     namespaces, listed, managed = {}, {}, []
     for key, spec in reads.items():
         resources = (results.get(key) or {}).get("resources") or []
         if spec["kind"] == "Namespace":
             labels = ((resources[0].get("metadata") or {}).get("labels") or {}) if resources else {}
-            namespaces[spec["name"]] = {"exists": bool(resources), "labels": labels}
+            namespaces[spec["name"]] = {"exists": bool(resources), "labels": labels,
+                                        "object": resources[0] if resources else None}
         elif spec.get("label_selectors"):
             managed.extend(resources)
         else:

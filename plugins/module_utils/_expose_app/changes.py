@@ -11,6 +11,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
+    label_changes,
+    labels_patch,
+    opted_out_error,
+    ours,
+    restore_patch,
+    set_by_collection,
+)
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     DATAPLANE_MODE_AMBIENT,
     DATAPLANE_MODE_LABEL,
@@ -32,42 +40,46 @@ def mode_labels(mesh_mode, injection_labels):
     return dict(injection_labels or {}), ambient
 
 
-def namespace_objects(plan, found, labels, sample_namespace=None, unwanted=None):
-    """Namespace objects: the mode's labels on the app namespaces, and the other mode's labels (`unwanted`,
-    where they carry that value) removed; the sample's namespace is created (and marked as ours) only when
-    it does not exist, never claimed when someone else made it.
+def namespace_objects(plan, found, labels, sample_namespace=None, unwanted=None, enrol_opted_out=()):
+    """(Namespace objects, errors): the mode's labels on the app namespaces the way module_utils/enrolment.py
+    says (a namespace already in the mesh, on any revision, is left as it is; an opted-out one is refused unless
+    `enrol_opted_out` names it), and the other mode's labels (`unwanted`, where they carry that value) removed,
+    each change recorded on a namespace the collection did not create; the sample's namespace is created (and
+    marked as ours) only when it does not exist, never claimed when someone else made it.
 
-    `found` is check_backends' `namespaces` result: {name: {exists, labels}}."""
-    out = []
+    `found` is check_backends' `namespaces` result: {name: {exists, labels, object}}."""
+    out, errors = [], []
     for name in plan.get("namespaces", []):
         info = found.get(name) or {}
-        wanted = dict(labels)
-        if name == sample_namespace and not info.get("exists"):
-            wanted[MANAGED_BY_LABEL] = MANAGED_BY_VALUE
-        current = info.get("labels") or {}
-        # A merge patch null removes a label; only on a namespace that exists (a create takes no nulls).
-        removed = dict((key, None) for key, value in (unwanted or {}).items()
-                       if key not in wanted and info.get("exists") and current.get(key) == value)
-        if info.get("exists") and not removed and all(current.get(k) == v for k, v in wanted.items()):
+        if not info.get("exists"):
+            # A create takes no nulls.
+            wanted = dict((k, v) for k, v in labels.items() if v is not None)
+            if name == sample_namespace:
+                wanted[MANAGED_BY_LABEL] = MANAGED_BY_VALUE
+            out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": wanted}})
             continue
-        wanted.update(removed)
-        out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": wanted}})
-    return out
+        current = info.get("labels") or {}
+        changes = label_changes(current, labels, unwanted, set_by_collection(info.get("object")))
+        error = opted_out_error(name, current, changes, name in (enrol_opted_out or ()),
+                                "expose_app_enrol_opted_out: [%s]" % name)
+        if error:
+            errors.append(error)
+        elif changes:
+            out.append(labels_patch(info.get("object") or {"metadata": {"name": name, "labels": current}}, changes))
+    return out, errors
 
 
-def unlabel_patches(namespaces, names, labels):
-    """Teardown: merge patches that take the injection `labels` (their keys) off the namespaces `names`
-    among `namespaces` (as read), skipping those without them and those the collection created, which
-    are deleted whole."""
+def unlabel_patches(namespaces, names):
+    """Teardown: merge patches that give the namespaces `names` among `namespaces` (as read) back the mesh labels
+    the collection's record on each says it changed (module_utils/prior.py), skipping those without a record and
+    those the collection created, which are deleted whole."""
     out = []
     for ns in namespaces or []:
-        meta = ns.get("metadata") or {}
-        current = meta.get("labels") or {}
-        if meta.get("name") not in (names or []) or current.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+        if ns["metadata"].get("name") not in (names or []) or ours(ns):
             continue
-        present = {key: None for key in labels or {} if key in current}
-        if present:
-            out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": meta["name"], "labels": present}})
+        patch = restore_patch(ns)[0]
+        if patch:
+            out.append(patch)
     return out
 
 

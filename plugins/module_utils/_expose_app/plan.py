@@ -24,6 +24,7 @@ from ansible_collections.teg.istio.plugins.module_utils._expose_app.changes impo
 )
 from ansible_collections.teg.istio.plugins.module_utils._expose_app.inputs import input_errors
 from ansible_collections.teg.istio.plugins.module_utils._expose_app.render import envoyproxy_routing_patch, render
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import declaration_error
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     GATEWAY_LABEL,
     GATEWAY_NAMESPACE_LABEL,
@@ -65,6 +66,49 @@ def _namespace_errors(settings, found):
             for ns in sorted(set(wanted)) if not found["namespaces"][ns]["exists"]]
 
 
+def existing_gateway_errors(settings, apps, found):
+    """With expose_app_gateway_create false, the routes attach to a Gateway the platform team owns: one line each
+    when it does not exist, lacks a listener an app names (section_name), or no listener that an app's routes would
+    attach to admits routes from that app's namespace (Gateway API allowedRoutes: Same, All, or a Selector's
+    matchLabels against the namespace's labels)."""
+    gateway = settings["gateway"]
+    if gateway.get("create", True) or not apps:
+        return []
+    where = "Gateway %s/%s" % (gateway["namespace"], gateway["name"])
+    existing = (found["listed"].get(("Gateway", gateway["namespace"])) or {}).get(gateway["name"])
+    if existing is None:
+        return ["%s does not exist: create it, or set expose_app_gateway_create: true to let the role create it"
+                % where]
+    listeners = dict((listener.get("name"), listener) for listener in (existing.get("spec") or {}).get("listeners") or [])
+    errors = []
+    for app in apps:
+        section = app.get("section_name")
+        if section and section not in listeners:
+            errors.append("app %s: %s has no listener %s (it has %s): set the app's section_name to one of them"
+                          % (app["name"], where, section, ", ".join(sorted(listeners)) or "none"))
+            continue
+        candidates = [listeners[section]] if section else list(listeners.values())
+        labels = (found["namespaces"].get(app["namespace"]) or {}).get("labels") or {}
+        if not any(_admits(listener, app["namespace"], gateway["namespace"], labels) for listener in candidates):
+            errors.append("app %s: no listener of %s admits routes from namespace %s (allowedRoutes): allow it on "
+                          "the Gateway, or set section_name to a listener that does" % (app["name"], where,
+                                                                                       app["namespace"]))
+    return errors
+
+
+def _admits(listener, namespace, gateway_namespace, labels):
+    allowed = ((listener.get("allowedRoutes") or {}).get("namespaces") or {})
+    origin = allowed.get("from") or "Same"
+    if origin == "All":
+        return True
+    if origin == "Same":
+        return namespace == gateway_namespace
+    selector = allowed.get("selector") or {}
+    # matchExpressions are left to Envoy Gateway: a listener that has them is taken as admitting.
+    return bool(selector.get("matchExpressions")) or all(
+        labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
 def _envoyproxy(cluster, routing):
     """The EnvoyProxy whose routingType the routing mode sets (None without routingType in its API). With
     virtualservice routing only one that carries routingType matters (to take back a Service an earlier
@@ -90,6 +134,8 @@ def plan(view, settings, predicted, check_mode):
         return teardown(view, settings)
     settings = effective_settings(settings)
     errors = input_errors(settings["apps"], settings)
+    both = declaration_error(settings["namespace_labels"], "expose_app_namespace_labels")
+    errors += [both] if both else []
     if errors:
         return {"errors": errors}
     # The EnvoyProxy CRD (large) is read only where its routingType field decides something.
@@ -101,7 +147,8 @@ def plan(view, settings, predicted, check_mode):
         return {"errors": rendered["errors"]}
     wanted = reads(settings["apps"], settings, settings["prune"])
     found = check_backends(rendered, wanted, view.read(facts, wanted), settings["routing"])
-    errors = found["errors"] + _namespace_errors(settings, found)
+    errors = found["errors"] + _namespace_errors(settings, found) + existing_gateway_errors(settings, rendered["apps"],
+                                                                                            found)
     envoyproxy = _envoyproxy(cluster, settings["routing"])
     ref = rendered["envoyproxy_ref"]
     if settings["routing"] == "service" and envoyproxy is None and not cluster.get("envoyproxy_pending"):
@@ -128,8 +175,11 @@ def plan(view, settings, predicted, check_mode):
     results = view.dry_run(ready) if ready else []
     changed = changed_definitions(ready, results) + absent
     labels, unwanted = mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])
-    namespaces = namespace_objects(rendered, found["namespaces"], labels,
-                                   settings["sample"]["namespace"] if settings["sample"]["enabled"] else None, unwanted)
+    namespaces, errors = namespace_objects(rendered, found["namespaces"], labels,
+                                           settings["sample"]["namespace"] if settings["sample"]["enabled"] else None,
+                                           unwanted, settings.get("enrol_opted_out") or ())
+    if errors:
+        return {"errors": errors}
     pending = batches["pending"]
     if cluster.get("envoyproxy_pending") and settings["routing"] == "service":
         notes = ["EnvoyProxy %s/%s routingType Service, once teg_istio_prep has created it"
@@ -196,9 +246,8 @@ def decide_absent(facts, read, settings):
     deletions.extend(_deletion(o) for o in found["sample Namespace"]
                      if ((o["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL)) == MANAGED_BY_VALUE)
     app_namespaces = [app.get("namespace") for app in settings["apps"] if isinstance(app, dict)]
-    # The labels of the mode the role ran in: those it set.
-    patches = unlabel_patches(found["namespaces"], app_namespaces,
-                              mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])[0])
+    # What the record on each app namespace says the collection changed, given back.
+    patches = unlabel_patches(found["namespaces"], app_namespaces)
     envoyproxy = _envoyproxy(facts, "virtualservice")
     routing = envoyproxy_routing_patch(envoyproxy, "virtualservice", (facts.get("envoyproxy") or {}).get("api_version"))
     if routing:

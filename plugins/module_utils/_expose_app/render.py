@@ -220,7 +220,9 @@ def render(apps, settings):
     routing = settings["routing"]
     gateway_settings = settings["gateway"]
     app_namespaces = sorted({a["namespace"] for a in normalized})
-    gateway = {
+    # The collection's Gateway, only when an app needs it and the routes are not to attach to one the platform team
+    # owns (expose_app_gateway_create false: plan.existing_gateway_errors checks that one before any write).
+    gateway = None if not (normalized and gateway_settings.get("create", True)) else {
         "apiVersion": cluster["gateway_api"]["api_version"],
         "kind": "Gateway",
         "metadata": {"name": gateway_settings["name"], "namespace": gateway_settings["namespace"],
@@ -233,7 +235,8 @@ def render(apps, settings):
     if routing == "virtualservice":
         virtualservices = _virtualservices(normalized, settings, cluster["istio"]["virtualservice_api_version"])
     sample_objects = _sample_objects(settings)
-    objects = sample_objects + [gateway] + routes + virtualservices
+    gateways = [gateway] if gateway else []
+    objects = sample_objects + gateways + routes + virtualservices
     namespaces = sorted(set(app_namespaces) | ({sample["namespace"]} if sample.get("enabled") else set()))
     return {
         "errors": [],
@@ -242,7 +245,7 @@ def render(apps, settings):
         "namespaces": namespaces,
         "sample_objects": sample_objects,
         "objects": objects,
-        "owned": [_ref(o) for o in [gateway] + routes + virtualservices],
+        "owned": [_ref(o) for o in gateways + routes + virtualservices],
         "prune_selectors": {read["kind"].lower(): read["label_selectors"] for read in owned_reads(settings)},
         "envoyproxy_ref": referenced_envoyproxy((cluster.get("gatewayclass") or {}).get("parameters_ref")),
     }

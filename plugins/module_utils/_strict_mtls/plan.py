@@ -11,20 +11,25 @@ __metaclass__ = type
 
 from ansible_collections.teg.istio.plugins.module_utils._diffs import changed_definitions, dry_run_diffs, what
 from ansible_collections.teg.istio.plugins.module_utils._strict_mtls.policies import (
+    adopt_owners,
     check_namespaces,
+    declared_keys,
     declaration_errors,
     definitions,
+    exceptions_line,
     not_enrolled_error,
+    permissive_exceptions,
+    restorations,
     stale_policies,
     unmeshed_pods,
 )
 from ansible_collections.teg.istio.plugins.module_utils.merge_patch import pending_definitions
-from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 
 def reads(settings, reached):
-    out = {"made earlier": {"kind": "PeerAuthentication",
-                            "label_selectors": ["%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY_VALUE)]}}
+    # Every PeerAuthentication, not only the collection's: the owners' mesh-wide policy is adopted, not taken
+    # over; their records of prior values are given back on teardown; their narrower policies are reported.
+    out = {"policies": {"kind": "PeerAuthentication"}}
     if settings["state"] == "present":
         out["namespaces"] = {"kind": "Namespace", "api_version": "v1"}
         out.update(("pods in %s" % ns, {"kind": "Pod", "api_version": "v1", "namespace": ns}) for ns in reached)
@@ -85,9 +90,21 @@ def plan(view, settings, predicted, check_mode):
                 "changes": False}
     if errors:
         return {"errors": errors}
-    found = read["made earlier"]["resources"]
-    declared = [] if settings["state"] == "absent" else definitions(
-        settings["namespace_policies"], settings["root_namespace"], settings["mode"], api_version or predicted_api)
+    found = read["policies"]["resources"]
+    kept, patches = [], []
+    if settings["state"] == "absent":
+        declared = []
+        patches, left = restorations(found)
+        warnings.extend(left)
+    else:
+        declared, patches, kept = adopt_owners(definitions(
+            settings["namespace_policies"], settings["root_namespace"], settings["mode"], api_version or predicted_api),
+            found, settings["root_namespace"])
+        if settings["mode"] == "STRICT":
+            exceptions = permissive_exceptions(found, settings["mesh_namespaces"], settings["root_namespace"],
+                                               declared_keys(settings["namespace_policies"]))
+            if exceptions:
+                warnings.append(exceptions_line(exceptions))
     new_namespaces = []
     if settings["state"] == "present":
         existing = set(ns["metadata"]["name"] for ns in read["namespaces"]["resources"])
@@ -114,7 +131,7 @@ def plan(view, settings, predicted, check_mode):
                             % (len(cut_off), "not enrolled in the ambient mesh" if ambient
                                else "without an istio-proxy sidecar", ", ".join(cut_off)))
     # What is already in place as read needs no dry run: a merge patch of it would change nothing.
-    pending = pending_definitions(declared, found)
+    pending = pending_definitions(declared, found) + patches
     if api_version is None:
         # Istio is only predicted: nothing can be dry-run yet.
         ready, later = [], pending
@@ -130,6 +147,7 @@ def plan(view, settings, predicted, check_mode):
         "errors": [],
         "warnings": warnings,
         "writes": {"apply": changed, "prune": stale_policies(found, declared), "would_create": would_create},
+        "kept": kept,
         "changes": bool(changed or would_create or stale_policies(found, declared)),
         "diff": dry_run_diffs(ready, results),
     }

@@ -9,6 +9,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
+    INJECTION_LABEL,
+    REVISION_LABEL,
+    label_changes,
+    labels_patch,
+    opted_out_error,
+    restore_patch,
+    set_by_collection,
+)
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     DATAPLANE_MODE_AMBIENT,
     DATAPLANE_MODE_LABEL,
@@ -17,48 +26,35 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
     TegIstioError,
 )
 
-INJECTION_LABEL = "istio-injection"
-REVISION_LABEL = "istio.io/rev"
 
-
-def _wanted_mesh_labels(revision, mesh_mode, state):
-    """The namespace labels wanted (None: removed) for `mesh_mode`, or, with state "absent", none of them."""
-    if state != "present":
-        return {INJECTION_LABEL: None, REVISION_LABEL: None}
+def _wanted_mesh_labels(revision, mesh_mode):
+    """The namespace labels wanted (None: removed) for `mesh_mode`."""
     # Ambient mode: ztunnel captures the pods of a namespace labelled istio.io/dataplane-mode=ambient; an injection
     # label would give them sidecars, which ztunnel then leaves alone, so both injection labels go.
     if mesh_mode == "ambient":
         return {DATAPLANE_MODE_LABEL: DATAPLANE_MODE_AMBIENT, INJECTION_LABEL: None, REVISION_LABEL: None}
-    # Istio: when both labels are on a namespace, istio-injection wins and the revision is ignored,
-    # so the style not chosen is removed (null in a merge patch) rather than left to override or
-    # confuse (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/).
     if revision:
-        return {REVISION_LABEL: revision, INJECTION_LABEL: None}
-    return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
+        return {REVISION_LABEL: revision}
+    return {INJECTION_LABEL: "enabled"}
 
 
-def mesh_labels_patch(namespace, revision="", state="present", mesh_mode="sidecar"):
-    """Merge-patch definition that labels `namespace` (a Namespace as read) for the mesh: in sidecar mode for
-    injection (istio-injection=enabled, or istio.io/rev=<revision> when a revision is given), in ambient mode
-    istio.io/dataplane-mode=ambient without either injection label; with state="absent", the one that takes
-    all of them off (teardown). Outside ambient mode an istio.io/dataplane-mode=ambient label is taken back (the
-    value ambient only: another value, such as none, is not one this collection sets)."""
+def mesh_labels_patch(namespace, revision="", state="present", mesh_mode="sidecar", enrol_opted_out=False):
+    """(merge-patch definition, error): the labels that put `namespace` (a Namespace as read) into the mesh the way
+    module_utils/enrolment.py says (sidecar mode: istio-injection=enabled unless it is already in the mesh, or
+    istio.io/rev=<revision> when one is given; ambient mode: istio.io/dataplane-mode=ambient without either
+    injection label), with the record of the owners' values it changes; with state="absent", the patch that gives
+    back what the record says. Outside ambient mode an istio.io/dataplane-mode=ambient label is taken back (the
+    value ambient only: another value, such as none, is not one this collection sets). {} when nothing changes."""
     if not namespace or not (namespace.get("metadata") or {}).get("name"):
         raise TegIstioError("mesh_labels_patch needs a Namespace object as read from the API server")
+    if state != "present":
+        return restore_patch(namespace)[0], None
     labels = namespace["metadata"].get("labels") or {}
-    changes = {}
-    wanted = _wanted_mesh_labels(revision, mesh_mode, state)
-    if DATAPLANE_MODE_LABEL not in wanted and labels.get(DATAPLANE_MODE_LABEL) == DATAPLANE_MODE_AMBIENT:
-        wanted[DATAPLANE_MODE_LABEL] = None
-    for key, value in wanted.items():
-        if value is None and key in labels:
-            changes[key] = None
-        elif value is not None and labels.get(key) != value:
-            changes[key] = value
-    if not changes:
-        return {}
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace["metadata"]["name"], "labels": changes}}
+    taken_back = {} if mesh_mode == "ambient" else {DATAPLANE_MODE_LABEL: DATAPLANE_MODE_AMBIENT}
+    changes = label_changes(labels, _wanted_mesh_labels(revision, mesh_mode), taken_back, set_by_collection(namespace))
+    error = opted_out_error(namespace["metadata"]["name"], labels, changes, enrol_opted_out,
+                            "teg_istio_prep_enrol_opted_out: true")
+    return labels_patch(namespace, changes), error
 
 
 def _check_annotations(annotations):

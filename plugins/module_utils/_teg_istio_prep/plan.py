@@ -233,8 +233,11 @@ def decide_present(facts, read, settings, check_mode):
                       "(teg_istio_prep_envoyproxy_name with mode create)" % (where, provider.get("type"))]
 
     api_version = facts["envoyproxy"]["api_version"]
-    namespace_patch = mesh_labels_patch(_first(read, "namespace"), settings["revision"],
-                                        mesh_mode=settings["mesh_mode"])
+    namespace_patch, error = mesh_labels_patch(_first(read, "namespace"), settings["revision"],
+                                               mesh_mode=settings["mesh_mode"],
+                                               enrol_opted_out=settings.get("enrol_opted_out", False))
+    if error:
+        return None, [error]
     if _ambient(settings):
         # No sidecar: the Envoy pods get none of the sidecar annotations, and those sidecar mode set are taken back.
         # They get the bypass of inbound capture instead: their inbound comes from clients outside the mesh in
@@ -376,8 +379,8 @@ def decide_absent(facts, read, referenced, settings):
             patches.append(removal)
     namespace = _first(read, "namespace")
     if namespace:
-        # Both modes' labels: the injection labels and an istio.io/dataplane-mode=ambient.
-        unlabel = mesh_labels_patch(namespace, "", "absent")
+        # What the record on the namespace says the collection changed, of both modes' labels, given back.
+        unlabel = mesh_labels_patch(namespace, "", "absent")[0]
         if unlabel:
             patches.append(unlabel)
     gatewayclass = _first(read, "gatewayclass")

@@ -4,6 +4,7 @@ the ambient state verify checks. The API side is covered by tests/integration/te
 test_strict_mtls.py."""
 
 import copy
+import json
 
 import pytest
 
@@ -31,35 +32,40 @@ def test_ambient_relabels_an_injected_namespace_and_leaves_a_relabelled_one_alon
     found = {"httpbin": {"exists": True, "labels": dict(INJECTION, team="a")},
              "shop": {"exists": True, "labels": dict(AMBIENT, team="b")}}
     labels, unwanted = changes.mode_labels("ambient", INJECTION)
-    assert changes.namespace_objects(plan, found, labels, unwanted=unwanted) == [
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": "httpbin", "labels": {"istio.io/dataplane-mode": "ambient", "istio-injection": None}}}]
+    [patch], errors = changes.namespace_objects(plan, found, labels, unwanted=unwanted)
+    assert errors == [] and patch["metadata"]["name"] == "httpbin"
+    assert patch["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient", "istio-injection": None}
+    assert json.loads(patch["metadata"]["annotations"]["teg.istio/prior"]) == {
+        "/metadata/labels/istio-injection": ["enabled", None], "/metadata/labels/istio.io~1dataplane-mode": [None, "ambient"]}
 
 
 def test_a_label_someone_set_to_another_value_is_not_taken_back():
     found = {"shop": {"exists": True, "labels": dict(AMBIENT, **{"istio-injection": "disabled"})}}
     labels, unwanted = changes.mode_labels("ambient", INJECTION)
-    assert changes.namespace_objects({"namespaces": ["shop"]}, found, labels, unwanted=unwanted) == []
+    assert changes.namespace_objects({"namespaces": ["shop"]}, found, labels, unwanted=unwanted) == ([], [])
 
 
 def test_back_to_sidecar_takes_the_ambient_label_off():
     found = {"httpbin": {"exists": True, "labels": AMBIENT}}
     labels, unwanted = changes.mode_labels("sidecar", INJECTION)
-    [patch] = changes.namespace_objects({"namespaces": ["httpbin"]}, found, labels, unwanted=unwanted)
+    [patch], _ = changes.namespace_objects({"namespaces": ["httpbin"]}, found, labels, unwanted=unwanted)
     assert patch["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/dataplane-mode": None}
 
 
 def test_a_namespace_created_in_ambient_gets_no_nulls():
     labels, unwanted = changes.mode_labels("ambient", INJECTION)
-    [created] = changes.namespace_objects({"namespaces": ["httpbin"]}, {"httpbin": {"exists": False}}, labels,
-                                          "httpbin", unwanted)
+    [created], _ = changes.namespace_objects({"namespaces": ["httpbin"]}, {"httpbin": {"exists": False}}, labels,
+                                             "httpbin", unwanted)
     assert created["metadata"]["labels"] == dict(AMBIENT, **{"app.kubernetes.io/managed-by": "teg.istio"})
 
 
 def test_teardown_in_ambient_takes_the_ambient_label_off():
-    namespaces = [{"metadata": {"name": "shop", "labels": dict(AMBIENT, team="a")}}]
-    assert changes.unlabel_patches(namespaces, ["shop"], changes.mode_labels("ambient", INJECTION)[0]) == [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio.io/dataplane-mode": None}}}]
+    record = json.dumps({"/metadata/labels/istio.io~1dataplane-mode": [None, "ambient"]})
+    namespaces = [{"metadata": {"name": "shop", "labels": dict(AMBIENT, team="a"),
+                                "annotations": {"teg.istio/prior": record}}}]
+    assert changes.unlabel_patches(namespaces, ["shop"]) == [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio.io/dataplane-mode": None},
+                                                               "annotations": {"teg.istio/prior": None}}}]
 
 
 @pytest.mark.parametrize("mode, routing, effective", [

@@ -3,6 +3,7 @@ the Gateway, HTTPRoutes, VirtualServices, the service-routing pair, and what to 
 The API side is covered by tests/integration/test_expose_app.py."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from ansible_collections.teg.istio.plugins.module_utils import _diffs
 from ansible_collections.teg.istio.plugins.module_utils._expose_app import backends, changes, render
+from ansible_collections.teg.istio.plugins.module_utils._expose_app import plan as expose_plan
 
 REPO = Path(__file__).resolve().parents[4]
 SAMPLE = yaml.safe_load((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text())["items"]
@@ -146,11 +148,45 @@ class TestProcedureRendering:
         p = render.render([HTTPBIN], s)
         assert by_kind(p, "Gateway")[0]["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "All"}}
 
-    def test_no_apps_gateway_admits_only_its_namespace(self):
+    def test_no_app_needs_a_gateway_so_none_is_made(self):
         p = plan([])
-        assert p["errors"] == []
-        [gw] = p["objects"]
-        assert gw["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "Same"}}
+        assert p["errors"] == [] and p["objects"] == []
+
+    def test_routes_attach_to_the_platform_team_s_gateway_without_making_one(self):
+        s = settings()
+        s["gateway"] = dict(s["gateway"], name="shared", namespace="edge", create=False, listeners=[])
+        p = render.render([dict(HTTPBIN, section_name="web")], s)
+        assert p["errors"] == [] and "Gateway" not in [o["kind"] for o in p["objects"]]
+        [route] = [o for o in p["objects"] if o["kind"] == "HTTPRoute"]
+        assert route["spec"]["parentRefs"] == [{"name": "shared", "namespace": "edge", "sectionName": "web"}]
+
+
+class TestExistingGateway:
+    GATEWAY = {"metadata": {"name": "shared", "namespace": "edge"}, "spec": {"listeners": [
+        {"name": "web", "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"edge": "yes"}}}}},
+        {"name": "local"}]}}
+
+    def check(self, apps, labels=None, gateway=GATEWAY):
+        s = {"gateway": {"name": "shared", "namespace": "edge", "create": False}}
+        found = {"listed": {("Gateway", "edge"): {"shared": gateway} if gateway else {}},
+                 "namespaces": {"httpbin": {"labels": labels or {}}}}
+        return expose_plan.existing_gateway_errors(s, apps, found)
+
+    def test_it_must_exist(self):
+        assert self.check([dict(HTTPBIN, section_name=None)], gateway=None) == [
+            "Gateway edge/shared does not exist: create it, or set expose_app_gateway_create: true to let the role "
+            "create it"]
+
+    def test_the_listener_must_exist_and_admit_the_app_s_namespace(self):
+        assert self.check([dict(HTTPBIN, section_name="web")], {"edge": "yes"}) == []
+        assert self.check([dict(HTTPBIN, section_name="web")], {"edge": "no"}) == [
+            "app httpbin: no listener of Gateway edge/shared admits routes from namespace httpbin (allowedRoutes): "
+            "allow it on the Gateway, or set section_name to a listener that does"]
+        # "local" admits its own namespace only (Same, the default).
+        assert len(self.check([dict(HTTPBIN, section_name="local")], {"edge": "yes"})) == 1
+        assert self.check([dict(HTTPBIN, section_name="tls")]) == [
+            "app httpbin: Gateway edge/shared has no listener tls (it has local, web): set the app's section_name to one "
+            "of them"]
 
 
 class TestSharedHosts:
@@ -318,19 +354,34 @@ class TestSample:
 class TestNamespaces:
     LABELS = {"istio-injection": "enabled"}
 
-    def test_existing_namespace_only_labelled_when_needed(self):
-        p = plan([HTTPBIN, dict(HTTPBIN, name="b", namespace="b", hostnames=["b.example.com"])])
+    def test_existing_namespace_only_labelled_when_needed_and_the_owners_revision_kept(self):
+        p = plan([HTTPBIN, dict(HTTPBIN, name="b", namespace="b", hostnames=["b.example.com"]),
+                  dict(HTTPBIN, name="c", namespace="c", hostnames=["c.example.com"])])
         found = {"httpbin": {"exists": True, "labels": {"istio-injection": "enabled"}},
-                 "b": {"exists": True, "labels": {"team": "x"}}}
-        assert changes.namespace_objects(p, found, self.LABELS) == [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b", "labels": self.LABELS}}]
+                 "b": {"exists": True, "labels": {"team": "x"}},
+                 "c": {"exists": True, "labels": {"istio.io/rev": "stable"}}}
+        objects, errors = changes.namespace_objects(p, found, self.LABELS)
+        assert errors == [] and [o["metadata"]["name"] for o in objects] == ["b"]
+        assert objects[0]["metadata"]["labels"] == self.LABELS
+        assert json.loads(objects[0]["metadata"]["annotations"]["teg.istio/prior"]) == {
+            "/metadata/labels/istio-injection": [None, "enabled"]}
+
+    def test_an_opted_out_namespace_is_refused_unless_named(self):
+        p = plan([HTTPBIN])
+        found = {"httpbin": {"exists": True, "labels": {"istio-injection": "disabled"}}}
+        assert changes.namespace_objects(p, found, self.LABELS) == ([], [
+            "namespace httpbin is opted out of the mesh by its owners (istio-injection=disabled): leave it out, or "
+            "enrol it explicitly with expose_app_enrol_opted_out: [httpbin] (teardown gives istio-injection=disabled "
+            "back)"])
+        [patch], errors = changes.namespace_objects(p, found, self.LABELS, enrol_opted_out=["httpbin"])
+        assert errors == [] and patch["metadata"]["labels"] == self.LABELS
 
     def test_sample_namespace_claimed_only_when_created(self):
         p = plan([HTTPBIN], sample=True)
-        [created] = changes.namespace_objects(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
+        [created], _ = changes.namespace_objects(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
         assert created["metadata"]["labels"] == {"istio-injection": "enabled",
                                                  "app.kubernetes.io/managed-by": "teg.istio"}
-        [labelled] = changes.namespace_objects(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
+        [labelled], _ = changes.namespace_objects(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
         assert labelled["metadata"]["labels"] == self.LABELS
 
 
@@ -411,16 +462,23 @@ class TestDiff:
         assert "generation" not in vs_diff and "managedFields" not in vs_diff
 
 
-def test_teardown_unlabels_only_app_namespaces_that_carry_the_labels_and_are_not_ours():
+def test_teardown_gives_back_only_what_the_record_on_each_app_namespace_says():
+    record = json.dumps({"/metadata/labels/istio-injection": [None, "enabled"]})
     namespaces = [
-        {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "team": "a"}}},
+        {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "team": "a"},
+                      "annotations": {"teg.istio/prior": record}}},
         {"metadata": {"name": "plain", "labels": {"team": "b"}}},
+        # In the mesh before the collection came: no record, nothing to give back.
+        {"metadata": {"name": "owners", "labels": {"istio-injection": "enabled"}}},
         {"metadata": {"name": "httpbin", "labels": {"istio-injection": "enabled",
-                                                    "app.kubernetes.io/managed-by": "teg.istio"}}},
-        {"metadata": {"name": "other", "labels": {"istio-injection": "enabled"}}},
+                                                    "app.kubernetes.io/managed-by": "teg.istio"},
+                      "annotations": {"teg.istio/prior": record}}},
+        {"metadata": {"name": "other", "labels": {"istio-injection": "enabled"},
+                      "annotations": {"teg.istio/prior": record}}},
     ]
-    assert changes.unlabel_patches(namespaces, ["shop", "plain", "httpbin"], {"istio-injection": "enabled"}) == [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": None}}}]
+    assert changes.unlabel_patches(namespaces, ["shop", "plain", "owners", "httpbin"]) == [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": None},
+                                                               "annotations": {"teg.istio/prior": None}}}]
 
 
 def test_the_owned_reads_find_exactly_what_the_plan_labels_as_made_for_this_gateway():
@@ -498,8 +556,9 @@ class TestOneRead:
             ("HTTPRoute", None): [stale],
         }
         found = backends.check_backends(plan, reads, _read_results(reads, cluster))
-        assert found["namespaces"]["shop"] == {"exists": True, "labels": {"team": "a"}}
-        assert found["namespaces"]["httpbin"] == {"exists": False, "labels": {}}
+        assert found["namespaces"]["shop"] == {"exists": True, "labels": {"team": "a"},
+                                               "object": cluster[("Namespace", None)][0]}
+        assert found["namespaces"]["httpbin"] == {"exists": False, "labels": {}, "object": None}
         # httpbin's namespace does not exist yet, but the sample plans its Service: no error for it.
         assert found["services"]["httpbin/httpbin"]["planned"] is True
         assert found["services"]["shop/web"]["planned"] is False

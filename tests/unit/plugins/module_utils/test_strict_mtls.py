@@ -6,7 +6,7 @@ import pytest
 from ansible_collections.teg.istio.plugins.module_utils import _diffs
 from ansible_collections.teg.istio.plugins.module_utils._strict_mtls import plan as sp
 from ansible_collections.teg.istio.plugins.module_utils._strict_mtls import policies as sm
-from ansible_collections.teg.istio.plugins.module_utils.merge_patch import pending_definitions
+from ansible_collections.teg.istio.plugins.module_utils.merge_patch import apply_merge_patch, pending_definitions
 from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError
 
 V1 = "security.istio.io/v1"
@@ -198,17 +198,17 @@ def test_stale_keeps_only_ours_not_declared():
     assert [o["metadata"]["namespace"] for o in sm.stale_policies(found, [])] == ["apps", "istio-system"]
 
 
-def test_the_reads_are_the_managed_policies_then_namespaces_then_pods_of_each_reached_namespace():
+def test_the_reads_are_every_policy_then_namespaces_then_pods_of_each_reached_namespace():
     reads = sp.reads({"state": "present"}, ["httpbin", "envoy-gateway-system"])
-    assert reads["made earlier"] == {"kind": "PeerAuthentication",
-                                     "label_selectors": ["app.kubernetes.io/managed-by=teg.istio"]}
+    # Not only the collection's: the owners' are adopted, restored and reported.
+    assert reads["policies"] == {"kind": "PeerAuthentication"}
     assert reads["namespaces"] == {"kind": "Namespace", "api_version": "v1"}
     assert [(r["kind"], r["namespace"]) for k, r in reads.items() if k.startswith("pods in ")] == [
         ("Pod", "httpbin"), ("Pod", "envoy-gateway-system")]
 
 
-def test_teardown_reads_only_the_managed_policies():
-    assert list(sp.reads({"state": "absent"}, ["httpbin"])) == ["made earlier"]
+def test_teardown_reads_only_the_policies():
+    assert list(sp.reads({"state": "absent"}, ["httpbin"])) == ["policies"]
 
 
 def test_pods_a_role_before_restarts_are_not_counted_as_cut_off():
@@ -219,3 +219,161 @@ def test_pods_a_role_before_restarts_are_not_counted_as_cut_off():
     kept = sp._not_restarted([owned, plain], {"restarted": {"envoy-gateway-system": ["envoy-gateway"]}})
     assert kept == [plain]
     assert sp._not_restarted([owned, plain], {}) == [owned, plain]
+
+
+def _theirs(name, namespace, mode=None, created="2026-01-01T00:00:00Z", selector=None, ports=None, **meta):
+    spec = {}
+    if mode is not None:
+        spec["mtls"] = {"mode": mode}
+    if selector:
+        spec["selector"] = {"matchLabels": selector}
+    if ports:
+        spec["portLevelMtls"] = dict((p, {"mode": m}) for p, m in ports.items())
+    return {"apiVersion": V1, "kind": "PeerAuthentication",
+            "metadata": dict({"name": name, "namespace": namespace, "creationTimestamp": created}, **meta), "spec": spec}
+
+
+class TestOwnersPolicies:
+    """The owners' policies (not labelled) are never taken over: patched with a record of their prior values, or
+    left as they are when already as declared; given back on teardown."""
+    declared = sm.definitions([], "istio-system", "STRICT", V1)
+
+    def test_no_policy_there_the_collection_creates_its_own(self):
+        assert sm.adopt_owners(self.declared, [], "istio-system") == (self.declared, [], [])
+
+    def test_the_owners_mesh_wide_strict_is_left_as_it_is(self):
+        theirs = _theirs("default", "istio-system", "STRICT")
+        definitions, patches, kept = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        assert definitions == [] and patches == []
+        assert kept == ["PeerAuthentication istio-system/default, the owners' mesh-wide policy, is already STRICT: "
+                        "left as it is"]
+
+    @pytest.mark.parametrize("mode, record", [
+        ("PERMISSIVE", '{"/spec/mtls/mode":["PERMISSIVE","STRICT"]}'),
+        ("DISABLE", '{"/spec/mtls/mode":["DISABLE","STRICT"]}'),
+        ("UNSET", '{"/spec/mtls/mode":["UNSET","STRICT"]}'),
+        # No spec.mtls at all: recorded as absent, so teardown removes it rather than leave `mtls: {}`.
+        (None, '{"/spec/mtls":[null,{"mode":"STRICT"}]}'),
+    ])
+    def test_the_owners_mesh_wide_not_strict_is_switched_with_its_prior_mode_recorded(self, mode, record):
+        theirs = _theirs("default", "istio-system", mode, labels={"team": "platform"})
+        definitions, patches, kept = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        assert definitions == [] and kept == []
+        assert patches == [{
+            "apiVersion": V1, "kind": "PeerAuthentication",
+            # No label of ours: teardown gives it back rather than deleting it.
+            "metadata": {"name": "default", "namespace": "istio-system", "annotations": {"teg.istio/prior": record}},
+            "spec": {"mtls": {"mode": "STRICT"}}}]
+        after = _applied(theirs, patches[0])
+        assert sm.adopt_owners(self.declared, [after], "istio-system")[:2] == ([], [])
+        (back,), left = sm.restorations([after])
+        assert left == [] and _applied(after, back) == theirs
+
+    def test_a_mode_changed_again_by_a_later_run_is_still_given_back_once(self):
+        theirs = _theirs("default", "istio-system")
+        _, (patch,), _ = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        after = _applied(theirs, patch)
+        permissive = sm.definitions([], "istio-system", "PERMISSIVE", V1)
+        _, (again,), _ = sm.adopt_owners(permissive, [after], "istio-system")
+        assert again["metadata"]["annotations"] == {"teg.istio/prior": '{"/spec/mtls":[null,{"mode":"PERMISSIVE"}]}'}
+        later = _applied(after, again)
+        (back,), left = sm.restorations([later])
+        assert left == [] and _applied(later, back) == theirs
+
+    def test_the_oldest_selector_less_policy_of_the_root_namespace_is_the_mesh_wide_one(self):
+        older = _theirs("mesh", "istio-system", "PERMISSIVE", created="2025-06-01T00:00:00Z")
+        newer = _theirs("default", "istio-system", "STRICT")
+        workload = _theirs("gw", "istio-system", "DISABLE", created="2024-01-01T00:00:00Z", selector={"app": "gw"})
+        _, patches, kept = sm.adopt_owners(self.declared, [newer, workload, older], "istio-system")
+        assert [p["metadata"]["name"] for p in patches] == ["mesh"] and kept == []
+
+    def test_the_collection_s_own_default_is_updated_as_before_and_pruned_when_an_older_owners_one_wins(self):
+        mine = _theirs("default", "istio-system", "PERMISSIVE", labels=LABELS)
+        assert sm.adopt_owners(self.declared, [mine], "istio-system") == (self.declared, [], [])
+        older = _theirs("mesh", "istio-system", "STRICT", created="2025-06-01T00:00:00Z")
+        definitions, patches, kept = sm.adopt_owners(self.declared, [mine, older], "istio-system")
+        assert definitions == [] and patches == [] and len(kept) == 1
+        assert [o["metadata"]["name"] for o in sm.stale_policies([mine, older], definitions)] == ["default"]
+
+    def test_a_declared_namespace_policy_named_as_one_of_the_owners_patches_only_what_differs(self):
+        declared = sm.definitions([{"namespace": "apps", "name": "metrics", "mode": "STRICT",
+                                    "selector": {"app": "httpbin"}, "port_level_mtls": {"9090": "DISABLE"}}],
+                                  "istio-system", "STRICT", V1)[1:]
+        theirs = _theirs("metrics", "apps", "STRICT", selector={"app": "httpbin", "tier": "web"},
+                         ports={"8080": "PERMISSIVE"})
+        _, (patch,), _ = sm.adopt_owners(declared, [theirs], "istio-system")
+        assert patch["spec"] == {"selector": {"matchLabels": {"tier": None}},
+                                 "portLevelMtls": {"8080": None, "9090": {"mode": "DISABLE"}}}
+        assert "labels" not in patch["metadata"]
+        # Given back on teardown exactly: the label and the port it had, without the port it did not.
+        after = _applied(theirs, patch)
+        (back,), left = sm.restorations([after])
+        assert left == []
+        assert _applied(after, back) == theirs
+
+    def test_rerun_writes_nothing_once_switched(self):
+        theirs = _theirs("default", "istio-system", "PERMISSIVE")
+        _, (patch,), _ = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        after = _applied(theirs, patch)
+        definitions, patches, kept = sm.adopt_owners(self.declared, [after], "istio-system")
+        assert (definitions, patches) == ([], [])
+        # The record stays until teardown, which gives PERMISSIVE back and removes it.
+        (back,), left = sm.restorations([after])
+        assert left == [] and _applied(after, back) == theirs
+        assert sm.restorations([theirs]) == ([], [])
+
+    def test_teardown_leaves_a_mode_changed_since_and_says_so(self):
+        theirs = _theirs("default", "istio-system", "PERMISSIVE")
+        _, (patch,), _ = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        after = _applied(theirs, patch)
+        after["spec"]["mtls"]["mode"] = "DISABLE"
+        (back,), left = sm.restorations([after])
+        assert left == ["PeerAuthentication istio-system/default: /spec/mtls/mode was changed since teg.istio set it, "
+                        "so it is left as it is"]
+        assert _applied(after, back)["spec"] == {"mtls": {"mode": "DISABLE"}}
+        assert "annotations" not in _applied(after, back)["metadata"]
+
+    def test_teardown_never_restores_the_collection_s_own(self):
+        mine = _theirs("default", "istio-system", "STRICT", labels=LABELS,
+                       annotations={"teg.istio/prior": '{"/spec/mtls/mode":["PERMISSIVE","STRICT"]}'})
+        assert sm.restorations([mine]) == ([], [])
+
+
+def _applied(obj, patch):
+    """`obj` once the merge patch `patch` is applied, with empty annotations dropped as the API server does."""
+    out = apply_merge_patch(obj, dict((k, v) for k, v in patch.items() if k not in ("apiVersion", "kind")))
+    if out["metadata"].get("annotations") == {}:
+        del out["metadata"]["annotations"]
+    return out
+
+
+class TestPermissiveExceptions:
+    mesh = ["envoy-gateway-system", "apps"]
+
+    def test_narrower_policies_that_keep_traffic_permissive_are_named(self):
+        found = [
+            _theirs("default", "istio-system", "STRICT"),
+            _theirs("lenient", "apps", "PERMISSIVE"),
+            _theirs("newer", "apps", "DISABLE", created="2026-02-01T00:00:00Z"),  # ignored by Istio: not the oldest
+            _theirs("metrics", "apps", "UNSET", selector={"app": "httpbin"}, ports={"9090": "DISABLE", "80": "STRICT"}),
+            _theirs("webhook", "envoy-gateway-system", "DISABLE", selector={"control-plane": "envoy-gateway"}),
+            _theirs("strict", "envoy-gateway-system", "STRICT"),
+            _theirs("elsewhere", "other", "PERMISSIVE"),
+        ]
+        assert sm.permissive_exceptions(found, self.mesh, "istio-system") == [
+            "apps/lenient (namespace-wide PERMISSIVE)",
+            "apps/metrics (workload app=httpbin port 9090 DISABLE)",
+            "envoy-gateway-system/webhook (workload control-plane=envoy-gateway DISABLE)"]
+
+    def test_declared_ones_and_the_mesh_wide_one_are_not_exceptions(self):
+        found = [_theirs("default", "istio-system", "PERMISSIVE"), _theirs("lenient", "apps", "PERMISSIVE"),
+                 # Ignored by Istio: a selector in the root namespace.
+                 _theirs("gw", "istio-system", "DISABLE", selector={"app": "gw"})]
+        assert sm.permissive_exceptions(found, self.mesh + ["istio-system"], "istio-system",
+                                        sm.declared_keys([{"namespace": "apps", "name": "lenient"}])) == []
+
+    def test_the_line_names_them_and_the_fix(self):
+        line = sm.exceptions_line(["apps/lenient (namespace-wide PERMISSIVE)"])
+        assert line.startswith("mesh-wide STRICT does not reach all traffic of the mesh namespaces: "
+                               "PeerAuthentication apps/lenient (namespace-wide PERMISSIVE) keep(s) it")
+        assert "\n" not in line and "strict_mtls_namespace_policies" in line

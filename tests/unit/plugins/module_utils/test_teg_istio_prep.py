@@ -3,6 +3,8 @@ patch and the EnvoyProxy pod-annotation definition, including the {} that lets t
 API call when nothing is to change."""
 
 
+import json
+
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import patches as f
@@ -20,28 +22,60 @@ def namespace(**labels):
             "metadata": {"name": NS, "labels": dict({"kubernetes.io/metadata.name": NS}, **labels)}}
 
 
-def test_the_injection_label_is_added():
-    assert f.mesh_labels_patch(namespace()) == {
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}
+PRIOR = "teg.istio/prior"
 
 
-def test_a_labelled_namespace_needs_no_patch():
-    assert f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"})) == {}
-    assert f.mesh_labels_patch(namespace(**{"istio.io/rev": "canary"}), "canary") == {}
+def labels_of(patch):
+    return patch["metadata"]["labels"]
 
 
-def test_a_revision_replaces_the_injection_label_which_would_win():
-    patch = f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
-    assert patch["metadata"]["labels"] == {"istio.io/rev": "canary", "istio-injection": None}
+def record_of(patch):
+    return json.loads(patch["metadata"]["annotations"][PRIOR])
 
 
-def test_the_injection_label_replaces_a_revision_label():
-    patch = f.mesh_labels_patch(namespace(**{"istio.io/rev": "canary", "istio-injection": "disabled"}))
-    assert patch["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/rev": None}
+def test_the_injection_label_is_added_and_its_absence_recorded():
+    patch, error = f.mesh_labels_patch(namespace())
+    assert error is None and labels_of(patch) == {"istio-injection": "enabled"}
+    assert record_of(patch) == {"/metadata/labels/istio-injection": [None, "enabled"]}
+
+
+def test_a_namespace_already_in_the_mesh_needs_no_patch_whatever_revision_its_owners_chose():
+    assert f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"})) == ({}, None)
+    assert f.mesh_labels_patch(namespace(**{"istio.io/rev": "canary"}), "canary") == ({}, None)
+    # Never istio-injection beside the owners' revision: it would win over it.
+    assert f.mesh_labels_patch(namespace(**{"istio.io/rev": "stable"})) == ({}, None)
+
+
+def test_a_revision_replaces_the_injection_label_which_would_win_and_records_it():
+    patch, _error = f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
+    assert labels_of(patch) == {"istio.io/rev": "canary", "istio-injection": None}
+    assert record_of(patch) == {"/metadata/labels/istio-injection": ["enabled", None],
+                                "/metadata/labels/istio.io~1rev": [None, "canary"]}
+
+
+def test_back_from_a_revision_the_collection_set_to_the_default_injection():
+    first, _error = f.mesh_labels_patch(namespace(**{"istio-injection": "enabled"}), "canary")
+    on_canary = namespace(**{"istio.io/rev": "canary"})
+    on_canary["metadata"]["annotations"] = first["metadata"]["annotations"]
+    patch, _error = f.mesh_labels_patch(on_canary)
+    assert labels_of(patch) == {"istio-injection": "enabled", "istio.io/rev": None}
+    # Back where the owners had it: nothing left to give back.
+    assert patch["metadata"]["annotations"]["teg.istio/prior"] is None
+
+
+def test_an_opted_out_namespace_is_refused_in_one_line_unless_enrolled_explicitly():
+    opted_out = namespace(**{"istio-injection": "disabled"})
+    patch, error = f.mesh_labels_patch(opted_out)
+    assert error == ("namespace %s is opted out of the mesh by its owners (istio-injection=disabled): leave it out, or "
+                     "enrol it explicitly with teg_istio_prep_enrol_opted_out: true (teardown gives "
+                     "istio-injection=disabled back)" % NS)
+    patch, error = f.mesh_labels_patch(opted_out, enrol_opted_out=True)
+    assert error is None and labels_of(patch) == {"istio-injection": "enabled"}
+    assert record_of(patch) == {"/metadata/labels/istio-injection": ["disabled", "enabled"]}
 
 
 def test_a_namespace_without_labels_is_handled():
-    assert f.mesh_labels_patch({"metadata": {"name": NS}})["metadata"]["labels"] == {"istio-injection": "enabled"}
+    assert labels_of(f.mesh_labels_patch({"metadata": {"name": NS}})[0]) == {"istio-injection": "enabled"}
     with pytest.raises(TegIstioError):
         f.mesh_labels_patch(None)
 
@@ -108,12 +142,17 @@ def test_a_provider_other_than_kubernetes_is_refused():
         f.envoyproxy_pod_annotations_patch(custom, WANTED, API, "teg-envoy-proxy", NS)
 
 
-def test_teardown_takes_both_injection_labels_off_and_nothing_else():
-    ns = {"metadata": {"name": "eg", "labels": {"istio-injection": "enabled", "istio.io/rev": "x", "team": "a"}}}
-    assert f.mesh_labels_patch(ns, "", "absent") == {
+def test_teardown_gives_back_what_the_record_says_and_nothing_else():
+    record = {"/metadata/labels/istio-injection": ["disabled", "enabled"], "/metadata/labels/istio.io~1rev": [None, "x"]}
+    ns = {"metadata": {"name": "eg", "labels": {"istio-injection": "enabled", "istio.io/rev": "x", "team": "a"},
+                       "annotations": {PRIOR: json.dumps(record)}}}
+    assert f.mesh_labels_patch(ns, "", "absent") == ({
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "eg", "labels": {"istio-injection": None, "istio.io/rev": None}}}
-    assert f.mesh_labels_patch({"metadata": {"name": "eg", "labels": {"team": "a"}}}, "", "absent") == {}
+        "metadata": {"name": "eg", "labels": {"istio-injection": "disabled", "istio.io/rev": None},
+                     "annotations": {PRIOR: None}}}, None)
+    # The owners' labels, with no record: nothing of the collection's to give back.
+    owners = {"metadata": {"name": "eg", "labels": {"istio-injection": "enabled", "team": "a"}}}
+    assert f.mesh_labels_patch(owners, "", "absent") == ({}, None)
 
 
 def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():

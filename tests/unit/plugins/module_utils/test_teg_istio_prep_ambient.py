@@ -63,27 +63,36 @@ def by_kind(decisions):
 
 
 def test_ambient_labels_the_namespace_for_ztunnel_and_takes_both_injection_labels_off():
-    patch = patches.mesh_labels_patch(namespace(**{"istio-injection": "enabled", "istio.io/rev": "canary"}),
-                                      mesh_mode="ambient")
+    patch, _error = patches.mesh_labels_patch(namespace(**{"istio-injection": "enabled", "istio.io/rev": "canary"}),
+                                              mesh_mode="ambient")
     assert patch["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient", "istio-injection": None,
                                            "istio.io/rev": None}
-    assert patches.mesh_labels_patch(namespace(team="a", **AMBIENT), mesh_mode="ambient") == {}
+    # The owners' injection labels are recorded, for teardown to give back.
+    assert json.loads(patch["metadata"]["annotations"]["teg.istio/prior"]) == {
+        "/metadata/labels/istio-injection": ["enabled", None], "/metadata/labels/istio.io~1rev": ["canary", None],
+        "/metadata/labels/istio.io~1dataplane-mode": [None, "ambient"]}
+    assert patches.mesh_labels_patch(namespace(team="a", **AMBIENT), mesh_mode="ambient") == ({}, None)
 
 
 def test_sidecar_mode_takes_back_the_ambient_label_but_not_an_opt_out():
-    patch = patches.mesh_labels_patch(namespace(**AMBIENT))
+    patch, _error = patches.mesh_labels_patch(namespace(**AMBIENT))
     assert patch["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/dataplane-mode": None}
     opted_out = patches.mesh_labels_patch(namespace(**{"istio-injection": "enabled", "istio.io/dataplane-mode": "none"}))
-    assert opted_out == {}
+    assert opted_out == ({}, None)
 
 
-def test_teardown_takes_off_the_labels_of_both_modes():
-    assert patches.mesh_labels_patch(namespace(team="a", **AMBIENT), state="absent")["metadata"]["labels"] == {
-        "istio.io/dataplane-mode": None}
-    decisions = plan.decide_absent(facts(), {"namespace": {"resources": [namespace(**AMBIENT)]}}, None,
+def test_teardown_gives_back_the_labels_of_both_modes_as_recorded():
+    ambient = namespace()
+    ambient["metadata"]["labels"].update(AMBIENT)
+    ambient["metadata"]["annotations"] = {"teg.istio/prior": json.dumps(
+        {"/metadata/labels/istio.io~1dataplane-mode": [None, "ambient"]})}
+    expected = {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": NS, "labels": {"istio.io/dataplane-mode": None},
+                             "annotations": {"teg.istio/prior": None}}}
+    assert patches.mesh_labels_patch(ambient, state="absent") == (expected, None)
+    decisions = plan.decide_absent(facts(), {"namespace": {"resources": [ambient]}}, None,
                                    dict(SETTINGS, state="absent"))
-    assert decisions["patches"] == [{"apiVersion": "v1", "kind": "Namespace",
-                                     "metadata": {"name": NS, "labels": {"istio.io/dataplane-mode": None}}}]
+    assert decisions["patches"] == [expected]
 
 
 def test_a_fresh_ambient_run_creates_an_envoyproxy_with_only_the_inbound_bypass_and_points_the_class_at_it():

@@ -105,8 +105,20 @@ def test_a_missing_namespace_is_reported_alone():
 def test_a_revision_expects_the_rev_label():
     expected = dict(EXPECTED, injection_labels={"istio.io/rev": "canary"})
     findings = verify_config_findings(_observed(), expected)
-    assert findings == ["Namespace envoy-gateway-system has label istio.io/rev=None, expected 'canary': "
+    # istio-injection would win over the revision: it must go too.
+    assert findings == ["Namespace envoy-gateway-system has label istio-injection='enabled', expected no such label: "
+                        "run the teg_istio_prep role",
+                        "Namespace envoy-gateway-system has label istio.io/rev=None, expected 'canary': "
                         "run the teg_istio_prep role"]
+
+
+def test_a_namespace_on_the_owners_revision_is_in_the_mesh_where_no_revision_is_asked_for():
+    observed = _observed()
+    observed["teg_namespace"]["metadata"]["labels"] = {"istio.io/rev": "stable"}
+    assert verify_config_findings(observed, EXPECTED) == []
+    observed["teg_namespace"]["metadata"]["labels"] = {"team": "a"}
+    assert verify_config_findings(observed, EXPECTED) == [
+        "Namespace envoy-gateway-system has label istio-injection=None, expected 'enabled': run the teg_istio_prep role"]
 
 
 def test_service_routing_needs_routing_type_and_no_virtualservices():
@@ -122,6 +134,40 @@ def test_without_mtls_expectation_the_policy_is_not_read():
     observed = _observed()
     observed["peerauthentication"] = None
     assert verify_config_findings(observed, dict(EXPECTED, peerauthentication=None)) == []
+
+
+def _policy(name, namespace, mode, selector=None):
+    spec = {"mtls": {"mode": mode}}
+    if selector:
+        spec["selector"] = {"matchLabels": selector}
+    return {"kind": "PeerAuthentication", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def test_a_narrower_policy_keeping_traffic_permissive_under_strict_is_a_finding_naming_it():
+    mesh_wide = dict(_policy("mesh", "istio-system", "STRICT"))
+    observed = dict(_observed(), peerauthentication=mesh_wide, peerauthentications=[
+        mesh_wide, _policy("lenient", "httpbin", "PERMISSIVE"), _policy("off", "other", "DISABLE"),
+        _policy("webhook", NS, "DISABLE", selector={"app": "envoy-gateway"})])
+    expected = dict(EXPECTED, peerauthentication=dict(EXPECTED["peerauthentication"], namespaces=[NS, "httpbin"]))
+    (finding,) = verify_config_findings(observed, expected)
+    assert finding.startswith("mesh-wide STRICT does not reach all traffic of the mesh namespaces: PeerAuthentication "
+                              "envoy-gateway-system/webhook (workload app=envoy-gateway DISABLE); "
+                              "httpbin/lenient (namespace-wide PERMISSIVE) keep(s) it PERMISSIVE or DISABLE; ")
+    assert "other/off" not in finding
+    # Declared as intended exceptions (strict_mtls_namespace_policies): no finding.
+    declared = dict(expected["peerauthentication"], exceptions=[("httpbin", "lenient"), (NS, "webhook")])
+    assert verify_config_findings(observed, dict(EXPECTED, peerauthentication=declared)) == []
+    # Under a mesh-wide PERMISSIVE that is asked for, they are no exception to anything.
+    permissive = dict(_policy("mesh", "istio-system", "PERMISSIVE"))
+    observed.update(peerauthentication=permissive)
+    assert verify_config_findings(observed, dict(EXPECTED, peerauthentication=dict(
+        expected["peerauthentication"], mode="PERMISSIVE"))) == []
+
+
+def test_the_mesh_wide_policy_is_named_as_found():
+    observed = dict(_observed(), peerauthentication=_policy("mesh", "istio-system", "PERMISSIVE"))
+    assert verify_config_findings(observed, EXPECTED) == [
+        "PeerAuthentication istio-system/mesh has mode 'PERMISSIVE', expected 'STRICT': run the strict_mtls role"]
 
 
 def test_status_reports_conditions_and_unmeshed_pods():
