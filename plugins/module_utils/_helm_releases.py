@@ -46,6 +46,7 @@ ARGUMENT_SPEC.update(
         name=dict(type="str", required=True),
         chart=dict(type="str"),
         values=dict(type="dict", default={}),
+        labels=dict(type="dict", default={}),
         force=dict(type="bool", default=False),
     )),
     chart_repo_url=dict(type="str"),
@@ -138,6 +139,9 @@ def _install(module, helm, release, chart, scratch):
         json.dump(release["values"] or {}, handle)
     args = ["upgrade", "--install", release["name"], _chart_ref(module.params, chart), "--values", values_file]
     args += _repo_args(module.params)
+    if release["labels"]:
+        # Labels of the release record (Helm >= 3.13), merged by helm with those the release already has.
+        args += ["--labels", ",".join("%s=%s" % item for item in sorted(release["labels"].items()))]
     if release["force"]:
         args.append("--force")
     rc, out, err = helm.run(args)

@@ -125,6 +125,10 @@ def _referenced_envoyproxy(client, envoyproxy_api, ref):
 # the `release` key holds the release as JSON, gzipped, then base64 (pkg/storage/driver/util.go).
 _HELM_GZIP_MAGIC = b"\x1f\x8b\x08"
 
+# The labels Helm's storage drivers set on every release record (pkg/storage/driver/util.go); any other label on
+# the record is a release label given with --labels.
+_HELM_SYSTEM_LABELS = frozenset(["name", "owner", "status", "version", "createdAt", "modifiedAt"])
+
 
 def read_helm_releases(client, namespace, names):
     """{name: status or None} for each Helm release in `names`: its newest revision in `namespace`, read
@@ -174,6 +178,9 @@ def _helm_release_status(secret):
         "app_version": chart.get("appVersion"),
         "updated": info.get("last_deployed"),
         "values": release.get("config") or {},
+        # The release's own labels (helm install/upgrade --labels, Helm >= 3.13), kept on its record Secret beside
+        # the labels Helm's storage sets itself.
+        "labels": dict((k, v) for k, v in (meta.get("labels") or {}).items() if k not in _HELM_SYSTEM_LABELS),
     }
 
 

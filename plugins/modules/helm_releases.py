@@ -51,6 +51,12 @@ options:
         description: The values, exactly; helm's defaults of the chart apply to what is not given.
         type: dict
         default: {}
+      labels:
+        description:
+          - Labels of the release record (C(helm --labels), Helm 3.13 or later), merged with those it already has.
+            Helm keeps them as labels of the release's Secrets.
+        type: dict
+        default: {}
       force:
         description: Pass C(--force) and run helm even when the release is in place, for example for a release left C(failed).
         type: bool
@@ -101,7 +107,7 @@ attributes:
 requirements:
   - python >= 3.9
   - kubernetes >= 24.2.0
-  - helm >= 3.8
+  - helm >= 3.8 (3.13 with O(releases[].labels))
 """
 
 EXAMPLES = r"""

@@ -381,9 +381,10 @@ def test_manage_false_reports_the_running_istio_and_warns_about_a_gateway(run, f
     assert result.recap()["changed"] == 0
     assert result.writes == [] and result.dry_runs == []
     assert "[WARNING]: Istio gateway Deployment(s) istio-ingress/istio-ingressgateway found." in result.output
-    assert (f"Istio {flavour['istio']}: Deployment istio-system/istiod (revision default) available, sidecar injector "
-            "istio-sidecar-injector registered") in result.stdout
-    assert "istio_install_manage is false, so it is used as it is" in result.stdout
+    assert (f"Istio {flavour['istio']}: Deployment istio-system/istiod (revision default, installed by Helm release "
+            "istiod in istio-system) available, sidecar injector istio-sidecar-injector registered (namespaces join it "
+            "with istio-injection=enabled); used as it is, nothing installed or upgraded: istio_install_manage is "
+            "false") in result.stdout
 
 
 def test_istiod_installed_another_way_is_refused(cluster, refuse, flavour):
@@ -432,7 +433,13 @@ def test_release_stuck_in_a_pending_operation_is_refused(cluster, run, refuse):
     assert run().recap()["changed"] == 0
 
 
-def test_release_left_failed_is_upgraded_again(cluster, run):
+def _replaced(result):
+    """The istiod chart's objects the run replaced (PUT, verb update): what helm --force does instead of patching."""
+    return sorted((e["objectRef"]["resource"], e["objectRef"]["name"]) for e in result.writes
+                  if e["verb"] == "update" and e["objectRef"]["resource"] in ("deployments", "services", "configmaps"))
+
+
+def test_release_left_failed_is_upgraded_again_and_forced_only_with_consent(cluster, run):
     # Values and chart equal the request, so only the failed status says the release needs helm again.
     _set_release_status(cluster, "istiod", 2, "failed")
     result = run()
@@ -440,6 +447,12 @@ def test_release_left_failed_is_upgraded_again(cluster, run):
     assert result.recap()["changed"] == 1
     history = json.loads(helm(cluster, "history", "istiod", "-n", NAMESPACE, "-o", "json"))
     assert [(h["revision"], h["status"]) for h in history][-1] == (3, "deployed")
+    assert _replaced(result) == []  # no --force without istio_install_helm_force
+    assert run().recap()["changed"] == 0
+    _set_release_status(cluster, "istiod", 3, "failed")
+    forced = run(istio_install_helm_force=True)
+    assert forced.rc == 0, forced.output[-3000:]
+    assert ("deployments", "istiod") in _replaced(forced)
     assert run().recap()["changed"] == 0
 
 

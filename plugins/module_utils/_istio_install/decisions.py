@@ -14,7 +14,13 @@ import copy
 import posixpath
 import re
 
-from ansible_collections.teg.istio.plugins.module_utils.names import image_version, minor_version, version_older
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    image_version,
+    minor_version,
+    version_older,
+)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -86,14 +92,29 @@ def _istiod_summary(deployment):
     # istiod's container is "discovery" in every chart version; the first one is the fallback.
     container = next((c for c in containers if c.get("name") == "discovery"), containers[0] if containers else {})
     meta = deployment.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
     return {
         "namespace": meta.get("namespace"),
         "name": meta.get("name"),
         "revision": _labels(deployment).get("istio.io/rev") or "default",
         "version": image_version(container.get("image")),
         "available": _available(deployment),
-        "helm_release": (meta.get("annotations") or {}).get("meta.helm.sh/release-name"),
+        "helm_release": annotations.get("meta.helm.sh/release-name"),
+        "helm_namespace": annotations.get("meta.helm.sh/release-namespace") or meta.get("namespace"),
+        "installer": _installer(deployment),
     }
+
+
+def _installer(deployment):
+    """How an istiod Deployment was installed, as its metadata tells: "helm" (Helm's release annotations),
+    "istioctl" (istioctl and the IstioOperator label what they install operator.istio.io/component and
+    install.operator.istio.io/owning-resource), else "unknown"."""
+    if ((deployment.get("metadata") or {}).get("annotations") or {}).get("meta.helm.sh/release-name"):
+        return "helm"
+    labels = _labels(deployment)
+    if labels.get("operator.istio.io/component") or labels.get("install.operator.istio.io/owning-resource"):
+        return "istioctl"
+    return "unknown"
 
 
 def _is_gateway(deployment):
@@ -200,6 +221,141 @@ def istiod_image_version(values, chart_version):
     tag = values.get("tag") or globals_.get("tag") or chart_version
     variant = values.get("variant") or globals_.get("variant")
     return image_version("pilot:%s%s" % (tag, "-" + variant if variant else ""))
+
+
+# --- an Istio this collection did not install ---------------------------------------------------------------
+
+def release_ours(release):
+    """True when a Helm release (cluster_facts' helm_releases status) was installed by this collection: it installs
+    its releases with `--labels app.kubernetes.io/managed-by=teg.istio` (Helm >= 3.13), a label Helm keeps on the
+    release record and merges into every later upgrade, whoever runs it (docs/existing-mesh.md)."""
+    return ((release or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+
+def istiod_ours(istiod, releases):
+    """True when an istiod (inventory's summary) belongs to a Helm release this collection installed. `releases`:
+    {(namespace, release name): status or None} of the istiods' releases."""
+    return istiod["installer"] == "helm" and release_ours(releases.get((istiod["helm_namespace"], istiod["helm_release"])))
+
+
+def _installed_by(istiod):
+    if istiod["installer"] == "helm":
+        return "Helm release %s in %s" % (istiod["helm_release"], istiod["helm_namespace"])
+    if istiod["installer"] == "istioctl":
+        return "istioctl or the Istio operator"
+    return "not Helm, istioctl or the operator"
+
+
+def revision_injectors(webhooks):
+    """{revision: {"injector": name, "tags": [tag, ...]}} from the cluster's MutatingWebhookConfigurations: each
+    istiod's sidecar injector (istio-sidecar-injector[-<rev>][-<namespace>], labelled istio.io/rev) and the
+    revision tags pointing at it (istio-revision-tag-<tag>, labelled istio.io/tag and istio.io/rev)."""
+    found = {}
+    for webhook in sorted(webhooks or [], key=lambda w: (w.get("metadata") or {}).get("name") or ""):
+        name = (webhook.get("metadata") or {}).get("name") or ""
+        labels = _labels(webhook)
+        revision = labels.get("istio.io/rev")
+        if not revision:
+            continue
+        entry = found.setdefault(revision, {"injector": None, "tags": []})
+        if labels.get("istio.io/tag"):
+            entry["tags"].append(labels["istio.io/tag"])
+        elif name.startswith("istio-sidecar-injector") and entry["injector"] is None:
+            entry["injector"] = name
+    return found
+
+
+def injection_labels(revision, injectors):
+    """The namespace label that gets a revision's sidecars: `istio-injection=enabled` when the revision is the
+    default one or the revision tag `default` points at it (what that label resolves to), else
+    `istio.io/rev=<revision>`."""
+    if revision == "default" or "default" in ((injectors or {}).get(revision) or {}).get("tags", []):
+        return {"istio-injection": "enabled"}
+    return {"istio.io/rev": revision}
+
+
+def existing_istiod(found, releases, namespace, istiod_release, webhooks):
+    """The istiod to use as it is, else None (the role installs or manages its own). None when no istiod runs or one
+    of them is this collection's (a release it installed is kept up to date); otherwise the istiod of the
+    role's namespace and revision, else the one the revision tag `default` points at, else the default revision,
+    else the first by namespace and name. `found`: inventory(); `releases`: as istiod_ours takes them; `webhooks`:
+    every MutatingWebhookConfiguration. Returns the summary with `ours`, `injector`, `tags` and
+    `injection_labels` added."""
+    istiods = ([found["istiod"]] if found["istiod"] else []) + list(found["other_istiods"])
+    if not istiods or any(istiod_ours(i, releases) for i in istiods):
+        return None
+    injectors = revision_injectors(webhooks)
+    default_tag = next((rev for rev, entry in injectors.items() if "default" in entry["tags"]), None)
+    chosen = sorted(istiods, key=lambda i: (not (i["namespace"] == namespace and i["name"] == istiod_release),
+                                            i["revision"] != default_tag, i["revision"] != "default",
+                                            i["namespace"], i["name"]))[0]
+    entry = injectors.get(chosen["revision"]) or {}
+    return dict(chosen, ours=False, injector=entry.get("injector"), tags=sorted(entry.get("tags") or []),
+                injection_labels=injection_labels(chosen["revision"], injectors))
+
+
+def existing_errors(istiod):
+    """Why an istiod found running cannot be used as it is (not available, no sidecar injector), else []."""
+    where = "%s/%s (Istio %s, revision %s, installed by %s)" % (istiod["namespace"], istiod["name"],
+                                                                istiod["version"] or "?", istiod["revision"],
+                                                                _installed_by(istiod))
+    if not istiod["available"]:
+        return ["Deployment %s is not Available, and this role uses an Istio it did not install as it is: repair it "
+                "(`kubectl -n %s describe deployment %s`), then run again" % (where, istiod["namespace"], istiod["name"])]
+    if not istiod["injector"]:
+        return ["Deployment %s runs but no sidecar injector (MutatingWebhookConfiguration labelled istio.io/rev=%s) is "
+                "registered for it, so no pod would get a sidecar: repair that Istio install, then run again"
+                % (where, istiod["revision"])]
+    return []
+
+
+def existing_report(istiod, reason):
+    """The one line that says which Istio is used and that nothing was installed or upgraded."""
+    tags = (", revision tag(s) %s" % ", ".join(istiod["tags"])) if istiod["tags"] else ""
+    labels = ", ".join("%s=%s" % item for item in sorted(istiod["injection_labels"].items()))
+    return ("Istio %s: Deployment %s/%s (revision %s%s, installed by %s) available, sidecar injector %s registered "
+            "(namespaces join it with %s); used as it is, nothing installed or upgraded: %s"
+            % (istiod["version"] or "(untagged image)", istiod["namespace"], istiod["name"], istiod["revision"], tags,
+               _installed_by(istiod), istiod["injector"], labels, reason))
+
+
+def upgrade_existing_error(istiod, namespace, istiod_release):
+    """The refusal of istio_install_existing: upgrade on an istiod the role cannot upgrade as a Helm release of its
+    own names (installed another way, or as a release of another name or namespace), else None."""
+    if istiod["installer"] != "helm":
+        return ("istio_install_existing is upgrade, but Deployment %s/%s (Istio %s) was installed by %s, not by a Helm "
+                "release: upgrade it the way it was installed, or set istio_install_existing: use to use it as it is"
+                % (istiod["namespace"], istiod["name"], istiod["version"] or "?", _installed_by(istiod)))
+    if (istiod["helm_namespace"], istiod["helm_release"]) != (namespace, istiod_release):
+        revision = "" if istiod["revision"] == "default" else istiod["revision"]
+        return ("istio_install_existing is upgrade, but the istiod that runs is Helm release %s in %s, not %s in %s: "
+                "set istio_install_namespace: %s and istio_install_revision: %r to upgrade it, or istio_install_existing: "
+                "use to use it as it is" % (istiod["helm_release"], istiod["helm_namespace"], istiod_release, namespace,
+                                            istiod["helm_namespace"], revision))
+    return None
+
+
+def kept_values(owners, role):
+    """The values of an upgrade of a release this collection did not install: the release's user-supplied values
+    (its record's `config`, what `helm get values` prints) with the role's own settings merged over them, which is
+    what `helm upgrade --reset-then-reuse-values` with the role's values does (Helm >= 3.14), read and merged here so
+    that check mode and --diff show it and any Helm 3 applies it."""
+    return _deep_merge(owners, role)
+
+
+# Helm stores release labels (--labels) from 3.13 on.
+HELM_LABELS_MINIMUM = (3, 13)
+
+
+def helm_version_error(short_version, where):
+    """The refusal of a helm too old to label the releases it installs (`helm version --short`: "v3.19.5+g..."),
+    else None. An unreadable version is let through: helm itself then names a flag it does not know."""
+    match = re.match(r"^v?([0-9]+)\.([0-9]+)", (short_version or "").strip())
+    if match is None or (int(match.group(1)), int(match.group(2))) >= HELM_LABELS_MINIMUM:
+        return None
+    return ("%s is Helm %s, older than 3.13, which this role needs to label the releases it installs (helm --labels, so "
+            "that it never takes over a release it did not install): install Helm 3.13 or later, or set "
+            "istio_install_helm_binary to one" % (where, short_version.strip()))
 
 
 def release_errors(releases, namespace):

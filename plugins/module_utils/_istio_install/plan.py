@@ -41,17 +41,25 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     chart_source,
     crd_deletions,
     downgrade_warning,
+    existing_errors,
+    existing_istiod,
+    existing_report,
+    helm_version_error,
     injector_name,
     input_errors,
     inventory,
     istiod_image_version,
     istiod_name,
+    istiod_ours,
     istiod_values,
+    kept_values,
     local_charts,
     predicted_apis,
     release_current,
     release_errors,
+    release_ours,
     upgrade_errors,
+    upgrade_existing_error,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
@@ -89,7 +97,8 @@ def _helm_error(settings, view):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if rc == 0:
-        return None
+        return helm_version_error(out, ("helm binary %s" % settings["helm_binary"]) if settings["helm_binary"]
+                                  else "the helm on the PATH of %s" % settings["host"])
     reason = (err or out).strip().splitlines()[0] if (err or out).strip() else "exit %d" % rc
     where = ("helm binary %s cannot run (%s)" % (settings["helm_binary"], reason)) if settings["helm_binary"] else \
         ("no helm binary on the PATH of %s (%s)" % (settings["host"], reason))
@@ -170,6 +179,45 @@ def _daemonsets_in_place(daemonsets, namespace):
     return all((namespace, name) in here for name in AMBIENT_DAEMONSETS.values())
 
 
+# The label this collection gives the Helm releases it installs (helm --labels), by which it tells them from an
+# Istio it did not install (decisions.release_ours).
+OWN_RELEASE_LABELS = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+
+
+def _istiod_releases(view, found):
+    """{(namespace, release): status or None} of the Helm releases of every istiod found, one read per namespace."""
+    wanted = {}
+    for istiod in ([found["istiod"]] if found["istiod"] else []) + found["other_istiods"]:
+        if istiod["installer"] == "helm":
+            wanted.setdefault(istiod["helm_namespace"], set()).add(istiod["helm_release"])
+    releases = {}
+    for namespace, names in sorted(wanted.items()):
+        for name, status in view.helm_releases(namespace, sorted(names)).items():
+            releases[(namespace, name)] = status
+    return releases
+
+
+def _use_existing(view, istiod, reason, warnings):
+    """The plan that uses a running istiod as it is: verified (available, its injector registered, Istio's APIs
+    served), nothing written, and its version, revision and injector predicted for the roles after this one."""
+    errors = existing_errors(istiod)
+    apis = view.facts(parts={"istio_apis"})["istio"]
+    if not errors and not (apis["virtualservice_api_version"] and apis["peerauthentication_api_version"]):
+        errors = ["istiod %s/%s runs but Istio's CRDs are not served (virtualservices.networking.istio.io, "
+                  "peerauthentications.security.istio.io): repair that Istio install (its base chart or CRDs), then "
+                  "run again" % (istiod["namespace"], istiod["name"])]
+    if errors:
+        return {"errors": errors, "warnings": warnings}
+    used = dict((key, istiod[key]) for key in ("namespace", "name", "version", "revision", "injector", "tags",
+                                               "injection_labels", "installer", "helm_release"))
+    return {"errors": [], "warnings": warnings, "changes": False, "settled": True,
+            "writes": {"namespace": False, "releases": [], "uninstall": [], "check_mode_note": None},
+            "releases": [], "used": used, "report": existing_report(istiod, reason),
+            "predicts": {"istio": {"virtualservice_api_version": apis["virtualservice_api_version"],
+                                   "peerauthentication_api_version": apis["peerauthentication_api_version"],
+                                   "istiod": used}}}
+
+
 def plan(view, settings, predicted, check_mode):
     if settings["state"] == "absent":
         return teardown(view, settings)
@@ -188,34 +236,63 @@ def plan(view, settings, predicted, check_mode):
     specs = {
         # One list for istiod (istio=pilot) and the gateways (istio=<gateway>): both carry the label `istio`.
         "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
-        "injector": {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1",
-                     "name": names["injector"]},
+        # Every webhook: the injectors of every revision and the revision tags (an Istio found may be any revision).
+        "webhooks": {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1"},
     }
     if ambient and manage:
         # Every DaemonSet of the cluster: another CNI agent or ztunnel may run in any namespace.
         specs["DaemonSets"] = {"kind": "DaemonSet", "api_version": "apps/v1"}
     read = view.read(facts, specs)
     daemonsets = read["DaemonSets"]["resources"] if "DaemonSets" in read else []
+    webhooks = read["webhooks"]["resources"]
     found = inventory(read["Istio Deployments"]["resources"], settings["namespace"], settings["revision"])
-    # The ambient releases are read in sidecar mode too: switching back uninstalls those this role installed.
-    releases = view.helm_releases(settings["namespace"], [names[c] for c in charts_for("ambient")]) if manage else {}
+    # Whose each istiod is (only to manage: with istio_install_manage false any istiod is used, and the Helm release
+    # Secrets, which the rights of rbac/'s teg-istio alone do not cover, are not read).
+    istiod_releases = _istiod_releases(view, found) if manage else {}
     warnings = []
     if found["gateways"]:
         warnings.append("Istio gateway Deployment(s) %s found. TEG is the ingress of this mesh, so this role never "
                         "installs Istio's gateway chart; remove the gateway if nothing else needs it."
                         % _where(found["gateways"]))
     if not manage:
-        if found["istiod"] is None:
-            where = (": found %s, so set istio_install_namespace / istio_install_revision to match"
-                     % _where(found["other_istiods"])) if found["other_istiods"] else \
-                ": install Istio first, or set istio_install_manage: true to install it with this role"
+        if found["istiod"] is None and not found["other_istiods"]:
             return {"errors": ["istio_install_manage is false but no Deployment %s (label app=istiod) runs in namespace "
-                               "%s%s" % (names["istiod"], settings["namespace"], where)], "warnings": warnings}
-        settled = found["istiod"]["available"] and bool(read["injector"]["resources"])
-        return {"errors": [], "warnings": warnings,
-                "writes": {"namespace": False, "releases": [], "uninstall": [], "check_mode_note": None},
-                "predicts": {}, "settled": settled, "changes": not settled}
-
+                               "%s: install Istio first, or set istio_install_manage: true to install it with this role"
+                               % (names["istiod"], settings["namespace"])], "warnings": warnings}
+        # Any istiod, this collection's or not: manage false never installs or upgrades.
+        used = existing_istiod(found, {}, settings["namespace"], names["istiod"], webhooks)
+        return _use_existing(view, used, "istio_install_manage is false", warnings)
+    # An istiod runs and none of them is this collection's: theirs, used as it is unless its owners asked for an
+    # upgrade of its Helm release (istio_install_existing: upgrade).
+    theirs = existing_istiod(found, istiod_releases, settings["namespace"], names["istiod"], webhooks)
+    if theirs is not None and settings["existing"] != "upgrade":
+        return _use_existing(view, theirs, "not installed by teg.istio (set istio_install_existing: upgrade to "
+                             "upgrade its Helm release, keeping its values)", warnings)
+    if theirs is not None:
+        error = upgrade_existing_error(theirs, settings["namespace"], names["istiod"])
+        if error:
+            return {"errors": [error], "warnings": warnings}
+    # The ambient releases are read in sidecar mode too: switching back uninstalls those this role installed.
+    releases = view.helm_releases(settings["namespace"], [names[c] for c in charts_for("ambient")])
+    foreign = dict((chart, releases[names[chart]]) for chart in charts_for("ambient")
+                   if releases.get(names[chart]) is not None and not release_ours(releases[names[chart]]))
+    if theirs is not None:
+        # Their Istio, upgraded as its owners asked: only the releases they have, each with their values kept.
+        missing = [names[chart] for chart in sorted(AMBIENT_RELEASES) if chart not in foreign]
+        if ambient and missing:
+            return {"errors": ["istio_install_mesh_mode is ambient, but the Istio in %s that teg.istio did not install "
+                               "has no Helm release(s) %s, which istio_install_existing: upgrade does not install: add "
+                               "its ambient parts the way it was installed, or set istio_install_existing: use"
+                               % (settings["namespace"], ", ".join(missing))], "warnings": warnings}
+        charts = tuple(chart for chart in charts if chart in foreign)
+    elif foreign and settings["existing"] != "upgrade":
+        return {"errors": ["Helm release(s) %s in %s exist but were not installed by teg.istio (no label %s=%s on their "
+                           "release record): set istio_install_existing: upgrade to upgrade them keeping their values, or "
+                           "remove them first" % (", ".join(names[c] for c in charts_for("ambient") if c in foreign),
+                                                  settings["namespace"], MANAGED_BY_LABEL, MANAGED_BY_VALUE)],
+                "warnings": warnings}
+    for chart, release in foreign.items():
+        values[chart] = kept_values(release.get("values"), values[chart])
     if ambient:
         errors, more = _ambient_preflight(view, settings, facts, daemonsets)
         warnings.extend(more)
@@ -224,11 +301,11 @@ def plan(view, settings, predicted, check_mode):
     current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
                for chart in charts}
     # Sidecar mode: the ztunnel and CNI releases an ambient run of this role installed go, ztunnel first (the
-    # reverse of the install), before istiod drops its ambient profile.
+    # reverse of the install), before istiod drops its ambient profile. Never releases it did not install.
     uninstall = [] if ambient else [{"name": names[chart]} for chart in ("ztunnel", "cni")
-                                    if releases.get(names[chart]) is not None]
+                                    if releases.get(names[chart]) is not None and chart not in foreign]
     # istiod first: its version is the one the sidecars run.
-    installed = [(chart, names[chart]) for chart in ("istiod", "base") + charts[2:]]
+    installed = [(chart, names[chart]) for chart in ("istiod", "base") + charts[2:] if chart in charts]
     errors = upgrade_errors(releases, installed, settings["version"], settings["namespace"])
     if errors:
         return {"errors": errors, "warnings": warnings}
@@ -241,9 +318,9 @@ def plan(view, settings, predicted, check_mode):
             return {"errors": [error], "warnings": warnings}
     errors = release_errors(releases, settings["namespace"])
     istiod = found["istiod"]
-    if istiod is not None and istiod["helm_release"] != names["istiod"]:
-        errors.append("Deployment %s/%s (Istio %s) exists but is not part of Helm release %s%s: set "
-                      "istio_install_manage: false to use that Istio as it is, or remove it first"
+    if istiod is not None and theirs is None and not istiod_ours(istiod, istiod_releases):
+        errors.append("Deployment %s/%s (Istio %s) exists but is not part of Helm release %s%s: "
+                      "set istio_install_manage: false to use that Istio as it is, or remove it first"
                       % (settings["namespace"], names["istiod"], istiod["version"] or "?", names["istiod"],
                          (" (it belongs to release %s)" % istiod["helm_release"]) if istiod["helm_release"]
                          else " (istioctl or operator install?)"))
@@ -260,9 +337,12 @@ def plan(view, settings, predicted, check_mode):
         if errors:
             return {"errors": errors, "warnings": warnings}
     to_install = [{"name": names[chart], "chart": refs[chart], "values": values[chart],
-                   # A release left failed by an earlier run is upgraded again with --force, as its values
-                   # alone would not tell it apart.
-                   "force": ((releases.get(names[chart]) or {}).get("status") == "failed")}
+                   # The label that tells this collection's releases from others', never put on a release it did not
+                   # install.
+                   "labels": {} if chart in foreign else OWN_RELEASE_LABELS,
+                   # helm --force replaces objects instead of patching them: only with the owners' consent, for a
+                   # release left failed.
+                   "force": settings["helm_force"] and (releases.get(names[chart]) or {}).get("status") == "failed"}
                   for chart in charts if not current[chart]]
     create_namespace = not facts["namespace_exists"]
     note = None
@@ -276,6 +356,10 @@ def plan(view, settings, predicted, check_mode):
             done.append("install or upgrade %s with charts %s from the %s (found and checked; helm renders and "
                         "applies them only in a real run, so the API server has not validated their objects)"
                         % (" and ".join(r["name"] for r in to_install), settings["version"], source))
+        kept = [r["name"] for r in to_install if not r["labels"]]
+        if kept:
+            done.append("keeping the user-supplied values of %s (not installed by teg.istio), the role's settings "
+                        "merged over them" % " and ".join(kept))
         note = "would " + ", ".join(done)
     predicts = {}
     if to_install or create_namespace:
@@ -288,7 +372,8 @@ def plan(view, settings, predicted, check_mode):
     if create_namespace:
         predicts["namespaces"] = {settings["namespace"]: {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
     settled = not (create_namespace or to_install or uninstall) and bool(istiod and istiod["available"]) \
-        and bool(read["injector"]["resources"]) and (not ambient or _daemonsets_in_place(daemonsets, settings["namespace"]))
+        and any((w.get("metadata") or {}).get("name") == names["injector"] for w in webhooks) \
+        and (not ambient or _daemonsets_in_place(daemonsets, settings["namespace"]))
     return {
         "errors": [],
         "warnings": warnings,
@@ -332,22 +417,20 @@ def _daemonset_state(daemonset):
 
 
 def _ambient_daemonsets(view, settings):
-    """{DaemonSet name: state} of the cni and ztunnel DaemonSets (ambient mode, managed), else {}."""
-    if not (_ambient(settings) and settings["manage"]):
+    """{DaemonSet name: state} of the cni and ztunnel DaemonSets (ambient mode), else {}."""
+    if not _ambient(settings):
         return {}
     return dict((name, _daemonset_state(view.get("apps/v1", "DaemonSet", name, settings["namespace"])))
                 for name in (AMBIENT_DAEMONSETS["cni"], AMBIENT_DAEMONSETS["ztunnel"]))
 
 
 def verify(view, settings, predicted, check_mode):
-    """After the install: wait until istiod is Available and its sidecar injector registered, and in ambient mode
-    the CNI agent and ztunnel DaemonSets ready (polling, up to istio_install_wait_timeout), check that the Istio
-    APIs are served, and say what runs."""
+    """After the install or upgrade: wait until istiod is Available and its sidecar injector registered, and in ambient
+    mode the CNI agent and ztunnel DaemonSets ready (polling, up to istio_install_wait_timeout), check that the Istio
+    APIs are served, and say what runs. (An Istio used as it is was verified by the plan, which reports it.)"""
     names = _names(settings)
-    manage = settings["manage"]
     timeout = settings["wait_timeout"]
-    # An Istio this role does not manage is not waited for: it is there or it is not.
-    deadline = time.monotonic() + (timeout if manage else 0)
+    deadline = time.monotonic() + timeout
     while True:
         deployment = view.get("apps/v1", "Deployment", names["istiod"], settings["namespace"])
         webhook = view.get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", names["injector"])
@@ -367,8 +450,7 @@ def verify(view, settings, predicted, check_mode):
                            "no pod would get a sidecar: %s"
                            % (names["injector"], settings["revision"] or "default",
                               "the istiod chart did not create it; check istio_install_istiod_values "
-                              "(sidecarInjectorWebhook)" if manage else
-                              "set istio_install_revision to the revision that runs, or repair that Istio install")]}
+                              "(sidecarInjectorWebhook)")]}
     for name, ds_state in sorted(daemonsets.items()):
         if ds_state != "ready":
             return {"errors": ["DaemonSet %s/%s is %s after %ss: look at `kubectl -n %s describe daemonset %s` and its "
@@ -377,22 +459,21 @@ def verify(view, settings, predicted, check_mode):
     istio = view.facts(parts={"istio_apis"})["istio"]
     if not istio["virtualservice_api_version"] or not istio["peerauthentication_api_version"]:
         return {"errors": ["Istio's CRDs are not served (virtualservices.networking.istio.io, "
-                           "peerauthentications.security.istio.io): %s"
-                           % ("the base chart did not install them; check istio_install_base_values" if manage else
-                              "install Istio base chart (or set istio_install_manage: true)")]}
+                           "peerauthentications.security.istio.io): the base chart did not install them; check "
+                           "istio_install_base_values"]}
     now = inventory([deployment], settings["namespace"], settings["revision"])["istiod"]
     return {"errors": [], "report": "Istio %s: Deployment %s/%s (revision %s) available, sidecar injector %s registered, "
-                                    "%s and %s served%s%s"
+                                    "%s and %s served%s"
             % (now["version"] or "(untagged image)", settings["namespace"], names["istiod"], now["revision"],
                names["injector"], istio["virtualservice_api_version"], istio["peerauthentication_api_version"],
-               ("; ambient: DaemonSets %s ready" % " and ".join(sorted(daemonsets))) if daemonsets else "",
-               "" if manage else "; istio_install_manage is false, so it is used as it is")}
+               ("; ambient: DaemonSets %s ready" % " and ".join(sorted(daemonsets))) if daemonsets else "")}
 
 
 def teardown(view, settings):
-    """The reverse of the install: ztunnel and istio-cni (when an ambient run installed them), istiod, then base
-    and, when asked, the CRDs, unless another istiod still
-    uses them; the namespace only when this role created it and no other istiod runs there."""
+    """The reverse of the install, of what this collection installed only: ztunnel and istio-cni (when an ambient run
+    installed them), istiod, then base and, when asked, the CRDs, unless another istiod still uses them; the
+    namespace only when this role created it and nothing else of Istio stays there. A release this collection did not
+    install (decisions.release_ours), or an istiod installed another way, is left as it is, and said so."""
     names = _names(settings)
     if not settings["manage"]:
         return {"errors": [], "writes": {"releases": [], "delete": []}, "changes": False}
@@ -405,30 +486,39 @@ def teardown(view, settings):
         reads["CRDs"] = {"kind": "CustomResourceDefinition", "api_version": "apiextensions.k8s.io/v1"}
     read = view.read(facts, reads)
     found = inventory(read["Istio Deployments"]["resources"], settings["namespace"], settings["revision"])
-    releases = view.helm_releases(settings["namespace"], [names["ztunnel"], names["cni"], names["istiod"],
-                                                          names["base"]])
-    others = found["other_istiods"]
+    order = [names["ztunnel"], names["cni"], names["istiod"], names["base"]]
+    releases = view.helm_releases(settings["namespace"], order)
+    theirs = [name for name in order if releases.get(name) is not None and not release_ours(releases[name])]
+    istiod = found["istiod"]
+    # Every istiod that stays: the other revisions and namespaces, and this one unless this collection installed it.
+    ours = istiod is not None and istiod["installer"] == "helm" and istiod["helm_namespace"] == settings["namespace"] \
+        and release_ours(releases.get(istiod["helm_release"]))
+    staying = found["other_istiods"] + ([istiod] if istiod is not None and not ours else [])
     # The reverse of the install: ztunnel and the CNI agent (ambient mode's) before istiod.
     uninstall = [{"name": names["ztunnel"]}, {"name": names["cni"]}, {"name": names["istiod"]}]
     warnings = []
-    if others:
+    if staying:
         # The base chart's CRDs and cluster roles serve every istiod of the cluster.
-        warnings.append("release %s kept, since istiod Deployment(s) %s still use its CRDs and cluster roles"
-                        % (names["base"], _where(others)))
+        if releases.get(names["base"]) is not None and names["base"] not in theirs:
+            warnings.append("release %s kept, since istiod Deployment(s) %s still use its CRDs and cluster roles"
+                            % (names["base"], _where(staying)))
     else:
         uninstall.append({"name": names["base"]})
+    kept = (["Helm release(s) %s in %s" % (", ".join(theirs), settings["namespace"])] if theirs else []) + \
+        (["Deployment %s/%s" % (istiod["namespace"], istiod["name"])] if istiod and istiod["installer"] != "helm" else [])
     delete = []
-    if settings["remove_crds"] and not others:
+    if settings["remove_crds"] and not staying and not theirs:
         # Helm keeps CRDs on uninstall, as Istio's uninstall guide notes; deleting them deletes every Istio
         # resource of the cluster.
         delete.extend(crd_deletions(read["CRDs"]["resources"]))
     namespace = (read["namespace"]["resources"] or [None])[0]
     if namespace is not None and ((namespace["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE) \
-            and not [o for o in others if o["namespace"] == settings["namespace"]]:
+            and not theirs and not [o for o in staying if o["namespace"] == settings["namespace"]]:
         delete.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": settings["namespace"]}})
-    to_uninstall = [r for r in uninstall if releases.get(r["name"]) is not None]
+    to_uninstall = [r for r in uninstall if releases.get(r["name"]) is not None and r["name"] not in theirs]
     error = _helm_error(settings, view) if to_uninstall else None
     if error:
         return {"errors": [error]}
     return {"errors": [], "writes": {"releases": to_uninstall, "delete": delete}, "warnings": warnings,
-            "changes": bool(to_uninstall or delete)}
+            "changes": bool(to_uninstall or delete),
+            "kept": ("%s: not installed by teg.istio, so left untouched" % " and ".join(kept)) if kept else None}

@@ -74,7 +74,8 @@ def test_inventory_picks_the_istiod_of_the_namespace_and_revision():
         deployment("eastwest", "istio-system", {"istio": "eastwestgateway"}),
     ], "istio-system", "")
     assert found["istiod"] == {"namespace": "istio-system", "name": "istiod", "revision": "default",
-                               "version": "1.29.6", "available": True, "helm_release": "istiod"}
+                               "version": "1.29.6", "available": True, "helm_release": "istiod",
+                               "helm_namespace": "istio-system", "installer": "helm"}
     assert [(d["name"], d["version"], d["revision"]) for d in found["other_istiods"]] == [
         ("istiod-canary", "1.30.0", "canary")]
     # Egress gateways are no ingress; every other istio=<gateway> Deployment is reported.
