@@ -117,3 +117,21 @@ def restore_patch(namespace):
     patch = prior.merge_patch(changes)
     patch["metadata"]["name"] = namespace["metadata"]["name"]
     return dict({"apiVersion": "v1", "kind": "Namespace"}, **patch), [LABEL_FIELDS[f] for f in left]
+
+
+def default_revision_labels(injectors, where, how):
+    """(labels, error) for "in the mesh" with no revision asked for, on a mesh whose sidecar injectors are
+    `injectors` ({revision: {"injector", "tags"}}, as _istio_install.decisions.revision_injectors reads them):
+    `istio-injection=enabled` where it resolves to a revision (the default revision, or the revision tag `default`),
+    or where no injector runs yet (istio_install installs one); on a mesh with revisions only, `istio.io/rev=<it>`
+    when there is one, and a one-line error naming them when there are several (istio-injection=enabled would
+    inject nothing there)."""
+    default = {INJECTION_LABEL: "enabled"}
+    if not injectors or "default" in injectors or any("default" in e.get("tags", []) for e in injectors.values()):
+        return default, None
+    if len(injectors) == 1:
+        return {REVISION_LABEL: next(iter(injectors))}, None
+    return None, ("%s: the mesh has revisions %s and no default one (no default revision, no revision tag default), so "
+                  "%s=enabled would inject nothing: set %s to the revision (or tag) TEG is to join"
+                  % (where, ", ".join(sorted(injectors)), INJECTION_LABEL, how))
+

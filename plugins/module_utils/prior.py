@@ -162,12 +162,10 @@ def _definitions(writes):
             yield writes
         else:
             for value in writes.values():
-                for found in _definitions(value):
-                    yield found
+                yield from _definitions(value)
     elif isinstance(writes, list):
         for value in writes:
-            for found in _definitions(value):
-                yield found
+            yield from _definitions(value)
 
 
 def owners_settings(writes):

@@ -1,6 +1,8 @@
 """site.yml and teardown.yml on a mesh its owners already run, as a platform team meets it (issue #26):
 
-- Istio installed by Helm with the owners' values (release istiod: meshConfig.accessLogFile, a pilot.env entry);
+- Istio installed by Helm with the owners' values, on a revision with a revision tag (release istiod-stable:
+  revision stable, meshConfig.accessLogFile, a pilot.env entry; the tag default points at stable, as
+  `istioctl tag set default --revision stable` leaves it);
 - the owners' own mesh-wide STRICT PeerAuthentication;
 - app namespace httpbin already in the mesh (istio-injection=enabled), app namespace shop on a revision
   (istio.io/rev=stable), namespace legacy opted out (istio-injection=disabled).
@@ -22,7 +24,8 @@ import pytest
 from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
 from snapshots import differences, snapshot
 
-OWNERS_ISTIOD_VALUES = {"meshConfig": {"accessLogFile": "/dev/stdout"}, "pilot": {"env": {"OWNERS_SETTING": "kept"}}}
+OWNERS_ISTIOD_VALUES = {"revision": "stable", "meshConfig": {"accessLogFile": "/dev/stdout"},
+                        "pilot": {"env": {"OWNERS_SETTING": "kept"}}}
 NAMESPACES = {"httpbin": {"istio-injection": "enabled"}, "shop": {"istio.io/rev": "stable"},
               "legacy": {"istio-injection": "disabled"}}
 SHOP = {"name": "shop", "namespace": "shop", "service": "shop", "port": 8000, "hostnames": ["shop.example.com"],
@@ -70,13 +73,18 @@ def owners(cluster):
           "--wait")
     values = cluster.state_dir / "owners-istiod-values.json"
     values.write_text(json.dumps(OWNERS_ISTIOD_VALUES))
-    _helm(cluster, "install", "istiod", f"{charts}/istiod-{version}.tgz", "-n", "istio-system", "-f", str(values),
+    _helm(cluster, "install", "istiod-stable", f"{charts}/istiod-{version}.tgz", "-n", "istio-system", "-f", str(values),
           "--wait")
     served = cluster.kubectl("api-resources", "--api-group=security.istio.io", "-o", "name").stdout
     assert "peerauthentications" in served, served
     version_pa = "security.istio.io/v1" if cluster.matrix == "current" else "security.istio.io/v1beta1"
     objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}
                for ns, labels in NAMESPACES.items()]
+    # The revision tag default (what istio-injection=enabled resolves to) points at stable; istioctl's tag webhook
+    # carries these labels (its webhooks are left out: nothing here calls them).
+    objects.append({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                    "metadata": {"name": "istio-revision-tag-default",
+                                 "labels": {"istio.io/tag": "default", "istio.io/rev": "stable", "app": "sidecar-injector"}}})
     objects.append({"apiVersion": version_pa, "kind": "PeerAuthentication",
                     "metadata": {"name": "default", "namespace": "istio-system", "labels": {"team": "mesh-owners"}},
                     "spec": {"mtls": {"mode": "STRICT"}}})
@@ -100,8 +108,9 @@ def test_site_changes_nothing_the_owners_set_beyond_what_the_procedure_needs(pla
     assert run.rc == 0, run.output[-4000:]
     owners["applied"] = snapshot(cluster)
     # The owners' Istio is used as it is: same revision, same values.
-    assert json.loads(_helm(cluster, "get", "values", "istiod", "-n", "istio-system", "-o", "json")) == OWNERS_ISTIOD_VALUES
-    history = json.loads(_helm(cluster, "history", "istiod", "-n", "istio-system", "-o", "json"))
+    assert json.loads(_helm(cluster, "get", "values", "istiod-stable", "-n", "istio-system", "-o", "json")) == \
+        OWNERS_ISTIOD_VALUES
+    history = json.loads(_helm(cluster, "history", "istiod-stable", "-n", "istio-system", "-o", "json"))
     assert [h["revision"] for h in history] == [1], history
     # Namespaces already in the mesh keep their labels, and get no record: nothing of theirs was changed.
     for name in ("httpbin", "shop", "legacy"):
@@ -109,7 +118,8 @@ def test_site_changes_nothing_the_owners_set_beyond_what_the_procedure_needs(pla
         mesh_labels = dict((k, v) for k, v in meta["labels"].items() if k in ("istio-injection", "istio.io/rev"))
         assert mesh_labels == NAMESPACES[name], (name, meta["labels"])
         assert PRIOR not in (meta.get("annotations") or {}), (name, meta)
-    # The TEG namespace was not in the mesh: labelled, and the label's absence recorded for teardown.
+    # The TEG namespace was not in the mesh: labelled the way this mesh enrols (istio-injection=enabled resolves to
+    # stable through the tag), and the label's absence recorded for teardown.
     teg = _namespace(cluster, "envoy-gateway-system")
     assert teg["labels"]["istio-injection"] == "enabled"
     assert json.loads(teg["annotations"][PRIOR]) == {"/metadata/labels/istio-injection": [None, "enabled"]}

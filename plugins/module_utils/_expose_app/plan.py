@@ -91,8 +91,8 @@ def existing_gateway_errors(settings, apps, found):
         labels = (found["namespaces"].get(app["namespace"]) or {}).get("labels") or {}
         if not any(_admits(listener, app["namespace"], gateway["namespace"], labels) for listener in candidates):
             errors.append("app %s: no listener of %s admits routes from namespace %s (allowedRoutes): allow it on "
-                          "the Gateway, or set section_name to a listener that does" % (app["name"], where,
-                                                                                       app["namespace"]))
+                          "the Gateway, or set section_name to a listener that does"
+                          % (app["name"], where, app["namespace"]))
     return errors
 
 

@@ -13,6 +13,7 @@ __metaclass__ = type
 
 from ansible_collections.teg.istio.plugins.module_utils._diffs import merge_patch_diff
 from ansible_collections.teg.istio.plugins.module_utils._gatewayclass_parameters import ref_after_absent
+from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions import revision_injectors
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain import (
     decide_drain,
     drain_annotations_after_teardown,
@@ -21,6 +22,7 @@ from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches 
     envoyproxy_pod_annotations_patch,
     mesh_labels_patch,
 )
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import REVISION_LABEL, default_revision_labels
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     BYPASS_INBOUND_CAPTURE,
     DATAPLANE_MODE_AMBIENT,
@@ -54,6 +56,9 @@ def read_present(settings):
                            "namespace": settings["namespace"]},
     }
     reads.update(_read_ratelimit_service(settings))
+    if not _ambient(settings) and not settings["revision"]:
+        # Which revision "in the mesh" means on this mesh (enrolment.default_revision_labels).
+        reads["webhooks"] = {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1"}
     return reads
 
 
@@ -233,7 +238,14 @@ def decide_present(facts, read, settings, check_mode):
                       "(teg_istio_prep_envoyproxy_name with mode create)" % (where, provider.get("type"))]
 
     api_version = facts["envoyproxy"]["api_version"]
-    namespace_patch, error = mesh_labels_patch(_first(read, "namespace"), settings["revision"],
+    revision = settings["revision"]
+    if "webhooks" in read:
+        labels, error = default_revision_labels(revision_injectors(read["webhooks"]["resources"]),
+                                                "Namespace %s" % settings["namespace"], "teg_istio_prep_revision")
+        if error:
+            return None, [error]
+        revision = labels.get(REVISION_LABEL, "")
+    namespace_patch, error = mesh_labels_patch(_first(read, "namespace"), revision,
                                                mesh_mode=settings["mesh_mode"],
                                                enrol_opted_out=settings.get("enrol_opted_out", False))
     if error:

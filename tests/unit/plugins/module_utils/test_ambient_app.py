@@ -48,13 +48,13 @@ def test_a_label_someone_set_to_another_value_is_not_taken_back():
 def test_back_to_sidecar_takes_the_ambient_label_off():
     found = {"httpbin": {"exists": True, "labels": AMBIENT}}
     labels, unwanted = changes.mode_labels("sidecar", INJECTION)
-    [patch], _ = changes.namespace_objects({"namespaces": ["httpbin"]}, found, labels, unwanted=unwanted)
+    [patch], _unused = changes.namespace_objects({"namespaces": ["httpbin"]}, found, labels, unwanted=unwanted)
     assert patch["metadata"]["labels"] == {"istio-injection": "enabled", "istio.io/dataplane-mode": None}
 
 
 def test_a_namespace_created_in_ambient_gets_no_nulls():
     labels, unwanted = changes.mode_labels("ambient", INJECTION)
-    [created], _ = changes.namespace_objects({"namespaces": ["httpbin"]}, {"httpbin": {"exists": False}}, labels,
+    [created], _unused = changes.namespace_objects({"namespaces": ["httpbin"]}, {"httpbin": {"exists": False}}, labels,
                                              "httpbin", unwanted)
     assert created["metadata"]["labels"] == dict(AMBIENT, **{"app.kubernetes.io/managed-by": "teg.istio"})
 

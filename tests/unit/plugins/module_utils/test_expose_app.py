@@ -166,14 +166,15 @@ class TestExistingGateway:
         {"name": "web", "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"edge": "yes"}}}}},
         {"name": "local"}]}}
 
-    def check(self, apps, labels=None, gateway=GATEWAY):
+    def check(self, apps, labels=None, gateway=None, missing=False):
         s = {"gateway": {"name": "platform", "namespace": "edge", "create": False}}
+        gateway = None if missing else (gateway or self.GATEWAY)
         found = {"listed": {("Gateway", "edge"): {"platform": gateway} if gateway else {}},
                  "namespaces": {"httpbin": {"labels": labels or {}}}}
         return expose_plan.existing_gateway_errors(s, apps, found)
 
     def test_it_must_exist(self):
-        assert self.check([dict(HTTPBIN, section_name=None)], gateway=None) == [
+        assert self.check([dict(HTTPBIN, section_name=None)], missing=True) == [
             "Gateway edge/platform does not exist: create it, or set expose_app_gateway_create: true to let the role "
             "create it"]
 
@@ -378,10 +379,10 @@ class TestNamespaces:
 
     def test_sample_namespace_claimed_only_when_created(self):
         p = plan([HTTPBIN], sample=True)
-        [created], _ = changes.namespace_objects(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
+        [created], _unused = changes.namespace_objects(p, {"httpbin": {"exists": False, "labels": {}}}, self.LABELS, "httpbin")
         assert created["metadata"]["labels"] == {"istio-injection": "enabled",
                                                  "app.kubernetes.io/managed-by": "teg.istio"}
-        [labelled], _ = changes.namespace_objects(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
+        [labelled], _unused = changes.namespace_objects(p, {"httpbin": {"exists": True, "labels": {}}}, self.LABELS, "httpbin")
         assert labelled["metadata"]["labels"] == self.LABELS
 
 

@@ -271,10 +271,10 @@ class TestOwnersPolicies:
 
     def test_a_mode_changed_again_by_a_later_run_is_still_given_back_once(self):
         theirs = _theirs("default", "istio-system")
-        _, (patch,), _ = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        _unused, (patch,), _unused = sm.adopt_owners(self.declared, [theirs], "istio-system")
         after = _applied(theirs, patch)
         permissive = sm.definitions([], "istio-system", "PERMISSIVE", V1)
-        _, (again,), _ = sm.adopt_owners(permissive, [after], "istio-system")
+        _unused, (again,), _unused = sm.adopt_owners(permissive, [after], "istio-system")
         assert again["metadata"]["annotations"] == {"teg.istio/prior": '{"/spec/mtls":[null,{"mode":"PERMISSIVE"}]}'}
         later = _applied(after, again)
         (back,), left = sm.restorations([later])
@@ -284,7 +284,7 @@ class TestOwnersPolicies:
         older = _theirs("mesh", "istio-system", "PERMISSIVE", created="2025-06-01T00:00:00Z")
         newer = _theirs("default", "istio-system", "STRICT")
         workload = _theirs("gw", "istio-system", "DISABLE", created="2024-01-01T00:00:00Z", selector={"app": "gw"})
-        _, patches, kept = sm.adopt_owners(self.declared, [newer, workload, older], "istio-system")
+        _unused, patches, kept = sm.adopt_owners(self.declared, [newer, workload, older], "istio-system")
         assert [p["metadata"]["name"] for p in patches] == ["mesh"] and kept == []
 
     def test_the_collection_s_own_default_is_updated_as_before_and_pruned_when_an_older_owners_one_wins(self):
@@ -301,7 +301,7 @@ class TestOwnersPolicies:
                                   "istio-system", "STRICT", V1)[1:]
         theirs = _theirs("metrics", "apps", "STRICT", selector={"app": "httpbin", "tier": "web"},
                          ports={"8080": "PERMISSIVE"})
-        _, (patch,), _ = sm.adopt_owners(declared, [theirs], "istio-system")
+        _unused, (patch,), _unused = sm.adopt_owners(declared, [theirs], "istio-system")
         assert patch["spec"] == {"selector": {"matchLabels": {"tier": None}},
                                  "portLevelMtls": {"8080": None, "9090": {"mode": "DISABLE"}}}
         assert "labels" not in patch["metadata"]
@@ -313,7 +313,7 @@ class TestOwnersPolicies:
 
     def test_rerun_writes_nothing_once_switched(self):
         theirs = _theirs("default", "istio-system", "PERMISSIVE")
-        _, (patch,), _ = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        _unused, (patch,), _unused = sm.adopt_owners(self.declared, [theirs], "istio-system")
         after = _applied(theirs, patch)
         definitions, patches, kept = sm.adopt_owners(self.declared, [after], "istio-system")
         assert (definitions, patches) == ([], [])
@@ -324,7 +324,7 @@ class TestOwnersPolicies:
 
     def test_teardown_leaves_a_mode_changed_since_and_says_so(self):
         theirs = _theirs("default", "istio-system", "PERMISSIVE")
-        _, (patch,), _ = sm.adopt_owners(self.declared, [theirs], "istio-system")
+        _unused, (patch,), _unused = sm.adopt_owners(self.declared, [theirs], "istio-system")
         after = _applied(theirs, patch)
         after["spec"]["mtls"]["mode"] = "DISABLE"
         (back,), left = sm.restorations([after])
