@@ -134,4 +134,3 @@ def default_revision_labels(injectors, where, how):
     return None, ("%s: the mesh has revisions %s and no default one (no default revision, no revision tag default), so "
                   "%s=enabled would inject nothing: set %s to the revision (or tag) TEG is to join"
                   % (where, ", ".join(sorted(injectors)), INJECTION_LABEL, how))
-

@@ -55,7 +55,7 @@ def test_back_to_sidecar_takes_the_ambient_label_off():
 def test_a_namespace_created_in_ambient_gets_no_nulls():
     labels, unwanted = changes.mode_labels("ambient", INJECTION)
     [created], _unused = changes.namespace_objects({"namespaces": ["httpbin"]}, {"httpbin": {"exists": False}}, labels,
-                                             "httpbin", unwanted)
+                                                   "httpbin", unwanted)
     assert created["metadata"]["labels"] == dict(AMBIENT, **{"app.kubernetes.io/managed-by": "teg.istio"})
 
 
