@@ -96,7 +96,10 @@ def owners(cluster):
                          "allowedRoutes": {"namespaces": {"from": "All"}}}]}})
     _kubectl_apply(cluster, objects)
     _kubectl_apply(cluster, _app("shop") + _app("legacy"))
-    return {"before": snapshot(cluster)}
+    yield {"before": snapshot(cluster)}
+    # The owners' mesh goes with this file (reset removes Helm's webhooks, not the tag made without Helm).
+    cluster.kubectl("delete", "mutatingwebhookconfiguration", "istio-revision-tag-default", "--ignore-not-found")
+    cluster.localcp("reset")
 
 
 def _namespace(cluster, name):

@@ -39,7 +39,8 @@ def run(play, flavour, charts):
 
 @pytest.fixture(scope="module")
 def owners_istio(cluster, charts, flavour, tmp_path_factory):
-    """istio-base and istiod installed by the owners with helm, not by this collection."""
+    """istio-base and istiod installed by the owners with helm, not by this collection, on the TEG fixture."""
+    cluster.localcp("reset")
     values = tmp_path_factory.mktemp("owners") / "istiod.yaml"
     values.write_text(yaml.safe_dump(OWNERS_VALUES))
     version = flavour["istio"]
@@ -47,7 +48,9 @@ def owners_istio(cluster, charts, flavour, tmp_path_factory):
          "--set", f"global.istioNamespace={NAMESPACE}")
     helm(cluster, "install", "istiod", str(charts / "archives" / f"istiod-{version}.tgz"), "-n", NAMESPACE, "-f", str(values))
     cluster.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/istiod", "--timeout=180s")
-    return version
+    yield version
+    # The owners' Istio goes with this file: the files after it start from a cluster without Istio.
+    cluster.localcp("reset")
 
 
 def _values(cluster, release):

@@ -45,6 +45,12 @@ def flavour(cluster):
     return FLAVOURS[cluster.matrix]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def without_istio(cluster):
+    """The tests of this file start from a cluster without Istio, whatever the files before it left."""
+    cluster.localcp("reset")
+
+
 @pytest.fixture(scope="module")
 def charts(cluster):
     out = cluster.state_dir / "charts"
