@@ -13,7 +13,7 @@ from ansible_collections.teg.istio.plugins.module_utils._strict_mtls.policies im
     exceptions_line,
     permissive_exceptions,
 )
-from ansible_collections.teg.istio.plugins.module_utils.enrolment import label_changes
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import INJECTION_LABELS, label_changes
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     APP_LABEL,
     BYPASS_INBOUND_CAPTURE,
@@ -29,9 +29,6 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
 )
 
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
-# The namespace labels by which istiod injects sidecars: none of them may be on an ambient namespace, since a
-# pod with a sidecar is not captured by ztunnel.
-INJECTION_LABELS = ("istio-injection", "istio.io/rev")
 # The DaemonSets of Istio's ambient data plane (charts cni and ztunnel), in Istio's namespace.
 AMBIENT_DAEMONSETS = ("ztunnel", "istio-cni-node")
 
@@ -257,6 +254,7 @@ def _ambient_findings(observed, expected):
             findings.append("Namespace %s has label %s=%r, expected %r: run the %s role in ambient mode"
                             % (name, DATAPLANE_MODE_LABEL, labels.get(DATAPLANE_MODE_LABEL), DATAPLANE_MODE_AMBIENT,
                                fixer))
+        # istiod injects sidecars by these, and ztunnel does not capture a pod with a sidecar.
         for key in INJECTION_LABELS:
             if key in labels:
                 findings.append("Namespace %s has the sidecar injection label %s=%s, which ambient mode must not have "
