@@ -86,7 +86,7 @@ lane-%: venv
 # One cluster per flavour, each in its own state directory: the two run side by side.
 integration-%: venv
 	mkdir -p tests/output
-	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/tests/output/pytest-$* tests/integration
+	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --basetemp=$(CURDIR)/tests/output/pytest-$* tests/integration
 
 # The real Envoy Gateway controller and istiod (docs/real-controllers.md): not part of `make test`, since a
 # cold build of both takes long; `make demo CONTROLLERS=real` runs them too (localcp.py reads CONTROLLERS).
