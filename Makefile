@@ -91,10 +91,12 @@ integration-%: venv
 # The real Envoy Gateway controller and istiod (docs/real-controllers.md): not part of `make test`, since a
 # cold build of both takes long; `make demo CONTROLLERS=real` runs them too (localcp.py reads CONTROLLERS).
 .PHONY: integration-real controllers-build
-integration-real: venv controllers-build  ## site.yml with the real Envoy Gateway controller and istiod (MATRIX=current); builds them once
+integration-real: venv controllers-build  ## site.yml with the real Envoy Gateway controller and istiod (MATRIX=current), then on an owners' mesh of revision stable; builds them once
 	mkdir -p tests/output
 	CONTROLLERS=real MATRIX=$(MATRIX) $(BIN)/python -m pytest -q -p no:cacheprovider \
 	  --basetemp=$(CURDIR)/tests/output/pytest-real-$(MATRIX) tests/integration_real
+	CONTROLLERS=real MATRIX=$(MATRIX) TEG_ISTIO_REAL_REVISION=stable $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  --basetemp=$(CURDIR)/tests/output/pytest-real-revision-$(MATRIX) tests/integration_real/test_existing_revision.py
 
 controllers-build:  ## build the real Envoy Gateway controller and istiod into the build cache (current flavour)
 	tests/localcp/build.sh --controllers

@@ -17,11 +17,11 @@ gives istio-injection=disabled back.
 The tests of this module depend on each other's order (pytest runs them top to bottom)."""
 
 import json
-import subprocess
 
 import pytest
 
 from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
+from owners import helm, install_owners_istio
 from snapshots import differences, snapshot
 
 OWNERS_ISTIOD_VALUES = {"revision": "stable", "meshConfig": {"accessLogFile": "/dev/stdout"},
@@ -43,12 +43,6 @@ def _kubectl_apply(cluster, objects):
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
-def _helm(cluster, *args):
-    proc = subprocess.run(["helm", *args], env=cluster.env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def _app(namespace):
     """A Service and its Deployment, as an app team has them (not the collection's)."""
     labels = {"app": namespace}
@@ -67,14 +61,7 @@ def _app(namespace):
 def owners(cluster):
     """The owners' mesh on a fresh cluster, and the state of every kind before site.yml."""
     cluster.localcp("reset")
-    charts = cluster.env["TEG_ISTIO_TEST_CHARTS"]
-    version = cluster.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
-    _helm(cluster, "install", "istio-base", f"{charts}/base-{version}.tgz", "-n", "istio-system", "--create-namespace",
-          "--wait")
-    values = cluster.state_dir / "owners-istiod-values.json"
-    values.write_text(json.dumps(OWNERS_ISTIOD_VALUES))
-    _helm(cluster, "install", "istiod-stable", f"{charts}/istiod-{version}.tgz", "-n", "istio-system", "-f", str(values),
-          "--wait")
+    install_owners_istio(cluster, "istiod-stable", OWNERS_ISTIOD_VALUES)
     served = cluster.kubectl("api-resources", "--api-group=security.istio.io", "-o", "name").stdout
     assert "peerauthentications" in served, served
     version_pa = "security.istio.io/v1" if cluster.matrix == "current" else "security.istio.io/v1beta1"
@@ -111,9 +98,9 @@ def test_site_changes_nothing_the_owners_set_beyond_what_the_procedure_needs(pla
     assert run.rc == 0, run.output[-4000:]
     owners["applied"] = snapshot(cluster)
     # The owners' Istio is used as it is: same revision, same values.
-    assert json.loads(_helm(cluster, "get", "values", "istiod-stable", "-n", "istio-system", "-o", "json")) == \
+    assert json.loads(helm(cluster, "get", "values", "istiod-stable", "-n", "istio-system", "-o", "json")) == \
         OWNERS_ISTIOD_VALUES
-    history = json.loads(_helm(cluster, "history", "istiod-stable", "-n", "istio-system", "-o", "json"))
+    history = json.loads(helm(cluster, "history", "istiod-stable", "-n", "istio-system", "-o", "json"))
     assert [h["revision"] for h in history] == [1], history
     # Namespaces already in the mesh keep their labels, and get no record: nothing of theirs was changed.
     for name in ("httpbin", "shop", "legacy"):

@@ -16,7 +16,8 @@ import yaml
 from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
 # The staged stand-in charts and the flavour's Istio version, as test_istio_install.py stages them (module fixtures).
 from test_istio_install import charts, flavour  # noqa: F401  pylint: disable=unused-import
-from test_istio_install import NAMESPACE, PLAYBOOK, helm, istio_crds, kubectl_json, releases
+from owners import helm
+from test_istio_install import NAMESPACE, PLAYBOOK, istio_crds, kubectl_json, releases
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 # The owners' values, as in the field report: an access log and a pilot environment variable of their own.

@@ -26,6 +26,7 @@ import yaml
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from conftest import JSON_CALLBACK, assert_one_line_failure
+from owners import helm
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"
@@ -117,12 +118,6 @@ def refuse(run):
         result = run(env=dict(JSON_CALLBACK, **(env or {})), **variables)
         return result, assert_one_line_failure(result, cause, fix)
     return _refuse
-
-
-def helm(cluster, *args):
-    proc = subprocess.run(["helm", *args], env=cluster.env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def releases(cluster):

@@ -48,6 +48,10 @@ CONTROLLER_NAME = "gateway.envoyproxy.io/gatewayclass-controller"
 WEBHOOK_NAME = "teg-istio-real-sidecar-injector"
 WEBHOOK_LABEL = "teg-istio.test/real-controllers"
 PROCESSES = ("pilot-discovery", "envoy-gateway", "lb-addresses")
+# The revision the real istiod serves: "" (the default revision) unless TEG_ISTIO_REAL_REVISION names one, as an
+# owners' canary or revisioned install runs it (tests/integration_real/test_existing_revision.py). Its webhook then
+# selects `istio.io/rev=<revision>` only, and the pods it injects carry that revision.
+REVISION = os.environ.get("TEG_ISTIO_REAL_REVISION", "")
 LB_PREFIX = "192.0.2."
 
 
@@ -160,7 +164,8 @@ def render_istiod_chart(cluster, module_dir, versions, template):
     istio_version = localcp.MATRIX[cluster["matrix"]]["istio"].removeprefix("istio-")
     proc = run([Path(cluster["bins"]["helm"]) / "helm", "template", "istiod", chart, "-n", ISTIO_NAMESPACE,
                 "--set", f"compatibilityVersion={versions['ISTIOD_COMPATIBILITY_VERSION']}",
-                "--set", f"global.tag={istio_version}", "--show-only", f"templates/{template}"])
+                "--set", f"global.tag={istio_version}", "--set", f"revision={REVISION}",
+                "--show-only", f"templates/{template}"])
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
@@ -198,7 +203,7 @@ def start_istiod(cluster, state, binary, versions):
     # pilot.env.PILOT_ENABLE_AMBIENT), for every cluster: it adds istiod's workload API (what ztunnel reads,
     # tests/integration_real/test_ambient.py) and changes nothing for the sidecar-injected pods of the
     # other tests, whose injection template is rendered without the profile.
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig), POD_NAMESPACE=ISTIO_NAMESPACE, REVISION="default",
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), POD_NAMESPACE=ISTIO_NAMESPACE, REVISION=REVISION or "default",
                POD_NAME="istiod-local", PILOT_ENABLE_AMBIENT="true")
     start("pilot-discovery", [
         binary, "discovery", f"--kubeconfig={kubeconfig}",
@@ -211,7 +216,7 @@ def start_istiod(cluster, state, binary, versions):
     localcp.wait_for("istiod /ready", lambda: _get_ok(f"http://127.0.0.1:{ports['http']}/ready"), timeout=180)
     webhook = injector_webhook(cluster, module_dir, versions, ports["https"], (pki / "ca.crt").read_bytes())
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(webhook))
-    log(f"istiod {versions['ISTIOD_MODULE_VERSION']} ready; injection webhook on https://127.0.0.1:{ports['https']}")
+    log(f"istiod {versions['ISTIOD_MODULE_VERSION']} (revision {REVISION or 'default'}) ready; injection webhook on https://127.0.0.1:{ports['https']}")
 
 
 # --- Envoy Gateway -----------------------------------------------------------------------------
