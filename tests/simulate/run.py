@@ -264,28 +264,7 @@ def istio_chart(cluster_state, version_pins):
             "mesh": mesh["data"]["mesh"], "webhook": webhook,
             "module_version": version_pins["ISTIOD_MODULE_VERSION"],
             "compatibility_version": version_pins["ISTIOD_COMPATIBILITY_VERSION"],
-            "compatibility_env": compatibility_env(controllers, cluster_state, module_dir, version_pins)}
-
-
-def compatibility_env(controllers, cluster_state, module_dir, version_pins):
-    """The pilot env flags of the deployed Istio minor's compatibility profile (the chart's compatibilityVersion:
-    manifests/helm-profiles/compatibility-version-<minor>.yaml of the module, `pilot.env`), checked to be what the
-    chart renders into istiod's `discovery` container: the in-process istiod runs with them (suite())."""
-    minor = version_pins["ISTIOD_COMPATIBILITY_VERSION"]
-    profile_path = module_dir / "manifests" / "helm-profiles" / f"compatibility-version-{minor}.yaml"
-    if not profile_path.exists():
-        raise SystemExit(f"simulate: the istio module has no compatibility profile {minor} ({profile_path}): "
-                         "set ISTIOD_COMPATIBILITY_VERSION in tests/localcp/versions.env to a minor it has")
-    profile = yaml.safe_load(profile_path.read_text()) or {}
-    wanted = {key: str(value) for key, value in ((profile.get("pilot") or {}).get("env") or {}).items()}
-    (deployment,) = [d for d in controllers.render_istiod_chart(cluster_state, module_dir, version_pins, "deployment.yaml")
-                     if d.get("kind") == "Deployment"]
-    (discovery,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "discovery"]
-    rendered = {e["name"]: e.get("value") for e in discovery.get("env", [])}
-    differ = {key: value for key, value in wanted.items() if rendered.get(key) != value}
-    if differ:
-        raise SystemExit(f"simulate: istiod's Deployment rendered with compatibilityVersion={minor} lacks {differ}")
-    return wanted
+            "compatibility_env": controllers.compatibility_env(cluster_state, module_dir, version_pins)}
 
 
 def live_endpoints(cluster):
