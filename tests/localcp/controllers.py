@@ -169,6 +169,28 @@ def render_istiod_chart(cluster, module_dir, versions, template):
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+def compatibility_env(cluster, module_dir, versions):
+    """The pilot env flags of the deployed Istio minor's compatibility profile (the chart's compatibilityVersion:
+    manifests/helm-profiles/compatibility-version-<minor>.yaml of the module, `pilot.env`), checked to be what the
+    chart renders into istiod's `discovery` container. The module is a snapshot of a later minor (versions.env):
+    these flags make the real istiod and the traffic suite's in-process one behave as the deployed minor."""
+    minor = versions["ISTIOD_COMPATIBILITY_VERSION"]
+    profile_path = module_dir / "manifests" / "helm-profiles" / f"compatibility-version-{minor}.yaml"
+    if not profile_path.exists():
+        raise localcp.LocalcpError(f"the istio module has no compatibility profile {minor} ({profile_path}): set "
+                                   "ISTIOD_COMPATIBILITY_VERSION in tests/localcp/versions.env to a minor it has")
+    profile = yaml.safe_load(profile_path.read_text()) or {}
+    wanted = {key: str(value) for key, value in ((profile.get("pilot") or {}).get("env") or {}).items()}
+    (deployment,) = [d for d in render_istiod_chart(cluster, module_dir, versions, "deployment.yaml")
+                     if d.get("kind") == "Deployment"]
+    (discovery,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "discovery"]
+    rendered = {e["name"]: e.get("value") for e in discovery.get("env", [])}
+    differ = {key: value for key, value in wanted.items() if rendered.get(key) != value}
+    if differ:
+        raise localcp.LocalcpError(f"istiod's Deployment rendered with compatibilityVersion={minor} lacks {differ}")
+    return wanted
+
+
 def write_injection_config(cluster, module_dir, versions, workdir):
     """istiod reads its injection template from ./var/lib/istio/inject/{config,values} when present
     (pilot/pkg/bootstrap/sidecarinjector.go), as the chart's ConfigMap mounts it."""
@@ -203,8 +225,9 @@ def start_istiod(cluster, state, binary, versions):
     # pilot.env.PILOT_ENABLE_AMBIENT), for every cluster: it adds istiod's workload API (what ztunnel reads,
     # tests/integration_real/test_ambient.py) and changes nothing for the sidecar-injected pods of the
     # other tests, whose injection template is rendered without the profile.
+    # And the pilot env of the deployed minor's compatibility profile, as istiod's Deployment carries it.
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), POD_NAMESPACE=ISTIO_NAMESPACE, REVISION=REVISION or "default",
-               POD_NAME="istiod-local", PILOT_ENABLE_AMBIENT="true")
+               POD_NAME="istiod-local", PILOT_ENABLE_AMBIENT="true", **compatibility_env(cluster, module_dir, versions))
     start("pilot-discovery", [
         binary, "discovery", f"--kubeconfig={kubeconfig}",
         f"--httpAddr=127.0.0.1:{ports['http']}", f"--httpsAddr=127.0.0.1:{ports['https']}",

@@ -205,7 +205,7 @@ type inboundConn struct {
 // allowed; dry-run policies are not enforced. A policy matches when any of its groups does, a group when all
 // its rules do; a match when every kind of condition it sets holds (values of one kind are OR-ed). What the
 // walk cannot judge (a rule of several matches, addresses, service accounts) makes it say so, not guess.
-func authorize(policies []*security.Authorization, c inboundConn) (allowed bool, why string, err error) {
+func authorize(policies []*security.Authorization, c inboundConn) (allowed bool, cause Cause, why string, err error) {
 	var allows []string
 	for _, p := range policies {
 		if p.DryRun {
@@ -213,25 +213,25 @@ func authorize(policies []*security.Authorization, c inboundConn) (allowed bool,
 		}
 		hit, err := policyMatches(p, c)
 		if err != nil {
-			return false, "", err
+			return false, "", "", err
 		}
 		name := p.Namespace + "/" + p.Name
 		switch p.Action {
 		case security.Action_DENY:
 			if hit {
-				return false, "DENY policy " + name + " matches", nil
+				return false, CauseRBACDeny, "DENY policy " + name + " matches", nil
 			}
 		case security.Action_ALLOW:
 			if hit {
-				return true, "ALLOW policy " + name + " matches", nil
+				return true, "", "ALLOW policy " + name + " matches", nil
 			}
 			allows = append(allows, name)
 		}
 	}
 	if len(allows) > 0 {
-		return false, "no ALLOW policy matches (" + strings.Join(allows, ", ") + ")", nil
+		return false, CauseRBACNoAllow, "no ALLOW policy matches (" + strings.Join(allows, ", ") + ")", nil
 	}
-	return true, "no policy refuses it", nil
+	return true, "", "no policy refuses it", nil
 }
 
 func policyMatches(p *security.Authorization, c inboundConn) (bool, error) {
@@ -431,7 +431,7 @@ func (w *World) throughZtunnels(h *Hop, client *corev1.Pod, addr string, port in
 	}
 	route, err := w.ztunnelRoute(addr, port)
 	if err != nil {
-		return h.fail("%v", err), nil
+		return h.fail(CauseNoZtunnelRoute, "%v", err), nil
 	}
 	h.Detail = append(h.Detail, route.describes)
 	if route.waypoint != "" && src.TunnelProtocol == workloadapi.TunnelProtocol_HBONE {
@@ -442,7 +442,7 @@ func (w *World) throughZtunnels(h *Hop, client *corev1.Pod, addr string, port in
 		return h, nil
 	}
 	if skipped := w.Ambient.serviceWaypoint(route.dest); route.service == nil && skipped != "" {
-		return h.fail("sent to a pod IP, so ztunnel goes straight to the pod and skips %s, and with it the L7 policies "+
+		return h.fail(CauseWaypointSkipped, "sent to a pod IP, so ztunnel goes straight to the pod and skips %s, and with it the L7 policies "+
 			"there", skipped), nil
 	}
 	conn := inboundConn{port: route.port}
@@ -465,7 +465,7 @@ func (w *World) throughZtunnels(h *Hop, client *corev1.Pod, addr string, port in
 		h.Detail = append(h.Detail, "the destination is not in the mesh: no ztunnel receives it")
 		return h, nil
 	}
-	allowed, why, err := authorize(w.Ambient.policiesOf(route.dest), conn)
+	allowed, cause, why, err := authorize(w.Ambient.policiesOf(route.dest), conn)
 	if err != nil {
 		return nil, err
 	}
@@ -474,7 +474,7 @@ func (w *World) throughZtunnels(h *Hop, client *corev1.Pod, addr string, port in
 		if conn.principal != "" {
 			what = "HBONE from " + conn.principal
 		}
-		return h.fail("the destination's ztunnel refuses %s: %s", what, why), nil
+		return h.fail(cause, "the destination's ztunnel refuses %s: %s", what, why), nil
 	}
 	h.Detail = append(h.Detail, "destination ztunnel: "+why)
 	h.OK = true
@@ -496,7 +496,7 @@ func (w *World) WalkAmbient() (*Walk, error) {
 	wk.Hops = append(wk.Hops, h1)
 	h2 := &Hop{ID: "2", Title: "ztunnel of TEG's Envoy pod, then httpbin's ztunnel", Envoy: "istiod's workload API and authorizations (ztunnel's xDS)"}
 	if !h1.OK {
-		h2.fail("hop 1 failed")
+		h2.fail(CauseEarlierHop, "hop 1 failed")
 	} else {
 		upstream, port := hostPort(h1.Match.Upstream)
 		h2.Call = fmt.Sprintf("GET %s%s to %s", h1.Match.Host, h1.Match.Path, h1.Match.UpstreamName)
@@ -504,7 +504,7 @@ func (w *World) WalkAmbient() (*Walk, error) {
 			return nil, fmt.Errorf("hop 2: %w", err)
 		}
 		if h2.OK && h1.Match.Path != AppPath {
-			h2.fail("the path reaches the app as %s, not %s", h1.Match.Path, AppPath)
+			h2.fail(CauseWrongPath, "the path reaches the app as %s, not %s", h1.Match.Path, AppPath)
 		}
 	}
 	wk.Hops = append(wk.Hops, h2)
@@ -513,7 +513,7 @@ func (w *World) WalkAmbient() (*Walk, error) {
 		return nil, err
 	}
 	wk.Hops = append(wk.Hops, h3p)
-	for _, f := range []func() (*Hop, error){w.hopXDS, w.hopRateLimit, w.hopRedis, w.hopAmbientEdgeInbound} {
+	for _, f := range []func() (*Hop, error){w.hopXDS, w.hopRateLimit, w.hopRedis, w.hopRateLimitConfig, w.hopAmbientEdgeInbound} {
 		h, err := f()
 		if err != nil {
 			return nil, err
@@ -534,7 +534,7 @@ func (w *World) hopAmbientPlaintext() (*Hop, error) {
 	}
 	wl := w.Ambient.Workloads[pods[0].Status.PodIP]
 	if wl == nil || wl.TunnelProtocol != workloadapi.TunnelProtocol_HBONE {
-		return h.fail("httpbin's pod is no ztunnel workload: nothing enforces mutual TLS for it"), nil
+		return h.fail(CauseNotInMesh, "httpbin's pod is no ztunnel workload: nothing enforces mutual TLS for it"), nil
 	}
 	svc, err := TypedOne[corev1.Service](w.St, "Service", AppNamespace, AppService)
 	if err != nil {
@@ -542,16 +542,16 @@ func (w *World) hopAmbientPlaintext() (*Hop, error) {
 	}
 	sp := servicePort(svc, AppPort)
 	if sp == nil {
-		return h.fail("Service %s/%s has no port %d", AppNamespace, AppService, AppPort), nil
+		return h.fail(CauseMissingPort, "Service %s/%s has no port %d", AppNamespace, AppService, AppPort), nil
 	}
 	target := sp.TargetPort.IntValue()
-	allowed, why, err := authorize(w.Ambient.policiesOf(wl), inboundConn{port: uint32(target)})
+	allowed, _, why, err := authorize(w.Ambient.policiesOf(wl), inboundConn{port: uint32(target)})
 	if err != nil {
 		return nil, err
 	}
 	h.Call = fmt.Sprintf("plaintext TCP to the httpbin pod, port %d", target)
 	if allowed {
-		return h.fail("accepted (%s): the mesh does not require mutual TLS", why), nil
+		return h.fail(CausePlaintextAccepted, "accepted (%s): the mesh does not require mutual TLS", why), nil
 	}
 	h.Detail = append(h.Detail, "refused: "+why)
 	h.OK = true
@@ -578,12 +578,12 @@ func (w *World) hopAmbientEdgeInbound() (*Hop, error) {
 		h.OK = true
 		return h, nil
 	}
-	allowed, why, err := authorize(w.Ambient.policiesOf(wl), inboundConn{port: uint32(target)})
+	allowed, cause, why, err := authorize(w.Ambient.policiesOf(wl), inboundConn{port: uint32(target)})
 	if err != nil {
 		return nil, err
 	}
 	if !allowed {
-		return h.fail("captured by ztunnel (no %s on the pod), which refuses plaintext from outside the mesh: %s", bypassInboundCapture, why), nil
+		return h.fail(cause, "captured by ztunnel (no %s on the pod), which refuses plaintext from outside the mesh: %s", bypassInboundCapture, why), nil
 	}
 	h.Detail = append(h.Detail, "captured by ztunnel, accepted: "+why)
 	h.OK = true

@@ -66,7 +66,7 @@ func Simulate(cfg *Config, call simulation.Call) (m Match, err error) {
 	}
 	cl := cfg.Cluster(m.ClusterMatched)
 	if cl == nil {
-		m.Error = fmt.Errorf("cluster %q is not in the configuration", m.ClusterMatched)
+		m.Error = fmt.Errorf("%w: %q is not in the configuration", errClusterNotFound, m.ClusterMatched)
 		return m, nil
 	}
 	m.HTTP2 = speaksHTTP2(cl)
@@ -77,7 +77,7 @@ func Simulate(cfg *Config, call simulation.Call) (m Match, err error) {
 	default:
 		lb := firstEndpoint(cfg.LoadAssignment(cl))
 		if lb == nil {
-			m.Error = fmt.Errorf("cluster %q has no endpoint", cl.GetName())
+			m.Error = fmt.Errorf("%w: cluster %q", errNoEndpoint, cl.GetName())
 			return m, nil
 		}
 		sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
@@ -242,6 +242,13 @@ func speaksHTTP2(cl *cluster.Cluster) bool {
 	}
 	return opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
 }
+
+// What Simulate finds past the simulation's matching: a route to a cluster CDS does not hold (Envoy answers
+// 503 with response flag NC) or to a cluster without endpoint (503 UH).
+var (
+	errClusterNotFound = errors.New("cluster not found")
+	errNoEndpoint      = errors.New("no endpoint")
+)
 
 // errorReason is the simulation's error in the words of the configuration.
 func errorReason(err error) string {

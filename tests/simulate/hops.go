@@ -13,10 +13,11 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
+	"github.com/envoyproxy/gateway/internal/infrastructure/kubernetes/ratelimit"
+	"istio.io/istio/pilot/pkg/networking/util"
 	"istio.io/istio/pilot/pkg/simulation"
 )
 
@@ -37,7 +38,7 @@ const (
 
 // Hop is one Envoy's decision on the way, as the hop table shows it.
 type Hop struct {
-	ID     string // 1, 2, 3, 3p, 4a, 4b, 4c, 5
+	ID     string // 1, 2, 3, 3p, 4a, 4b, 4c, 4d, 5
 	Title  string
 	Envoy  string // whose configuration decides
 	Call   string // what arrives there
@@ -45,10 +46,11 @@ type Hop struct {
 	Detail []string // further facts for the table
 	OK     bool
 	Reason string // why it failed, in the configuration's words
+	Cause  Cause  // the condition it failed on (causes.go): what ablations are judged by
 }
 
-func (h *Hop) fail(format string, args ...any) *Hop {
-	h.OK, h.Reason = false, fmt.Sprintf(format, args...)
+func (h *Hop) fail(cause Cause, format string, args ...any) *Hop {
+	h.OK, h.Cause, h.Reason = false, cause, fmt.Sprintf(format, args...)
 	return h
 }
 
@@ -99,7 +101,7 @@ func (w *World) WalkAll() (*Walk, error) {
 		return nil, fmt.Errorf("hop 3: %w", err)
 	}
 	wk.Hops = append(wk.Hops, h3, h3p)
-	for _, f := range []func() (*Hop, error){w.hopXDS, w.hopRateLimit, w.hopRedis, w.hopEdgeNotCaptured} {
+	for _, f := range []func() (*Hop, error){w.hopXDS, w.hopRateLimit, w.hopRedis, w.hopRateLimitConfig, w.hopEdgeNotCaptured} {
 		h, err := f()
 		if err != nil {
 			return nil, err
@@ -129,7 +131,7 @@ func (w *World) hopEdge() (*Hop, error) {
 	h := &Hop{ID: "1", Title: "TEG's Envoy", Envoy: "Envoy Gateway's xDS for Gateway " + TEGNamespace + "/" + GatewayName}
 	port := servicePort(w.EnvoyService, GatewayPort)
 	if port == nil {
-		return h.fail("the Envoy Service %s has no port %d", w.EnvoyService.Name, GatewayPort), nil
+		return h.fail(CauseMissingPort, "the Envoy Service %s has no port %d", w.EnvoyService.Name, GatewayPort), nil
 	}
 	target := int(port.TargetPort.IntVal)
 	pod := w.envoyPod()
@@ -144,15 +146,26 @@ func (w *World) hopEdge() (*Hop, error) {
 	}
 	h.Match = &m
 	if m.Error != nil {
-		return h.fail("%s (listener %q, route configuration %q); HTTPRoute Accepted: %s", errorReason(m.Error), m.ListenerMatched,
+		return h.fail(errorCause(m.Error), "%s (listener %q, route configuration %q); HTTPRoute Accepted: %s", errorReason(m.Error), m.ListenerMatched,
 			m.RouteConfigMatched, w.EG.RouteAccepted(AppNamespace, AppService)), nil
 	}
 	m.UpstreamName = w.Describe(m.Upstream)
 	h.OK = true
 	if m.TLS != "plaintext" {
-		return h.fail("Envoy Gateway sends %s to the backend; the sidecar must see plain HTTP to route it", m.TLS), nil
+		return h.fail(CauseTLSToBackend, "Envoy Gateway sends %s to the backend; the sidecar must see plain HTTP to route it", m.TLS), nil
 	}
 	return h, nil
+}
+
+// clusterCause is why a sidecar sending the request to that cluster, not the app's, fails: Istio's
+// fallthrough clusters (pilot/pkg/networking/util: PassthroughCluster, BlackHoleCluster) for a destination it
+// has no route for, or another cluster.
+func clusterCause(name string) Cause {
+	switch name {
+	case util.PassthroughCluster, util.BlackHoleCluster:
+		return CausePassthrough
+	}
+	return CauseWrongCluster
 }
 
 // outboundCaptured tells whether the pod's iptables rules (istio-init's arguments, which the
@@ -246,16 +259,16 @@ func (w *World) hopEnvoySidecar(h1 *Hop) (*Hop, error) {
 	pod := w.envoyPod()
 	h := &Hop{ID: "2", Title: "sidecar of TEG's Envoy pod, outbound", Envoy: "istiod's xDS for the Envoy pod's sidecar"}
 	if !h1.OK {
-		return h.fail("hop 1 failed"), nil
+		return h.fail(CauseEarlierHop, "hop 1 failed"), nil
 	}
 	upstream, port := hostPort(h1.Match.Upstream)
 	h.Call = fmt.Sprintf("%s %s%s to %s", "GET", h1.Match.Host, h1.Match.Path, h1.Match.UpstreamName)
 	if !HasSidecar(pod) {
-		return h.fail("the Envoy pod has no sidecar: %s; the request leaves unencrypted for %s",
+		return h.fail(CauseNoSidecar, "the Envoy pod has no sidecar: %s; the request leaves unencrypted for %s",
 			w.Mesh.Injection[w.EnvoyPod], h1.Match.UpstreamName), nil
 	}
 	if ok, why := outboundCaptured(pod, port); !ok {
-		return h.fail("not captured: %s", why), nil
+		return h.fail(CauseNotCaptured, "not captured: %s", why), nil
 	}
 	m, err := w.sidecarOutbound(h, pod, simulation.Call{Address: upstream, Port: port, Path: h1.Match.Path,
 		HostHeader: h1.Match.Host, Protocol: simulation.HTTP})
@@ -265,17 +278,17 @@ func (w *World) hopEnvoySidecar(h1 *Hop) (*Hop, error) {
 	h.Match = m
 	switch {
 	case m.Error != nil:
-		return h.fail("%s (listener %q)", errorReason(m.Error), m.ListenerMatched), nil
+		return h.fail(errorCause(m.Error), "%s (listener %q)", errorReason(m.Error), m.ListenerMatched), nil
 	case m.ClusterMatched != AppCluster && m.VirtualHostMatched == "":
-		return h.fail("listener %q has no HTTP route for it and sends it to %s, not to %s: it leaves the sidecar %s for %s",
+		return h.fail(clusterCause(m.ClusterMatched), "listener %q has no HTTP route for it and sends it to %s, not to %s: it leaves the sidecar %s for %s",
 			m.ListenerMatched, m.ClusterMatched, AppCluster, m.TLS, m.UpstreamName), nil
 	case m.ClusterMatched != AppCluster:
-		return h.fail("route %q of virtual host %q sends it to %s, not to %s: it leaves the sidecar %s for %s",
+		return h.fail(clusterCause(m.ClusterMatched), "route %q of virtual host %q sends it to %s, not to %s: it leaves the sidecar %s for %s",
 			m.RouteMatched, m.VirtualHostMatched, m.ClusterMatched, AppCluster, m.TLS, m.UpstreamName), nil
 	case m.TLS != "ISTIO_MUTUAL":
-		return h.fail("cluster %s sends %s to %s, not Istio mutual TLS", m.ClusterMatched, m.TLS, m.UpstreamName), nil
+		return h.fail(CauseNotIstioMTLS, "cluster %s sends %s to %s, not Istio mutual TLS", m.ClusterMatched, m.TLS, m.UpstreamName), nil
 	case m.Path != AppPath:
-		return h.fail("the path reaches the app as %s, not %s", m.Path, AppPath), nil
+		return h.fail(CauseWrongPath, "the path reaches the app as %s, not %s", m.Path, AppPath), nil
 	}
 	h.OK = true
 	return h, nil
@@ -301,8 +314,8 @@ func (w *World) hopAppSidecar(h2 *Hop) (*Hop, *Hop, error) {
 	}
 	call := simulation.Call{Port: target, Path: AppPath, HostHeader: AppServiceFQD, Protocol: simulation.HTTP}
 	if !HasSidecar(pod) {
-		h.fail("the httpbin pod has no sidecar: %s", w.Mesh.Injection[pod.Namespace+"/"+pod.Name])
-		hp.fail("the httpbin pod has no sidecar: nothing refuses plaintext")
+		h.fail(CauseNoSidecar, "the httpbin pod has no sidecar: %s", w.Mesh.Injection[pod.Namespace+"/"+pod.Name])
+		hp.fail(CauseNoSidecar, "the httpbin pod has no sidecar: nothing refuses plaintext")
 		return h, hp, nil
 	}
 	// Plaintext, as a pod without a sidecar sends it.
@@ -313,18 +326,18 @@ func (w *World) hopAppSidecar(h2 *Hop) (*Hop, *Hop, error) {
 	}
 	hp.Match = mp
 	if mp.Error == nil {
-		hp.fail("accepted: filter chain %q of listener %q takes plaintext (cluster %s)", mp.FilterChainMatched, mp.ListenerMatched,
+		hp.fail(CausePlaintextAccepted, "accepted: filter chain %q of listener %q takes plaintext (cluster %s)", mp.FilterChainMatched, mp.ListenerMatched,
 			mp.ClusterMatched)
 	} else {
 		hp.OK = true
 		hp.Detail = append(hp.Detail, "refused: "+errorReason(mp.Error))
 	}
 	if !h2.OK {
-		return h.fail("hop 2 failed"), hp, nil
+		return h.fail(CauseEarlierHop, "hop 2 failed"), hp, nil
 	}
 	upstream, port := hostPort(h2.Match.Upstream)
 	if pod = w.Mesh.PodByIP(upstream); pod == nil {
-		return h.fail("hop 2 sends it to %s, which is no pod", h2.Match.Upstream), hp, nil
+		return h.fail(CauseWrongCluster, "hop 2 sends it to %s, which is no pod", h2.Match.Upstream), hp, nil
 	}
 	call.Port, call.Path, call.HostHeader = port, h2.Match.Path, h2.Match.Host
 	call.TLS = tlsOf(h2.Match)
@@ -337,9 +350,9 @@ func (w *World) hopAppSidecar(h2 *Hop) (*Hop, *Hop, error) {
 	h.Match = m
 	switch {
 	case m.Error != nil:
-		return h.fail("%s (listener %q)", errorReason(m.Error), m.ListenerMatched), hp, nil
+		return h.fail(errorCause(m.Error), "%s (listener %q)", errorReason(m.Error), m.ListenerMatched), hp, nil
 	case m.HTTP2:
-		return h.fail("cluster %s speaks HTTP/2 to the app, which serves HTTP/1.1 only", m.ClusterMatched), hp, nil
+		return h.fail(CauseHTTP2Upstream, "cluster %s speaks HTTP/2 to the app, which serves HTTP/1.1 only", m.ClusterMatched), hp, nil
 	}
 	h.OK = true
 	return h, hp, nil
@@ -348,7 +361,7 @@ func (w *World) hopAppSidecar(h2 *Hop) (*Hop, *Hop, error) {
 // tcpThroughSidecars walks one TCP connection (TLS or not, as the client's own configuration says)
 // through the client pod's sidecar and the server pod's sidecar.
 func (w *World) tcpThroughSidecars(h *Hop, client *corev1.Pod, host string, port int, tls simulation.TLSMode, alpn string) (*Hop, error) {
-	clusterIP, svc, err := w.resolve(host)
+	clusterIP, svc, err := w.resolve(host, client.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +375,7 @@ func (w *World) tcpThroughSidecars(h *Hop, client *corev1.Pod, host string, port
 		return w.throughZtunnels(h, client, clusterIP, port)
 	}
 	if !HasSidecar(client) {
-		return h.fail("the client pod %s has no sidecar: %s", client.Name, w.Mesh.Injection[client.Namespace+"/"+client.Name]), nil
+		return h.fail(CauseNoSidecar, "the client pod %s has no sidecar: %s", workloadName(client), w.Mesh.Injection[client.Namespace+"/"+client.Name]), nil
 	}
 	server, err := w.podBehind(svc)
 	if err != nil {
@@ -379,11 +392,11 @@ func (w *World) tcpThroughSidecars(h *Hop, client *corev1.Pod, host string, port
 	}
 	h.Match = m
 	if m.Error != nil {
-		return h.fail("client sidecar: %s (listener %q, filter chain %q)", errorReason(m.Error), m.ListenerMatched,
+		return h.fail(errorCause(m.Error), "client sidecar: %s (listener %q, filter chain %q)", errorReason(m.Error), m.ListenerMatched,
 			m.FilterChainMatched), nil
 	}
 	if m.RouteMatched != "" || m.VirtualHostMatched != "" {
-		return h.fail("client sidecar: filter chain %q routes it as HTTP (virtual host %q)", m.FilterChainMatched,
+		return h.fail(CauseRoutedAsHTTP, "client sidecar: filter chain %q routes it as HTTP (virtual host %q)", m.FilterChainMatched,
 			m.VirtualHostMatched), nil
 	}
 	if strings.Contains(m.ClusterMatched, "Passthrough") {
@@ -396,7 +409,7 @@ func (w *World) tcpThroughSidecars(h *Hop, client *corev1.Pod, host string, port
 
 func (w *World) serverSide(h *Hop, server *corev1.Pod, port int, tls simulation.TLSMode, alpns []string, via string) (*Hop, error) {
 	if !HasSidecar(server) {
-		return h.fail("the server pod %s has no sidecar: %s", server.Name, w.Mesh.Injection[server.Namespace+"/"+server.Name]), nil
+		return h.fail(CauseNoSidecar, "the server pod %s has no sidecar: %s", workloadName(server), w.Mesh.Injection[server.Namespace+"/"+server.Name]), nil
 	}
 	in, err := w.sidecarInbound(server, simulation.Call{Port: port, Protocol: simulation.TCP, TLS: tls}, alpns...)
 	if err != nil {
@@ -405,27 +418,27 @@ func (w *World) serverSide(h *Hop, server *corev1.Pod, port int, tls simulation.
 	h.Detail = append(h.Detail, fmt.Sprintf("server sidecar: listener %q, filter chain %q, cluster %q", in.ListenerMatched,
 		in.FilterChainMatched, in.ClusterMatched))
 	if in.Error != nil {
-		what := "plaintext"
-		if tls == simulation.TLS {
-			what = "TLS that is not Istio's"
-		}
-		return h.fail("server sidecar of %s refuses %s on port %d: %s", workloadName(server), what, port, errorReason(in.Error)), nil
+		what := map[simulation.TLSMode]string{simulation.Plaintext: "plaintext", simulation.TLS: "the client's own TLS",
+			simulation.MTLS: "Istio mutual TLS"}[tls]
+		return h.fail(errorCause(in.Error), "server sidecar of %s refuses %s on port %d: %s", workloadName(server), what, port,
+			errorReason(in.Error)), nil
 	}
 	if in.RouteMatched != "" || in.VirtualHostMatched != "" {
-		return h.fail("server sidecar routes it as HTTP (virtual host %q)", in.VirtualHostMatched), nil
+		return h.fail(CauseRoutedAsHTTP, "server sidecar routes it as HTTP (virtual host %q)", in.VirtualHostMatched), nil
 	}
 	if via != "" && h.Match != nil && h.Match.TLS != "ISTIO_MUTUAL" {
-		return h.fail("cluster %s sends it %s, not over Istio mutual TLS", via, h.Match.TLS), nil
+		return h.fail(CauseNotIstioMTLS, "cluster %s sends it %s, not over Istio mutual TLS", via, h.Match.TLS), nil
 	}
 	h.OK = true
 	return h, nil
 }
 
-// resolve turns a Service DNS name into its ClusterIP.
-func (w *World) resolve(host string) (string, *corev1.Service, error) {
+// resolve turns a Service DNS name into its ClusterIP; a bare name is a Service of the client's namespace
+// (the pod's DNS search path starts with <namespace>.svc.cluster.local).
+func (w *World) resolve(host, clientNamespace string) (string, *corev1.Service, error) {
 	parts := strings.Split(host, ".")
-	if len(parts) < 2 {
-		return "", nil, fmt.Errorf("%s is not a Service name", host)
+	if len(parts) == 1 {
+		parts = append(parts, clientNamespace)
 	}
 	svc, err := TypedOne[corev1.Service](w.St, "Service", parts[1], parts[0])
 	if err != nil {
@@ -567,32 +580,47 @@ func (w *World) hopRateLimit() (*Hop, error) {
 	return nil, fmt.Errorf("Envoy Gateway generated no cluster for envoy-ratelimit with a global rate limit policy")
 }
 
+// rateLimitEnv is the environment of the rate-limit pods' container: the running pod's (a real Envoy
+// Gateway's Deployment), or else what Envoy Gateway's rate-limit renderer (internal/infrastructure/kubernetes/
+// ratelimit, the code its infrastructure manager runs) gives the Deployment for the state's EnvoyGateway
+// configuration, because the stand-in fixture's Deployment carries no env. source says which.
+func (w *World) rateLimitEnv() (client *corev1.Pod, env map[string]string, source string, err error) {
+	pods, err := w.St.PodsOf(TEGNamespace, ratelimit.InfraName)
+	if err != nil || len(pods) == 0 {
+		return nil, nil, "", fmt.Errorf("no running %s pod in the state", ratelimit.InfraName)
+	}
+	client = w.Mesh.Pod(pods[0].Namespace, pods[0].Name)
+	env, source = map[string]string{}, "the pod's environment"
+	// The limiter's own container (not the sidecar the injector adds), named as Envoy Gateway names it.
+	limiter := func(c corev1.Container) bool { return c.Name == ratelimit.InfraName && len(c.Env) > 0 }
+	containers := client.Spec.Containers
+	if !slices.ContainsFunc(containers, limiter) {
+		eg, err := envoyGatewayConfig(w.St)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		dep, err := ratelimit.NewResourceRender(TEGNamespace, eg, nil).Deployment()
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("Envoy Gateway's rate-limit renderer: %w", err)
+		}
+		containers, source = dep.Spec.Template.Spec.Containers, "the environment Envoy Gateway's rate-limit renderer gives it"
+	}
+	for _, c := range slices.DeleteFunc(slices.Clone(containers), func(c corev1.Container) bool { return !limiter(c) }) {
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+	}
+	return client, env, source, nil
+}
+
 // hopRedis (4c): the rate-limit pods to Redis (teg-redis), at the address their Deployment gives.
 func (w *World) hopRedis() (*Hop, error) {
 	h := &Hop{ID: "4c", Title: "envoy-ratelimit to teg-redis:6379", Envoy: "istiod's xDS for envoy-ratelimit's and teg-redis's sidecars"}
-	pods, err := w.St.PodsOf(TEGNamespace, "envoy-ratelimit")
-	if err != nil || len(pods) == 0 {
-		return nil, fmt.Errorf("no running envoy-ratelimit pod in the state")
+	client, env, _, err := w.rateLimitEnv()
+	if err != nil {
+		return nil, err
 	}
-	client := w.Mesh.Pod(pods[0].Namespace, pods[0].Name)
-	redisURL, redisTLS := "", false
-	for _, c := range client.Spec.Containers {
-		for _, e := range c.Env {
-			switch e.Name {
-			case "REDIS_URL":
-				redisURL = e.Value
-			case "REDIS_TLS":
-				redisTLS = e.Value == "true"
-			}
-		}
-	}
-	if redisURL == "" { // the stand-in fixture's Deployment carries no env: Envoy Gateway's configuration says it
-		eg, err := envoyGatewayConfig(w.St)
-		if err != nil {
-			return nil, err
-		}
-		redisURL, redisTLS = ptr.Deref(eg.RateLimit.Backend.Redis.URL, ""), eg.RateLimit.Backend.Redis.TLS != nil
-	}
+	redisURL, redisTLS := env[ratelimit.RedisURLEnvVar], env[ratelimit.RedisTLSEnvVar] == "true"
 	host, portText, err := net.SplitHostPort(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("Redis URL %q: %w", redisURL, err)
@@ -606,13 +634,42 @@ func (w *World) hopRedis() (*Hop, error) {
 	return w.tcpThroughSidecars(h, client, host, port, tls, "")
 }
 
+// grpcALPN is what a gRPC-Go client offers in its TLS handshake (grpc-go credentials/tls.go appends "h2" to
+// NextProtos): the rate limiter's xDS client is one.
+const grpcALPN = "h2"
+
+// hopRateLimitConfig (4d): the rate-limit pods to envoy-gateway port 18001, where Envoy Gateway serves their
+// configuration (the descriptors of every rate limit) over xDS, as CONFIG_GRPC_XDS_SERVER_URL says; without
+// it the limiter starts with no configuration (FORCE_START_WITHOUT_INITIAL_CONFIG) and limits nothing.
+func (w *World) hopRateLimitConfig() (*Hop, error) {
+	h := &Hop{ID: "4d", Title: "envoy-ratelimit to envoy-gateway:18001 (its configuration over xDS)",
+		Envoy: "istiod's xDS for envoy-ratelimit's and envoy-gateway's sidecars"}
+	client, env, source, err := w.rateLimitEnv()
+	if err != nil {
+		return nil, err
+	}
+	url := env[ratelimit.ConfigGrpcXdsServerURLEnvVar]
+	host, portText, err := net.SplitHostPort(url)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q of the rate-limit service: %w", ratelimit.ConfigGrpcXdsServerURLEnvVar, url, err)
+	}
+	port, _ := strconv.Atoi(portText)
+	tls, alpn := simulation.Plaintext, ""
+	if env[ratelimit.ConfigGRPCXDSServerUseTLSEnvVar] == "true" {
+		tls, alpn = simulation.TLS, grpcALPN
+	}
+	h.Detail = append(h.Detail, fmt.Sprintf("%s=%s, %s=%s (%s)", ratelimit.ConfigGrpcXdsServerURLEnvVar, url,
+		ratelimit.ConfigGRPCXDSServerUseTLSEnvVar, env[ratelimit.ConfigGRPCXDSServerUseTLSEnvVar], source))
+	return w.tcpThroughSidecars(h, client, host, port, tls, alpn)
+}
+
 // edgeInbound starts hop 5, in either mesh mode: a plaintext request from outside the mesh to the Envoy pod's
 // container port behind the Envoy Service's port 80; not ok (the hop failed) when that Service has no such port.
 func (w *World) edgeInbound(decides string) (h *Hop, pod *corev1.Pod, target int, ok bool) {
 	h = &Hop{ID: "5", Title: "inbound to TEG's Envoy (edge port)", Envoy: decides}
 	port := servicePort(w.EnvoyService, GatewayPort)
 	if port == nil {
-		return h.fail("the Envoy Service has no port %d", GatewayPort), nil, 0, false
+		return h.fail(CauseMissingPort, "the Envoy Service has no port %d", GatewayPort), nil, 0, false
 	}
 	target = int(port.TargetPort.IntVal)
 	h.Call = fmt.Sprintf("plaintext GET from outside the mesh to container port %d", target)
@@ -647,8 +704,8 @@ func (w *World) hopEdgeNotCaptured() (*Hop, error) {
 	}
 	h.Match = m
 	if m.Error != nil {
-		return h.fail("captured by the sidecar (-b %q), which refuses it: %s", ports, errorReason(m.Error)), nil
+		return h.fail(errorCause(m.Error), "captured by the sidecar (-b %q), which refuses it: %s", ports, errorReason(m.Error)), nil
 	}
-	return h.fail("captured by the sidecar (-b %q): filter chain %q of listener %q, not Envoy's own listener", ports,
+	return h.fail(CauseInboundCaptured, "captured by the sidecar (-b %q): filter chain %q of listener %q, not Envoy's own listener", ports,
 		m.FilterChainMatched, m.ListenerMatched), nil
 }

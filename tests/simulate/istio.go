@@ -48,14 +48,15 @@ type Mesh struct {
 	// Live, when set, holds what the running istiod served each sidecar (namespace/name of the pod).
 	Live map[string]*Config
 
-	injector inject.Config
-	values   inject.ValuesConfig
-	webhook  *admissionv1.MutatingWebhookConfiguration
+	injector       inject.Config
+	values         inject.ValuesConfig
+	admittedBefore []string // State.AdmittedBeforeInjection
+	webhook        *admissionv1.MutatingWebhookConfiguration
 }
 
 // NewMesh injects the state's pods and starts a discovery server on the state.
 func NewMesh(t *testing.T, st *State) (*Mesh, error) {
-	m := &Mesh{Injection: map[string]string{}}
+	m := &Mesh{Injection: map[string]string{}, admittedBefore: st.AdmittedBeforeInjection}
 	var err error
 	if m.MeshConfig, err = mesh.ApplyMeshConfig(st.IstioChart.Mesh, mesh.DefaultMeshConfig()); err != nil {
 		return nil, fmt.Errorf("mesh configuration of the chart: %w", err)
@@ -170,15 +171,19 @@ func (m *Mesh) inject(pod *corev1.Pod, ns *corev1.Namespace) (*corev1.Pod, strin
 	if ns == nil {
 		return pod, "namespace not in the state", nil
 	}
-	hook := ""
+	hook, onCreateOnly := "", false
 	for _, wh := range m.webhook.Webhooks {
 		if selects(wh.NamespaceSelector, ns.Labels) && selects(wh.ObjectSelector, pod.Labels) {
-			hook = wh.Name
+			hook, onCreateOnly = wh.Name, admitsOnlyCreate(wh)
 			break
 		}
 	}
 	if hook == "" {
 		return pod, fmt.Sprintf("no injector webhook selects it (namespace labels %v)", ns.Labels), nil
+	}
+	if onCreateOnly && slices.Contains(m.admittedBefore, pod.Namespace+"/"+pod.Name) {
+		return pod, fmt.Sprintf("created before webhook %s selected it, which acts only when a pod is created "+
+			"(its rules: CREATE), and not restarted since", hook), nil
 	}
 	in := pod.DeepCopy()
 	in.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
@@ -192,6 +197,19 @@ func (m *Mesh) inject(pod *corev1.Pod, ns *corev1.Namespace) (*corev1.Pod, strin
 		return injected, "webhook " + hook + " selects it, the injector declined", nil
 	}
 	return injected, "injected (webhook " + hook + ")", nil
+}
+
+// admitsOnlyCreate tells whether the webhook's rules send it pods only when they are created (the chart's
+// injector webhook: operations [CREATE] on pods), so that a running pod is never injected.
+func admitsOnlyCreate(wh admissionv1.MutatingWebhook) bool {
+	for _, rule := range wh.Rules {
+		for _, op := range rule.Operations {
+			if op != admissionv1.Create {
+				return false
+			}
+		}
+	}
+	return len(wh.Rules) > 0
 }
 
 func selects(sel *metav1.LabelSelector, set map[string]string) bool {

@@ -32,6 +32,9 @@ type State struct {
 	IstioChart   IstioChart        `json:"istio_chart"`
 	Objects      []map[string]any  `json:"objects"`
 	Live         *Live             `json:"live,omitempty"`
+	// AdmittedBeforeInjection lists pods (namespace/name) created before any injector webhook selected them and
+	// not recreated since: what a pod is without the restart of teg_restart (set by an ablation, never dumped).
+	AdmittedBeforeInjection []string `json:"admitted_before_injection,omitempty"`
 }
 
 // IstioChart is the real istiod chart of the pinned module, rendered with the values the real istiod
@@ -43,6 +46,8 @@ type IstioChart struct {
 	Webhook              map[string]any `json:"webhook"`
 	ModuleVersion        string         `json:"module_version"`
 	CompatibilityVersion string         `json:"compatibility_version"`
+	// CompatibilityEnv is the pilot env of that compatibility profile, which run.py gives the suite's process.
+	CompatibilityEnv map[string]string `json:"compatibility_env"`
 }
 
 // Live says where the real controllers of a CONTROLLERS=real cluster serve xDS.

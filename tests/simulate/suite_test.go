@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"istio.io/istio/pkg/env"
 )
 
 var (
@@ -26,6 +28,8 @@ var (
 	liveOut        = flag.String("live-out", "", "where TestCaptureLive writes what the running controllers serve")
 	hopTable       = flag.String("hop-table", "", "the generated docs file the walk is checked against")
 	updateHopTable = flag.Bool("update-hop-table", false, "rewrite -hop-table from this run instead of checking it")
+	figuresDoc     = flag.String("figures-doc", "", "the docs file whose generated figures block is checked against this run "+
+		"(rewritten with -update-hop-table)")
 )
 
 // Modes are the walks, one per state run.py dumps: the two expose_app_routing modes in sidecar mode, and
@@ -52,6 +56,12 @@ func TestMain(m *testing.M) {
 	}
 	if code == 0 && complete && *hopTable != "" {
 		if err := checkHopTable(*hopTable, *updateHopTable); err != nil {
+			fmt.Println(err)
+			code = 1
+		}
+	}
+	if code == 0 && complete && *figuresDoc != "" {
+		if err := checkFigures(*figuresDoc, *updateHopTable); err != nil {
 			fmt.Println(err)
 			code = 1
 		}
@@ -156,6 +166,30 @@ func checkRoutingSpecifics(t *testing.T, w *World, wk *Walk) {
 	}
 }
 
+// TestCompatibilityProfile: the in-process istiod runs with the pilot env of the deployed minor's compatibility
+// profile (the module is a snapshot of a later minor; compatibilityVersion makes it behave as the deployed one):
+// run.py takes it from the chart and sets it for this process, because istiod's features read the environment
+// once, at start. Each variable must be set here and be one the pinned istiod registers (pkg/env).
+func TestCompatibilityProfile(t *testing.T) {
+	st := loadState(t, Modes[0])
+	if len(st.IstioChart.CompatibilityEnv) == 0 {
+		t.Fatalf("the state has no pilot env of compatibility profile %q", st.IstioChart.CompatibilityVersion)
+	}
+	registered := map[string]bool{}
+	for _, v := range env.VarDescriptions() {
+		registered[v.Name] = true
+	}
+	for name, want := range st.IstioChart.CompatibilityEnv {
+		if got, set := os.LookupEnv(name); !set || got != want {
+			t.Errorf("compatibility profile %s sets %s=%s; the in-process istiod runs with %q", st.IstioChart.CompatibilityVersion,
+				name, want, got)
+		}
+		if !registered[name] {
+			t.Errorf("compatibility profile %s sets %s, which the pinned istiod does not read", st.IstioChart.CompatibilityVersion, name)
+		}
+	}
+}
+
 // --- ablations ---------------------------------------------------------------------------------
 
 type ablation struct {
@@ -163,50 +197,56 @@ type ablation struct {
 	routing string
 	step    string // the step of the procedure left out
 	edit    func(st *State) error
-	hop     string // the hop that must break
-	reason  string // what the generated configuration must say
+	hop     string // the hop that must break first
+	cause   Cause  // the condition it must break on (causes.go), as the upstream rule that decides reports it
+	// also lists further hops that must break (on any condition), where the step carries more than one hop.
+	also []string
 }
 
 var ablations = []ablation{
 	{name: "NoVirtualService", routing: "virtualservice", step: "expose_app's VirtualService (bound to the mesh gateway)",
 		edit: func(st *State) error { return removeAll(st, "VirtualService") },
-		hop:  "2", reason: "PassthroughCluster"},
+		hop:  "2", cause: CausePassthrough},
 	{name: "NoAppProtocolTLS", routing: "virtualservice", step: "teg_istio_prep's appProtocol: tls on envoy-gateway port 18000",
 		edit: func(st *State) error { return setAppProtocol(st, TEGNamespace, "envoy-gateway", 18000, nil) },
-		hop:  "4a", reason: "refuses TLS that is not Istio's"},
+		hop:  "4a", cause: CauseMTLSMismatch},
 	{name: "NoRateLimitAppProtocol", routing: "virtualservice",
 		step: "teg_istio_prep's appProtocol: tls on envoy-ratelimit port 8081 (the fix of hop 4b)",
 		edit: func(st *State) error { return setAppProtocol(st, TEGNamespace, "envoy-ratelimit", 8081, nil) },
-		hop:  "4b", reason: "refuses TLS that is not Istio's"},
+		hop:  "4b", cause: CauseMTLSMismatch},
 	{name: "NoInjectionLabel", routing: "virtualservice", step: "teg_istio_prep's injection label on the TEG namespace (so no sidecars there)",
 		edit: func(st *State) error { return unlabelAndUninject(st, TEGNamespace) },
-		hop:  "2", reason: "has no sidecar"},
+		hop:  "2", cause: CauseNoSidecar},
+	{name: "NoRestart", routing: "virtualservice",
+		step: "teg_restart (TEG's control-plane pods keep running as they were created, before the injection label)",
+		edit: func(st *State) error { return notRestarted(st, TEGNamespace) },
+		hop:  "4a", cause: CauseNoSidecar, also: []string{"4b", "4c", "4d"}},
 	{name: "Permissive", routing: "virtualservice", step: "strict_mtls (PeerAuthentication default PERMISSIVE instead of STRICT)",
 		edit: func(st *State) error { return setMTLSMode(st, "PERMISSIVE") },
-		hop:  "3p", reason: "accepted"},
+		hop:  "3p", cause: CausePlaintextAccepted},
 	{name: "HTTP2BackendPort", routing: "virtualservice", step: "the http2 check (the httpbin Service port named http2)",
 		edit: func(st *State) error { return renameAppPort(st, "http2") },
-		hop:  "3", reason: "HTTP/2"},
+		hop:  "3", cause: CauseHTTP2Upstream},
 	{name: "AppPortNot80", routing: "virtualservice", step: "the sample's port 80 (httpbin listening on 8080)",
 		edit: func(st *State) error { return moveAppPort(st, 8080) },
-		hop:  "2", reason: "PassthroughCluster"},
+		hop:  "2", cause: CausePassthrough},
 	{name: "NoIncludeInboundPortsAnnotation", routing: "virtualservice",
 		step: "teg_istio_prep's includeInboundPorts \"\" pod annotation on the EnvoyProxy",
 		edit: func(st *State) error {
 			return dropEnvoyProxyAnnotation(st, "traffic.sidecar.istio.io/includeInboundPorts")
 		},
-		hop: "5", reason: "captured by the sidecar"},
+		hop: "5", cause: CauseNoFilterChain},
 	{name: "AmbientNoNamespaceLabel", routing: "ambient",
 		step: "teg_istio_prep's istio.io/dataplane-mode=ambient label on the TEG namespace (so ztunnel carries nothing of TEG's)",
 		edit: func(st *State) error { return unlabelNamespace(st, TEGNamespace, dataplaneModeLabel) },
-		hop:  "2", reason: "refuses plaintext"},
+		hop:  "2", cause: CauseRBACDeny},
 	{name: "AmbientPermissive", routing: "ambient", step: "strict_mtls (PeerAuthentication default PERMISSIVE instead of STRICT)",
 		edit: func(st *State) error { return setMTLSMode(st, "PERMISSIVE") },
-		hop:  "3p", reason: "accepted"},
+		hop:  "3p", cause: CausePlaintextAccepted},
 	{name: "AmbientNoBypassInboundCapture", routing: "ambient",
 		step: "teg_istio_prep's ambient.istio.io/bypass-inbound-capture \"true\" pod annotation on the EnvoyProxy",
 		edit: func(st *State) error { return dropEnvoyProxyAnnotation(st, bypassInboundCapture) },
-		hop:  "5", reason: "refuses plaintext from outside the mesh"},
+		hop:  "5", cause: CauseRBACDeny},
 	{name: "AmbientNoServiceRouting", routing: "ambient",
 		step: "expose_app's routingType: Service on the EnvoyProxy, with a waypoint for httpbin's Service (as a user adds one)",
 		edit: func(st *State) error {
@@ -215,7 +255,7 @@ var ablations = []ablation{
 			}
 			return dropRoutingType(st)
 		},
-		hop: "2", reason: "skips waypoint"},
+		hop: "2", cause: CauseWaypointSkipped},
 }
 
 func runAblation(t *testing.T, name string) {
@@ -241,11 +281,20 @@ func runAblation(t *testing.T, name string) {
 	case first.ID != a.hop:
 		outcome = fmt.Sprintf("hop %s broke first: %s", first.ID, first.Reason)
 		t.Errorf("leaving out %s breaks hop %s first (%s); want hop %s", a.step, first.ID, first.Reason, a.hop)
-	case !strings.Contains(h.Reason, a.reason):
-		outcome = fmt.Sprintf("hop %s broke: %s", h.ID, h.Reason)
-		t.Errorf("hop %s breaks with %q, want a reason naming %q", h.ID, h.Reason, a.reason)
+	case h.Cause != a.cause:
+		outcome = fmt.Sprintf("hop %s broke on %q: %s", h.ID, h.Cause, h.Reason)
+		t.Errorf("hop %s breaks on %q (%s), want %q", h.ID, h.Cause, h.Reason, a.cause)
 	default:
-		broke, outcome = true, fmt.Sprintf("hop %s breaks: %s", h.ID, h.Reason)
+		broke, outcome = true, fmt.Sprintf("hop %s breaks [%s]: %s", h.ID, h.Cause, h.Reason)
+	}
+	for _, id := range a.also {
+		if other := wk.Hop(id); other == nil || other.OK {
+			broke = false
+			outcome += fmt.Sprintf("; hop %s does not break", id)
+			t.Errorf("leaving out %s leaves hop %s passing; want it broken too", a.step, id)
+		} else {
+			outcome += fmt.Sprintf("; hop %s breaks too [%s]", id, other.Cause)
+		}
 	}
 	t.Log(outcome)
 	results.Lock()
@@ -261,6 +310,7 @@ func TestAblationNoVirtualService(t *testing.T)       { runAblation(t, "NoVirtua
 func TestAblationNoAppProtocolTLS(t *testing.T)       { runAblation(t, "NoAppProtocolTLS") }
 func TestAblationNoRateLimitAppProtocol(t *testing.T) { runAblation(t, "NoRateLimitAppProtocol") }
 func TestAblationNoInjectionLabel(t *testing.T)       { runAblation(t, "NoInjectionLabel") }
+func TestAblationNoRestart(t *testing.T)              { runAblation(t, "NoRestart") }
 func TestAblationPermissive(t *testing.T)             { runAblation(t, "Permissive") }
 func TestAblationHTTP2BackendPort(t *testing.T)       { runAblation(t, "HTTP2BackendPort") }
 func TestAblationAppPortNot80(t *testing.T)           { runAblation(t, "AppPortNot80") }
@@ -322,21 +372,53 @@ func unlabelAndUninject(st *State, namespace string) error {
 	delete(l, "istio-injection")
 	delete(l, "istio.io/rev")
 	u.SetLabels(l)
+	_, err = uninject(st, namespace, func(*appsv1.Deployment) bool { return true })
+	return err
+}
+
+// restartTrigger is the pod-template annotation teg_restart records on each Deployment it restarts
+// (plugins/modules/rollout_restart.py).
+const restartTrigger = "teg.istio/restart-trigger"
+
+// notRestarted is the namespace as it is without teg_restart: the pods of the Deployments it restarted (those
+// whose template records its trigger) are the ones created before the namespace's injection label, so the
+// injector webhook, which acts only when a pod is created, never saw them (and a running istiod's sidecar is
+// taken off where it injected one).
+func notRestarted(st *State, namespace string) error {
+	pods, err := uninject(st, namespace, func(d *appsv1.Deployment) bool {
+		_, restarted := d.Spec.Template.Annotations[restartTrigger]
+		return restarted
+	})
+	if err != nil {
+		return err
+	}
+	if len(pods) == 0 {
+		return fmt.Errorf("no pod in %s belongs to a Deployment with %s: teg_restart restarted nothing", namespace, restartTrigger)
+	}
+	st.AdmittedBeforeInjection = append(st.AdmittedBeforeInjection, pods...)
+	return nil
+}
+
+// uninject puts the running pods of the namespace's Deployments that selected picks back as their templates
+// describe them (without a sidecar a running istiod injected) and returns them (namespace/name).
+func uninject(st *State, namespace string, selected func(*appsv1.Deployment) bool) ([]string, error) {
 	deployments, err := Typed[appsv1.Deployment](st, "Deployment", namespace)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	pods, err := Typed[corev1.Pod](st, "Pod", namespace)
+	pods, err := st.RunningPods(namespace)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []string
 	for _, pod := range pods {
-		if !HasSidecar(pod) {
-			continue
-		}
 		for _, d := range deployments {
 			sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-			if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
+			if err != nil || !selected(d) || !sel.Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+			out = append(out, pod.Namespace+"/"+pod.Name)
+			if !HasSidecar(pod) {
 				continue
 			}
 			pod.Labels = d.Spec.Template.Labels
@@ -345,11 +427,11 @@ func unlabelAndUninject(st *State, namespace string) error {
 			pod.Spec.Volumes = d.Spec.Template.Spec.Volumes
 			pod.APIVersion, pod.Kind = "v1", "Pod"
 			if err := st.Put(pod); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // addWaypoint gives the app's namespace a waypoint, as `istioctl waypoint apply -n httpbin --enroll-namespace`
@@ -617,6 +699,53 @@ func checkHopTable(path string, update bool) error {
 	if err != nil || string(got) != want {
 		return fmt.Errorf("FAIL: %s is not what this run walked (this run's table is %s): run `make simulate UPDATE=1` "+
 			"and commit it", path, filepath.Join(*stateDir, "traffic-hops.md"))
+	}
+	return nil
+}
+
+// The figures of docs/traffic-simulation.md, between these markers, are this run's: checked like the hop table.
+const (
+	figuresStart = "<!-- simulate-figures: generated by `make simulate` from its run; `make simulate UPDATE=1` rewrites it -->"
+	figuresEnd   = "<!-- /simulate-figures -->"
+)
+
+func renderFigures() string {
+	var walks, perAblationWalk []string
+	for _, routing := range Modes {
+		walks = append(walks, fmt.Sprintf("%d in the %s walk", len(results.rows[routing]), routing))
+		n := 0
+		for _, a := range ablations {
+			if a.routing == routing {
+				n++
+			}
+		}
+		if n > 0 {
+			perAblationWalk = append(perAblationWalk, fmt.Sprintf("%d on the %s walk", n, routing))
+		}
+	}
+	return fmt.Sprintf("A full run walks %d hops (%s) and tries %d ablations (%s), so it ends with\n"+
+		"`simulate: hops=%d/%d ablations=%d/%d` when every hop passes and every ablation breaks the hop it should.",
+		results.hopsTried, strings.Join(walks, ", "), len(ablations), strings.Join(perAblationWalk, ", "),
+		results.hopsTried, results.hopsTried, len(ablations), len(ablations))
+}
+
+func checkFigures(path string, update bool) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	text := string(raw)
+	start, end := strings.Index(text, figuresStart), strings.Index(text, figuresEnd)
+	if start < 0 || end < start {
+		return fmt.Errorf("FAIL: %s has no block between %q and %q", path, figuresStart, figuresEnd)
+	}
+	want := text[:start] + figuresStart + "\n" + renderFigures() + "\n" + text[end:]
+	if update {
+		return os.WriteFile(path, []byte(want), 0o644)
+	}
+	if text != want {
+		return fmt.Errorf("FAIL: the figures of %s are not this run's (%s): run `make simulate UPDATE=1` and commit it", path,
+			renderFigures())
 	}
 	return nil
 }
