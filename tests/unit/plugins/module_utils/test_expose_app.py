@@ -49,7 +49,7 @@ def settings(cluster=None, routing="virtualservice", sample=False, **overrides):
         "gateway": {"name": "apps", "namespace": "envoy-gateway-system", "class": "teg",
                     "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
         "virtualservice": {"namespace": "envoy-gateway-system", "export_to": ["."]},
-        "sample": {"enabled": sample, "namespace": "httpbin", "image": "docker.io/kennethreitz/httpbin:latest",
+        "sample": {"enabled": sample, "namespace": "httpbin", "image": "docker.io/kennethreitz/httpbin@sha256:599fe5e5073102dbb0ee3dbb65f049dab44fa9fc251f6835c9990f8fb196a72b",
                    "manifest": copy.deepcopy(SAMPLE)},
         "cluster": copy.deepcopy(cluster),
     }
