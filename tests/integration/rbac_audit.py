@@ -75,9 +75,10 @@ def needed(events):
 
 def forbidden(events):
     """The requests the API server refused for want of a grant: "<verb> <group>/<resource> <URI>"."""
-    return sorted("%s %s/%s %s" % (e["verb"], (e.get("objectRef") or {}).get("apiGroup") or "",
-                                  (e.get("objectRef") or {}).get("resource"), e["requestURI"])
-                  for e in events if (e.get("responseStatus") or {}).get("code") == 403)
+    refused = [e for e in events if (e.get("responseStatus") or {}).get("code") == 403]
+    return sorted("%s %s/%s %s" % (e["verb"], e["objectRef"].get("apiGroup") or "", e["objectRef"]["resource"],
+                                   e["requestURI"]) if e.get("objectRef") else "%s %s" % (e["verb"], e["requestURI"])
+                  for e in refused)
 
 
 def granted(roles=None):
