@@ -83,24 +83,28 @@ class Cluster:
             tail = fh.read()
         return size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
 
-    def mutations_since(self, position, user=None):
-        """Mutating audit events after byte `position` of the audit log, except the cluster's own; only
-        those of `user` when given."""
-        events = []
+    def events_since(self, position):
+        """Every audit event after byte `position` of the audit log."""
         with open(self.audit_log, "rb") as fh:
             fh.seek(position)
             for line in fh:
                 try:
-                    event = json.loads(line)
+                    yield json.loads(line)
                 except ValueError:
                     # Only a killed API server (the recovery tests) leaves an event cut off mid-line; the
                     # request it recorded was cut off with it.
                     continue
-                username = event["user"].get("username", "")
-                if (event.get("verb") not in MUTATING_VERBS or username in CONTROLLER_USERS
-                        or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)):
-                    continue
-                events.append(event)
+
+    def mutations_since(self, position, user=None):
+        """Mutating audit events after byte `position` of the audit log, except the cluster's own; only
+        those of `user` when given."""
+        events = []
+        for event in self.events_since(position):
+            username = event["user"].get("username", "")
+            if (event.get("verb") not in MUTATING_VERBS or username in CONTROLLER_USERS
+                    or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)):
+                continue
+            events.append(event)
         return events
 
 
@@ -277,3 +281,23 @@ def reset(cluster):
 def load_yaml(path):
     with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The verbs rbac/clusterrole.yml grants that no run of this session as its ServiceAccounts used (flagged, not
+    failed: a session that ran only some modules used only some), and the report of what they used."""
+    import rbac_audit
+    if not rbac_audit.USED:
+        return
+    used = {tuple(t) for triples in rbac_audit.USED.values() for t in triples}
+    extra = rbac_audit.unused(used, rbac_audit.granted())
+    report = REPO / "tests" / "output" / f"rbac-usage-{MATRIX}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"modules": rbac_audit.USED, "unused": extra}, indent=1))
+    modules = ", ".join(sorted(rbac_audit.USED))
+    terminalreporter.write_sep("-", f"rbac: the runs of {modules} as rbac/'s ServiceAccounts")
+    for role, triples in sorted(extra.items()):
+        for group, resource, verb in triples:
+            terminalreporter.write_line(f"rbac: {role} grants {verb} on {group or 'core'}/{resource}, "
+                                        "which no run of this session used")
+    terminalreporter.write_line(f"rbac: report in {report.relative_to(REPO)}")

@@ -10,7 +10,11 @@ stand-in charts, the API server's audit log as the witness (issue #17):
   off by hand, which a rerun of site.yml puts back;
 - switching to sidecar and back with site.yml: each switch restarts every TEG Deployment exactly once, takes
   back what the other mode set, and the run after it writes nothing;
-- teardown.yml with Istio removed leaves the cluster as cluster-up left it.
+- teardown.yml with Istio removed leaves the cluster as cluster-up left it;
+- least privilege (issue #29): every run is made as the ServiceAccount of rbac/binding-example.yml, bound to both
+  ClusterRoles of rbac/clusterrole.yml; the rerun and its verify as one bound to teg-istio alone with
+  istio_install_manage false (Istio installed by someone else); the last test reads every request of theirs back
+  from the audit log: none refused, and what teg-istio alone used lies within teg-istio.
 
 Ambient needs Istio 1.24 or later: only the current flavour runs it (the legacy flavour's refusal is a row of
 test_bad_input.py). The tests of this module depend on each other's order."""
@@ -20,6 +24,7 @@ from collections import Counter
 
 import pytest
 
+import rbac_audit
 from conftest import JSON_CALLBACK, MATRIX, assert_one_line_failure
 from snapshots import differences, snapshot
 
@@ -100,8 +105,24 @@ def assert_sidecar(cluster):
 
 
 @pytest.fixture(scope="module")
-def fresh(cluster):
+def identities(cluster):
+    """The ServiceAccounts of rbac/ on a reset cluster, and the audit log's position before their first run."""
     cluster.localcp("reset")
+    yield {"env": rbac_audit.bind(cluster), "since": cluster.audit_position()}
+    rbac_audit.unbind(cluster)
+
+
+@pytest.fixture(scope="module")
+def play(play, identities):
+    """Every playbook run of this module as the ServiceAccount bound to both ClusterRoles of rbac/ (least privilege
+    in ambient mode); a test gives another identity's env to run as that one."""
+    def run(playbook, env=None, **kwargs):
+        return play(playbook, env=dict(identities["env"][rbac_audit.FULL], **(env or {})), **kwargs)
+    return run
+
+
+@pytest.fixture(scope="module")
+def fresh(cluster, identities):
     return snapshot(cluster)
 
 
@@ -121,12 +142,14 @@ def test_site_in_ambient_enrols_teg_and_the_apps_without_restarting_them(play, c
     assert all(triggers(cluster)[name] is None for name in TEG_DEPLOYMENTS), triggers(cluster)
 
 
-def test_a_second_ambient_run_writes_nothing_and_verify_passes(play):
-    run = play("site.yml", extra_vars=AMBIENT)
+def test_a_second_ambient_run_writes_nothing_and_verify_passes(play, identities):
+    # As a platform team runs it where Istio is installed separately: teg-istio alone, istio_install_manage false.
+    alone = dict(AMBIENT, istio_install_manage=False)
+    run = play("site.yml", extra_vars=alone, env=identities["env"][rbac_audit.WITHOUT_INSTALL])
     assert run.rc == 0, run.output[-4000:]
     assert run.recap()["changed"] == 0
     assert run.writes == [], run.describe_writes()
-    verify = play("verify.yml", extra_vars=AMBIENT)
+    verify = play("verify.yml", extra_vars=alone, env=identities["env"][rbac_audit.WITHOUT_INSTALL])
     assert verify.rc == 0, verify.output[-4000:]
 
 
@@ -180,3 +203,15 @@ def test_teardown_in_ambient_leaves_the_cluster_as_cluster_up_left_it(play, clus
     assert differences(snapshot(cluster), fresh) == []
     again = play("teardown.yml", extra_vars=dict(AMBIENT, **FULL_TEARDOWN))
     assert again.rc == 0 and again.writes == [], again.describe_writes()
+
+
+def test_the_clusterroles_granted_every_request_of_the_ambient_runs(cluster, identities):
+    """Every request of this module's runs (converge, rerun and verify as teg-istio alone, the switches, teardown),
+    read from the audit log: none refused; what they used goes to the session's report of unused verbs."""
+    users = {rbac_audit.user(rbac_audit.FULL), rbac_audit.user(rbac_audit.WITHOUT_INSTALL)}
+    events = rbac_audit.events_since(cluster, identities["since"], users)
+    assert events, "no request of rbac/'s ServiceAccounts in the audit log"
+    assert rbac_audit.forbidden(events) == []
+    alone = rbac_audit.needed(e for e in events if e["user"]["username"] == rbac_audit.user(rbac_audit.WITHOUT_INSTALL))
+    assert alone and alone <= rbac_audit.granted()["teg-istio"], alone - rbac_audit.granted()["teg-istio"]
+    rbac_audit.record("test_ambient", rbac_audit.needed(events))

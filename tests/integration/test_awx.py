@@ -6,7 +6,8 @@ K8S_AUTH_API_KEY, K8S_AUTH_VERIFY_SSL and K8S_AUTH_SSL_CA_CERT (awx/main/models/
 kubeconfig. The token is a ServiceAccount's, bound only to rbac/clusterrole.yml as rbac/binding-example.yml binds
 it. site.yml, verify.yml, then teardown.yml as it is, with teardown_istio, and with istio_install_remove_crds as
 well must succeed with only that identity writing; the token must appear nowhere in the site job's output or
-artifacts, at verbosity 3; a rule taken away gives one line naming it. The RBAC differs by flavour
+artifacts, at verbosity 3; a rule taken away gives one line naming it; the jobs' every request, read back from the
+audit log, was granted (the last test). The RBAC differs by flavour
 (EnvoyProxy's API group), so this runs in both. These run the test stand-ins of Istio's charts: whether the
 ClusterRoles hold what Istio's real charts need is not tested here.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import rbac_audit
 from conftest import JSON_CALLBACK, REPO, SITE_VARS, assert_one_line_failure
 
 RBAC = REPO / "rbac"
@@ -34,14 +36,9 @@ ENVOYPROXY_GROUP = {"current": "gateway.envoyproxy.io", "legacy": "config.gatewa
 def identity(cluster):
     """The ServiceAccount of rbac/binding-example.yml bound to rbac/clusterrole.yml, and a token for it."""
     cluster.localcp("reset")  # reset removes the example's namespace: apply it afterwards
-    manifests = [RBAC / "clusterrole.yml", RBAC / "binding-example.yml"]
-    cluster.kubectl("apply", *[arg for path in manifests for arg in ("-f", str(path))])
-    token = cluster.kubectl("create", "token", SA_NAME, "-n", SA_NAMESPACE, "--duration=1h").stdout.strip()
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0]["cluster"]
-    yield {"token": token, "host": config["server"], "ca": config["certificate-authority"]}
-    cluster.kubectl("apply", "-f", str(RBAC / "clusterrole.yml"))  # undo a test's edit of the role
-    cluster.kubectl("delete", "--ignore-not-found", "--wait=false",
-                    *[arg for path in reversed(manifests) for arg in ("-f", str(path))])
+    env = rbac_audit.bind(cluster)[SA_NAME]
+    yield {"token": env["K8S_AUTH_API_KEY"], "host": env["K8S_AUTH_HOST"], "ca": env["K8S_AUTH_SSL_CA_CERT"]}
+    rbac_audit.unbind(cluster)
 
 
 def _credential_env(identity):
@@ -150,6 +147,7 @@ def awx(cluster, identity, tmp_path_factory):
         assert cluster.mutations_since(position, user="admin") == []
         return proc, artifacts, cluster.mutations_since(position, user=SA_USER), pdd, collections
 
+    job.since = cluster.audit_position()  # every request of the jobs below is read back by the last test
     return job
 
 
@@ -225,3 +223,12 @@ def test_teardown_as_awx_jobs_with_and_without_istio_and_its_crds(cluster, awx):
                                                         {"teardown_istio": True, "istio_install_remove_crds": True})
     assert {(e["verb"], e["objectRef"]["resource"]) for e in writes} == {("delete", "customresourcedefinitions")}
     assert _istio_crds(cluster) == []
+
+
+def test_the_clusterroles_granted_every_request_of_the_jobs(cluster, awx):
+    """Every request of the jobs above (site, verify, the three teardowns: sidecar mode), read from the audit log:
+    none refused; what they used goes to the session's report of the verbs rbac/ grants and no run used."""
+    events = rbac_audit.events_since(cluster, awx.since, {SA_USER})
+    assert events, "no request of the ServiceAccount in the audit log"
+    assert rbac_audit.forbidden(events) == []
+    rbac_audit.record(f"test_awx ({cluster.matrix})", rbac_audit.needed(events))

@@ -12,7 +12,8 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
 Node, so Pods run and Deployments become Available) are binaries that build.sh made from their Go
 modules. The API server enforces the real upstream CRD schemas of the flavour and writes an audit
-log of every mutating request (the witness for the idempotence and check-mode tests).
+log of every mutating request (the witness for the idempotence and check-mode tests), and of every request
+of the ServiceAccounts the least-privilege tests bind to rbac/ (AUDIT_POLICY).
 
 A hand-written launcher rather than kwokctl: the tests stop and restart the API server in the
 middle of a run and read its audit log, which needs the process handles and flags in our hands.
@@ -172,11 +173,16 @@ def write_kubeconfig(path, server, pki, user):
     path.write_text(yaml.safe_dump(doc))
 
 
+# Every mutating request, and every request at all of the ServiceAccounts in rbac/binding-example.yml's namespace
+# (the identities the tests bind to rbac/clusterrole.yml): what they read too is what the least-privilege test
+# compares with the ClusterRoles (tests/integration/rbac_audit.py).
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts:teg-istio-automation"]
   - level: Metadata
     verbs: [create, update, patch, delete, deletecollection]
   - level: None

@@ -1,5 +1,5 @@
 """The execution environment definitions: `ansible-builder create` renders a build context from
-execution-environment.yml offline (no image is built here: no container runtime), and ansible-builder's
+execution-environment.yml offline (no image is built here: docs/awx.md says why), and ansible-builder's
 introspection finds teg.istio's own Python dependencies through meta/execution-environment.yml."""
 
 import re

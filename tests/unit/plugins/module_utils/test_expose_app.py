@@ -15,6 +15,7 @@ from ansible_collections.teg.istio.plugins.module_utils._expose_app import plan 
 
 REPO = Path(__file__).resolve().parents[4]
 SAMPLE = yaml.safe_load((REPO / "roles" / "expose_app" / "files" / "httpbin.yaml").read_text())["items"]
+SAMPLE_IMAGE = yaml.safe_load((REPO / "roles" / "expose_app" / "defaults" / "main.yml").read_text())["expose_app_sample_image"]
 
 CURRENT = {
     "kubernetes_version": "v1.34.4",
@@ -49,8 +50,7 @@ def settings(cluster=None, routing="virtualservice", sample=False, **overrides):
         "gateway": {"name": "apps", "namespace": "envoy-gateway-system", "class": "teg",
                     "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
         "virtualservice": {"namespace": "envoy-gateway-system", "export_to": ["."]},
-        "sample": {"enabled": sample, "namespace": "httpbin", "image": "docker.io/kennethreitz/httpbin:latest",
-                   "manifest": copy.deepcopy(SAMPLE)},
+        "sample": {"enabled": sample, "namespace": "httpbin", "image": SAMPLE_IMAGE, "manifest": copy.deepcopy(SAMPLE)},
         "cluster": copy.deepcopy(cluster),
     }
     s.update(overrides)
