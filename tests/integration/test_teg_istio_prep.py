@@ -204,7 +204,7 @@ def test_the_envoy_pods_get_the_sidecar_drain_and_a_second_run_writes_nothing(fr
 
 
 @pytest.mark.skipif(MATRIX != "current", reason="Envoy Gateway v0.5 has no spec.shutdown: drain_duration is refused")
-def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_takes_back_only_it(fresh, play):
+def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_gives_the_owners_annotation_back(fresh, play):
     cluster = fresh
     assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0  # no native annotation left from auto
     mine = "holdApplicationUntilProxyStarts: true\n"
@@ -221,10 +221,9 @@ def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_take
                                                          "terminationDrainDuration": "90s"}
         again = run_role(play, wanted)
         assert again.rc == 0 and again.writes == [], again.describe_writes()
-        # Teardown takes back the drain and keeps the rest of that annotation.
+        # Teardown gives that annotation back exactly as the owners wrote it (the record of prior values).
         assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0
-        assert drain_annotations(envoyproxy(cluster, TARGET_EP)) == {
-            PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true}'}
+        assert drain_annotations(envoyproxy(cluster, TARGET_EP)) == {PROXY_CONFIG: mine}
     finally:
         undo = {"spec": {"shutdown": None, "provider": {"type": "Kubernetes", "kubernetes": None}}}
         cluster.kubectl("patch", f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS, "--type=merge", "-p", json.dumps(undo))
