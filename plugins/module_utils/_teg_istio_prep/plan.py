@@ -15,7 +15,6 @@ from ansible_collections.teg.istio.plugins.module_utils import prior
 from ansible_collections.teg.istio.plugins.module_utils._diffs import merge_patch_diff
 from ansible_collections.teg.istio.plugins.module_utils._gatewayclass_parameters import ref_after_absent
 from ansible_collections.teg.istio.plugins.module_utils._service_app_protocol import port_field
-from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions import revision_injectors
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain import (
     decide_drain,
     drain_annotations_after_teardown,
@@ -25,7 +24,11 @@ from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches 
     envoyproxy_restoration,
     mesh_labels_patch,
 )
-from ansible_collections.teg.istio.plugins.module_utils.enrolment import REVISION_LABEL, default_revision_labels
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
+    REVISION_LABEL,
+    default_revision_labels,
+    revision_injectors,
+)
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     BYPASS_INBOUND_CAPTURE,
     DATAPLANE_MODE_AMBIENT,
