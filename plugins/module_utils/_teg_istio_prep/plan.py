@@ -14,6 +14,7 @@ __metaclass__ = type
 from ansible_collections.teg.istio.plugins.module_utils import prior
 from ansible_collections.teg.istio.plugins.module_utils._diffs import merge_patch_diff
 from ansible_collections.teg.istio.plugins.module_utils._gatewayclass_parameters import ref_after_absent
+from ansible_collections.teg.istio.plugins.module_utils._istio_install.plan import version_after
 from ansible_collections.teg.istio.plugins.module_utils._service_app_protocol import port_field
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain import (
     decide_drain,
@@ -192,8 +193,9 @@ def _merge_errors(facts, settings):
 
 
 def _istio_version(facts, settings):
-    """The Istio version the Envoy pods will be injected by: the one set (the version istio_install installs),
-    else the running istiod's image tag; None when neither tells."""
+    """The Istio version the Envoy pods will be injected by: the one set (teg_istio_prep_istio_version, else what
+    plan() read: _istio_install.plan.version_after), else the running istiod's image tag in `facts`; None when
+    neither tells."""
     if settings["istio_version"]:
         return settings["istio_version"]
     return ((facts.get("istio") or {}).get("istiod") or {}).get("version")
@@ -352,12 +354,12 @@ def predictions(facts, read, settings, decisions):
 def plan(view, settings, predicted, check_mode):
     if settings["state"] == "absent":
         return teardown(view, settings)
-    # The versions decide how the sidecar outlives Envoy's drain: the API server's, and istiod's when
-    # teg_istio_prep_istio_version (or istio_install_version) does not say which Istio will run.
-    parts = {"envoyproxy_schema", "version"}
+    # The versions decide how the sidecar outlives Envoy's drain: the API server's, and that of the Istio that will
+    # inject the Envoy pods when teg_istio_prep_istio_version does not say: read as istio_install reads it, the
+    # running Istio's where istio_install uses one it did not install, else istio_install_version.
     if not _ambient(settings) and settings["sidecar_drain"] in ("auto", "native") and not settings["istio_version"]:
-        parts.add("istiod")
-    facts = view.facts(gatewayclass=settings["gatewayclass"], parts=parts)
+        settings = dict(settings, istio_version=version_after(view, settings["istio_install"]) or "")
+    facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"envoyproxy_schema", "version"})
     read = view.read(facts, read_present(settings))
     decisions, errors = decide_present(facts, read, settings, check_mode)
     if errors:
