@@ -21,12 +21,16 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     pick_version,
     without_managed_fields,
 )
+from ansible_collections.teg.istio.plugins.module_utils import prior
 from ansible_collections.teg.istio.plugins.module_utils.names import FIELD_MANAGER, describe
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The record this module kept before module_utils/prior.py: read (and converted) so that a GatewayClass pointed by
+# an earlier version is still given back, removed whenever the module writes.
 SET_ANNOTATION = "teg.istio/parameters-ref"
 PREVIOUS_ANNOTATION = "teg.istio/previous-parameters-ref"
 REF_KEYS = ("group", "kind", "name", "namespace")
+REF_FIELD = prior.pointer("spec", "parametersRef")
 
 ARGUMENT_SPEC = copy.deepcopy(AUTH_ARG_SPEC)
 ARGUMENT_SPEC.update(
@@ -55,34 +59,12 @@ def _annotations(gatewayclass):
     return (gatewayclass.get("metadata") or {}).get("annotations") or {}
 
 
-def _present_patch(gatewayclass, wanted):
-    """The JSON merge patch that makes `gatewayclass` reference `wanted`; None when it already does."""
-    current = _current_ref(gatewayclass)
-    if _ref_string(current) == _ref_string(wanted):
-        return None
-    annotations = {SET_ANNOTATION: _ref_string(wanted)}
-    # Remember the reference being replaced (TEG's chart sets one), unless it is one this module set
-    # itself: then the original is already recorded.
-    if current and _ref_string(current) != _annotations(gatewayclass).get(SET_ANNOTATION):
-        annotations[PREVIOUS_ANNOTATION] = json.dumps(current, sort_keys=True)
-    return {
-        # The resourceVersion makes the write conditional on the object read: no lost update.
-        "metadata": {"resourceVersion": gatewayclass["metadata"]["resourceVersion"], "annotations": annotations},
-        "spec": {"parametersRef": dict(wanted)},
-    }
-
-
-def _absent_patch(gatewayclass):
-    """(patch, reason): the JSON merge patch that takes back the reference this module set and
-    restores the one it replaced; patch is None when there is nothing of ours to take back."""
+def _legacy_entry(gatewayclass):
+    """[prior, set] of parametersRef from the annotations of a version before the record; None without them."""
     annotations = _annotations(gatewayclass)
     ours = annotations.get(SET_ANNOTATION)
-    current = _current_ref(gatewayclass)
     if not ours:
-        return None, "has no reference set by teg.istio; left alone"
-    if _ref_string(current) != ours:
-        return None, ("references %s, not %s that teg.istio set; left alone"
-                      % (_ref_string(current) or "nothing", ours))
+        return None
     previous = None
     if annotations.get(PREVIOUS_ANNOTATION):
         try:
@@ -90,22 +72,80 @@ def _absent_patch(gatewayclass):
         except ValueError:
             raise TegIstioError("annotation %s=%r is not JSON: remove it or fix it by hand"
                                 % (PREVIOUS_ANNOTATION, annotations[PREVIOUS_ANNOTATION]))
-    # A merge patch merges objects key by key, so each key is set explicitly; null removes it.
-    ref = {key: previous.get(key) for key in REF_KEYS} if previous else None
-    patch = {
-        "metadata": {"resourceVersion": gatewayclass["metadata"]["resourceVersion"],
-                     "annotations": {SET_ANNOTATION: None, PREVIOUS_ANNOTATION: None}},
-        "spec": {"parametersRef": ref},
-    }
-    return patch, ("restored %s" % _ref_string(previous)) if previous else "removed parametersRef"
+    current = (gatewayclass.get("spec") or {}).get("parametersRef")
+    # The string names the reference that version set (group/kind/namespace/name): the current one when it
+    # matches, else one that was changed since, which teardown leaves.
+    if current and _ref_string(current) == ours:
+        return [previous, current]
+    parts = dict(zip(("group", "kind", "namespace", "name"), ours.split("/")))
+    return [previous, dict((key, value) for key, value in parts.items() if value)]
+
+
+def _with_legacy_record(gatewayclass):
+    """`gatewayclass` (as read) with the annotations of a version before the record read into the record of prior
+    values (module_utils/prior.py), when that record has no parametersRef yet."""
+    entry = _legacy_entry(gatewayclass)
+    record = prior.recorded(gatewayclass)
+    if entry is None or REF_FIELD in record:
+        return gatewayclass
+    converted = copy.deepcopy(gatewayclass)
+    annotations = converted["metadata"].setdefault("annotations", {})
+    annotations[prior.PRIOR_ANNOTATION] = json.dumps(dict(record, **{REF_FIELD: entry}), sort_keys=True)
+    return converted
+
+
+def _legacy_removal(gatewayclass, patch):
+    """`patch` that also removes the annotations of a version before the record, where `gatewayclass` has them."""
+    stale = dict((key, None) for key in (SET_ANNOTATION, PREVIOUS_ANNOTATION) if key in _annotations(gatewayclass))
+    if stale:
+        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stale)
+    return patch
+
+
+def _whole(ref):
+    """A merge patch merges objects key by key, so each key of a reference is set explicitly; null removes it."""
+    return {key: ref.get(key) for key in REF_KEYS} if ref else None
+
+
+def _present_patch(gatewayclass, wanted):
+    """The JSON merge patch that makes `gatewayclass` reference `wanted`, recording the reference it replaces (the
+    first one: TEG's chart sets one) in the record of prior values; None when it already references it."""
+    if _ref_string(_current_ref(gatewayclass)) == _ref_string(wanted):
+        return None
+    patch = prior.with_record(_with_legacy_record(gatewayclass), {REF_FIELD: _whole(wanted)})
+    # The resourceVersion makes the write conditional on the object read: no lost update.
+    patch["metadata"]["resourceVersion"] = gatewayclass["metadata"]["resourceVersion"]
+    return _legacy_removal(gatewayclass, patch)
+
+
+def _absent_patch(gatewayclass):
+    """(patch, reason): the JSON merge patch that takes back the reference this module set and restores the one it
+    replaced, as the record says (or the annotations of a version before it); patch is None when there is nothing
+    of ours to take back."""
+    converted = _with_legacy_record(gatewayclass)
+    record = prior.recorded(converted)
+    if REF_FIELD not in record:
+        return None, "has no reference set by teg.istio; left alone"
+    changes, left = prior.restoration(converted, fields=lambda field: field == REF_FIELD)
+    previous, value_set = record[REF_FIELD]
+    if left:
+        reason = ("references %s, not %s that teg.istio set; left alone"
+                  % (_ref_string(_current_ref(gatewayclass)) or "nothing", _ref_string(value_set)))
+    else:
+        reason = ("restored %s" % _ref_string(previous)) if previous else "removed parametersRef"
+    if REF_FIELD in changes:
+        changes[REF_FIELD] = _whole(changes[REF_FIELD])
+    patch = _legacy_removal(gatewayclass, prior.merge_patch(changes))
+    patch["metadata"]["resourceVersion"] = gatewayclass["metadata"]["resourceVersion"]
+    return patch, reason
 
 
 def ref_after_absent(gatewayclass):
     """(parametersRef, whether state=absent changes it) of `gatewayclass` (as read) after state=absent:
     the reference this module replaced when the one it set is still in place, else the current one."""
     patch, _reason = _absent_patch(gatewayclass)
-    if patch is None:
-        return _current_ref(gatewayclass), False
+    if patch is None or "parametersRef" not in (patch.get("spec") or {}):
+        return _current_ref(gatewayclass), patch is not None
     return patch["spec"]["parametersRef"], True
 
 
@@ -171,10 +211,11 @@ def run_with_client(module, client):
     result = dict(changed=not match, api_version=api_version, parameters_ref=_current_ref(after),
                   result=dict(before=before, after=after),
                   msg=("would have " + done + " (server-side dry run)") if module.check_mode else done)
-    if state == "present" and PREVIOUS_ANNOTATION in patch["metadata"]["annotations"]:
+    replaced = _current_ref(gatewayclass)
+    if state == "present" and replaced and REF_FIELD not in prior.recorded(_with_legacy_record(gatewayclass)):
         module.warn("%s referenced %s, whose settings no longer apply to its Gateways; the reference is "
                     "recorded in annotation %s and restored by state=absent"
-                    % (what, _ref_string(_current_ref(gatewayclass)), PREVIOUS_ANNOTATION))
+                    % (what, _ref_string(replaced), prior.PRIOR_ANNOTATION))
     if module._diff:
         result["diff"] = diff
     return result

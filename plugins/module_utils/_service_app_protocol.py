@@ -18,6 +18,7 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     get_or_none,
     without_managed_fields,
 )
+from ansible_collections.teg.istio.plugins.module_utils import prior
 from ansible_collections.teg.istio.plugins.module_utils.names import FIELD_MANAGER, describe
 
 
@@ -57,37 +58,91 @@ def _select_port(service, what, number=None, name=None):
     return matches[0]
 
 
-def _json_patch(index, entry, app_protocol, state):
-    """The RFC 6902 operations that bring port `index` to the wanted state; [] when nothing is to do.
+def port_field(entry):
+    """The pointer of a port's appProtocol in the record of prior values (module_utils/prior.py), keyed by the
+    port's number, which Kubernetes itself uses to merge Service ports: it stays true when the ports are reordered."""
+    return prior.pointer("spec", "ports", prior.selector("port", entry["port"]), "appProtocol")
 
-    The `test` operations make the API server refuse the whole patch if that list entry is no
-    longer the port that was read, so a concurrent change can never redirect the write to another
-    port or make it append one."""
+
+def _annotation_ops(service, value):
+    """The RFC 6902 operations that set the record annotation to `value` ("" or None: remove it)."""
+    annotations = (service.get("metadata") or {}).get("annotations")
+    path = prior.pointer("metadata", "annotations", prior.PRIOR_ANNOTATION)
+    if not value:
+        if prior.PRIOR_ANNOTATION not in (annotations or {}):
+            return []
+        return [{"op": "remove", "path": path}]
+    if annotations is None:
+        return [{"op": "add", "path": "/metadata/annotations", "value": {prior.PRIOR_ANNOTATION: value}}]
+    return [{"op": "add", "path": path, "value": value}]
+
+
+def _port_ops(index, entry, value):
+    """The RFC 6902 operations that give port `index` (`entry` as read) the appProtocol `value` (None: none)."""
+    base = "/spec/ports/%d" % index
+    if value is None:
+        return [{"op": "remove", "path": base + "/appProtocol"}] if "appProtocol" in entry else []
+    # "add" on an existing object member replaces its value (RFC 6902 section 4.1).
+    return [{"op": "add", "path": base + "/appProtocol", "value": value}]
+
+
+def _version_guard(service):
+    """A `test` of the resourceVersion read: the API server refuses the whole patch if the Service changed since,
+    so neither the port nor the record can be written over a concurrent change."""
+    version = (service.get("metadata") or {}).get("resourceVersion")
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}] if version else []
+
+
+def _port_guard(index, entry):
+    """`test` operations that list entry `index` is still the port read, so the write can never be redirected to
+    another port or append one."""
     base = "/spec/ports/%d" % index
     guard = [{"op": "test", "path": base + "/port", "value": entry["port"]}]
     for key in ("name", "protocol"):
         if key in entry:
             guard.append({"op": "test", "path": "%s/%s" % (base, key), "value": entry[key]})
-    current = entry.get("appProtocol")
-    if state == "present":
-        if current == app_protocol:
-            return []
-        # "add" on an existing object member replaces its value (RFC 6902 section 4.1).
-        return guard + [{"op": "add", "path": base + "/appProtocol", "value": app_protocol}]
-    if current is None or current != app_protocol:
+    return guard
+
+
+def _json_patch(service, index, entry, app_protocol):
+    """The RFC 6902 operations that give port `index` (`entry`, of `service` as read) appProtocol `app_protocol`,
+    recording its prior value on the Service in the same patch; [] when it already has it."""
+    if entry.get("appProtocol") == app_protocol:
         return []
-    return guard + [{"op": "test", "path": base + "/appProtocol", "value": current},
-                    {"op": "remove", "path": base + "/appProtocol"}]
+    record = prior.record_annotation(service, {port_field(entry): app_protocol})
+    ops = _version_guard(service) + _port_guard(index, entry) + _port_ops(index, entry, app_protocol)
+    return ops + (_annotation_ops(service, record) if record is not None else [])
 
 
-def _noop_message(what, entry, app_protocol, state):
+def restoring_patch(service):
+    """(operations, ports given back as [(port, appProtocol)], pointers left): the RFC 6902 operations that give
+    every port of `service` (as read) the appProtocol its record says it had before the collection, where the port
+    still has the value the collection set, and remove the record; ([], [], []) without a record. A port someone
+    changed since is left as it is."""
+    changes, left = prior.restoration(service, fields=lambda field: field.startswith("/spec/ports/"))
+    if not changes:
+        return [], [], left
+    ops, given_back = _version_guard(service), []
+    for index, entry in enumerate((service.get("spec") or {}).get("ports") or []):
+        field = port_field(entry)
+        if field in changes:
+            ops += _port_guard(index, entry) + _port_ops(index, entry, changes[field])
+            given_back.append((entry, changes[field]))
+    record = changes.get(prior.pointer("metadata", "annotations", prior.PRIOR_ANNOTATION))
+    return ops + _annotation_ops(service, record), given_back, left
+
+
+def _noop_message(what, entry, app_protocol):
     port = "%s port %s" % (what, entry["port"]) + (" (%s)" % entry["name"] if entry.get("name") else "")
-    current = entry.get("appProtocol")
-    if state == "present":
-        return "%s already has appProtocol %s" % (port, app_protocol)
-    if current is None:
-        return "%s has no appProtocol; nothing to remove" % port
-    return "%s has appProtocol %s, not %s; left alone" % (port, current, app_protocol)
+    return "%s already has appProtocol %s" % (port, app_protocol)
+
+
+def _restored_message(what, given_back, left):
+    gave = ["gave %s port %s %s" % (what, _port_label(entry),
+                                    ("appProtocol %s back" % value) if value else "no appProtocol back")
+            for entry, value in given_back]
+    done = "; ".join(gave) or "%s: removed the record of prior values" % what
+    return done + "".join("; left %s (changed since teg.istio set it)" % field for field in left)
 
 
 def run_with_client(module, client):
@@ -97,14 +152,30 @@ def run_with_client(module, client):
     with api_errors("read", what):
         service = get_or_none(client, "v1", "Service", name, namespace)
     if service is None:
+        if state == "absent":
+            return dict(changed=False, msg="%s does not exist; nothing to give back" % what, patch=[])
         raise TegIstioError("%s not found: check the Service name and namespace (this module only changes an "
                             "existing Service)" % what)
-    index, entry = _select_port(service, what, params["port"], params["port_name"])
-    patch = _json_patch(index, entry, params["app_protocol"], state)
     before = without_managed_fields(service)
+    if state == "present":
+        index, entry = _select_port(service, what, params["port"], params["port_name"])
+        patch = _json_patch(service, index, entry, params["app_protocol"])
+        noop = _noop_message(what, entry, params["app_protocol"])
+        done = "set appProtocol %s on %s port %s" % (params["app_protocol"], what, _port_label(entry))
+        left = []
+    else:
+        # Teardown gives back what the record says, whatever app_protocol is now: a port without a record is the
+        # owners' (or set by a version before the record), and is left alone.
+        patch, given_back, left = restoring_patch(service)
+        noop = "%s has no record of prior appProtocol values; nothing to give back" % what
+        done = _restored_message(what, given_back, left)
+    for field in left:
+        module.warn("%s %s was changed since teg.istio set it; left as it is" % (what, field))
     if not patch:
-        return dict(changed=False, msg=_noop_message(what, entry, params["app_protocol"], state), port=entry,
-                    patch=[], result=dict(before=before, after=before))
+        result = dict(changed=False, msg=noop, patch=[], result=dict(before=before, after=before))
+        if state == "present":
+            result["port"] = entry
+        return result
 
     resource = client.resource("Service", "v1")
     with api_errors("patch", what):
@@ -113,12 +184,10 @@ def run_with_client(module, client):
                              content_type="application/json-patch+json", field_manager=FIELD_MANAGER).to_dict()
     after = without_managed_fields(after)
     match, diff = diff_objects(before, after)
-    verb = "set appProtocol %s on" % params["app_protocol"] if state == "present" else "removed appProtocol from"
-    result = dict(changed=not match, port=after["spec"]["ports"][index], patch=patch,
-                  result=dict(before=before, after=after),
-                  msg="%s %s port %s" % (verb, what, _port_label(entry)))
-    if module.check_mode:
-        result["msg"] = "would have " + result["msg"] + " (server-side dry run)"
+    result = dict(changed=not match, patch=patch, result=dict(before=before, after=after),
+                  msg=("would have " + done + " (server-side dry run)") if module.check_mode else done)
+    if state == "present":
+        result["port"] = after["spec"]["ports"][index]
     if module._diff:
         result["diff"] = diff
     return result

@@ -30,6 +30,8 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
 INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 INJECTION_LABELS = (INJECTION_LABEL, REVISION_LABEL)
+# A revision tag's MutatingWebhookConfiguration carries it beside istio.io/rev (istioctl tag set).
+TAG_LABEL = "istio.io/tag"
 # The labels this module decides; teardown gives back what it recorded of these and nothing else.
 MESH_LABELS = (INJECTION_LABEL, REVISION_LABEL, DATAPLANE_MODE_LABEL)
 LABEL_FIELDS = dict((prior.pointer("metadata", "labels", key), key) for key in MESH_LABELS)
@@ -119,9 +121,29 @@ def restore_patch(namespace):
     return dict({"apiVersion": "v1", "kind": "Namespace"}, **patch), [LABEL_FIELDS[f] for f in left]
 
 
+def revision_injectors(webhooks):
+    """{revision: {"injector": name, "tags": [tag, ...]}} from the cluster's MutatingWebhookConfigurations: each
+    istiod's sidecar injector (istio-sidecar-injector[-<rev>][-<namespace>], labelled istio.io/rev) and the
+    revision tags pointing at it (istio-revision-tag-<tag>, labelled istio.io/tag and istio.io/rev). What
+    istio_install reports of an Istio it uses, and how teg_istio_prep and expose_app enrol on it."""
+    found = {}
+    for webhook in sorted(webhooks or [], key=lambda w: (w.get("metadata") or {}).get("name") or ""):
+        name = (webhook.get("metadata") or {}).get("name") or ""
+        labels = (webhook.get("metadata") or {}).get("labels") or {}
+        revision = labels.get(REVISION_LABEL)
+        if not revision:
+            continue
+        entry = found.setdefault(revision, {"injector": None, "tags": []})
+        if labels.get(TAG_LABEL):
+            entry["tags"].append(labels[TAG_LABEL])
+        elif name.startswith("istio-sidecar-injector") and entry["injector"] is None:
+            entry["injector"] = name
+    return found
+
+
 def default_revision_labels(injectors, where, how):
     """(labels, error) for "in the mesh" with no revision asked for, on a mesh whose sidecar injectors are
-    `injectors` ({revision: {"injector", "tags"}}, as _istio_install.decisions.revision_injectors reads them):
+    `injectors` ({revision: {"injector", "tags"}}, as revision_injectors reads them):
     `istio-injection=enabled` where it resolves to a revision (the default revision, or the revision tag `default`),
     or where no injector runs yet (istio_install installs one); on a mesh with revisions only, `istio.io/rev=<it>`
     when there is one, and a one-line error naming them when there are several (istio-injection=enabled would

@@ -23,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import re
 
 from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError
 
@@ -42,10 +43,36 @@ def segments(field):
     return [s.replace("~1", "/").replace("~0", "~") for s in field.split("/")[1:]]
 
 
+def selector(key, value):
+    """The segment that names, in a list of maps, the one map whose `key` is `value`: "[port=18000]". A list
+    index would name another entry once the list is reordered; a key names the same one (for a Service's
+    ports the key is `port`, Kubernetes' own merge key for them). Not RFC 6901: only value_at() reads it."""
+    return "[%s=%s]" % (key, value)
+
+
+_SELECTOR = re.compile(r"^\[([^=\]]+)=(.*)\]$")
+
+
+def _select(items, segment):
+    """The one map of `items` that the selector `segment` names; None when none or several match."""
+    match = _SELECTOR.match(segment)
+    if not match:
+        return None
+    key, value = match.groups()
+    found = [item for item in items if isinstance(item, dict) and key in item and str(item[key]) == value]
+    return found[0] if len(found) == 1 else None
+
+
 def value_at(obj, field):
-    """The value of `obj` at the JSON Pointer `field`; None when any part of the path is absent."""
+    """The value of `obj` at the JSON Pointer `field` (whose segments may select a list entry by key: selector());
+    None when any part of the path is absent."""
     node = obj
     for segment in segments(field):
+        if isinstance(node, list):
+            node = _select(node, segment)
+            if node is None:
+                return None
+            continue
         if not isinstance(node, dict) or segment not in node:
             return None
         node = node[segment]

@@ -20,9 +20,14 @@ description:
     version.
   - Fails with one line when the GatewayClass or the EnvoyProxy does not exist. Unlike
     C(kubernetes.core.k8s) with C(state=patched), it never skips a missing object silently.
-  - Records what it set in the GatewayClass annotation C(teg.istio/parameters-ref), and a reference
-    it replaced in C(teg.istio/previous-parameters-ref). With O(state=absent) it removes only a
-    reference it set, and puts the replaced one back (for example TEG's own C(teg-envoy-proxy)).
+  - Records the reference it replaces (none included) in the same patch, in the GatewayClass's record of prior
+    values, the annotation C(teg.istio/prior) (C(/spec/parametersRef) -> C([prior, set])); a later change keeps
+    the first prior. With O(state=absent) it puts the replaced reference back (for example TEG's own
+    C(teg-envoy-proxy)) where the GatewayClass still references the one it set, and removes the record; a
+    reference changed since is left alone.
+  - A GatewayClass pointed by a version before that record carries the annotations
+    C(teg.istio/parameters-ref) and C(teg.istio/previous-parameters-ref) instead. They are read as the same
+    record, so O(state=absent) gives it back all the same, and removed by the next write.
 author:
   - teg.istio maintainers (@teg-istio)
 options:

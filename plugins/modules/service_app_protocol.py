@@ -23,6 +23,9 @@ description:
     the API server refuses the patch instead of touching another entry. A strategic-merge patch keyed
     on C(port), as in the manual procedure, would append a new entry in that case, and cannot tell
     18000/TCP from 18000/UDP (kubernetes/kubernetes issues 39188 and 105610).
+  - The same patch records the port's prior C(appProtocol) (absent included) in the Service's annotation
+    C(teg.istio/prior), keyed by the port's number (C(/spec/ports/[port=18000]/appProtocol)); a rerun keeps the
+    first prior value. The annotation is checked by the C(test) of the Service's C(resourceVersion).
 author:
   - teg.istio maintainers (@teg-istio)
 options:
@@ -44,14 +47,16 @@ options:
     description: Name of the port to change (C(spec.ports[].name)); takes precedence over O(port).
     type: str
   app_protocol:
-    description: The C(appProtocol) value to set (or, with O(state=absent), to remove).
+    description: The C(appProtocol) value to set (ignored with O(state=absent)).
     type: str
     default: tls
   state:
     description:
       - V(present) sets C(appProtocol) to O(app_protocol).
-      - V(absent) removes C(appProtocol) from the port when it equals O(app_protocol), and leaves any
-        other value alone.
+      - V(absent) gives every port recorded in C(teg.istio/prior) the C(appProtocol) it had before (removes
+        it when it had none) where the port still has the value this module set, warns about a port changed
+        since and leaves it, and removes the record. A Service without the record is left alone (its
+        C(appProtocol) is the owners', or was set by a version of this collection before the record).
     type: str
     choices: [present, absent]
     default: present
@@ -102,7 +107,7 @@ msg:
   sample: Service envoy-gateway-system/envoy-gateway port 18000 (grpc) already has appProtocol tls
 port:
   description: The chosen port entry after the change (as the dry run returned it in check mode).
-  returned: success
+  returned: with O(state=present)
   type: dict
   sample: {name: grpc, port: 18000, protocol: TCP, targetPort: 18000, appProtocol: tls}
 result:

@@ -5,7 +5,11 @@
   `istioctl tag set default --revision stable` leaves it);
 - the owners' own mesh-wide STRICT PeerAuthentication;
 - app namespace httpbin already in the mesh (istio-injection=enabled), app namespace shop on a revision
-  (istio.io/rev=stable), namespace legacy opted out (istio-injection=disabled).
+  (istio.io/rev=stable), namespace legacy opted out (istio-injection=disabled);
+- the owners' own values on the fields teg_istio_prep changes: appProtocol grpc on Service envoy-gateway's port
+  18000, and on the EnvoyProxy the collection annotates (current: TEG's, which the GatewayClass references; legacy:
+  one of theirs named as the collection's would be) the pod annotation traffic.sidecar.istio.io/includeInboundPorts
+  "8080" beside one of theirs the collection does not set.
 
 site.yml with the default variables changes nothing the owners set beyond what the procedure needs (the owners'
 release keeps its values and revision, the revisioned namespace gets no second label, the owners' STRICT policy is
@@ -37,6 +41,11 @@ HTTPBIN = {"name": "httpbin", "namespace": "httpbin", "service": "httpbin", "por
 SITE = {"expose_app_apps": [HTTPBIN, SHOP], "strict_mtls_mesh_namespaces": ["envoy-gateway-system", "httpbin", "shop"]}
 PRIOR = "teg.istio/prior"
 TEG_NS = "envoy-gateway-system"
+INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
+OWNERS_POD_ANNOTATIONS = {INBOUND: "8080", "team.example.com/owner": "edge"}
+XDS_FIELD = "/spec/ports/[port=18000]/appProtocol"
+RATELIMIT_FIELD = "/spec/ports/[port=8081]/appProtocol"
+ANNOTATIONS_FIELD = "/spec/provider/kubernetes/envoyDeployment/pod/annotations/"
 
 
 def _kubectl_apply(cluster, objects):
@@ -83,10 +92,43 @@ def owners(cluster):
                          "allowedRoutes": {"namespaces": {"from": "All"}}}]}})
     _kubectl_apply(cluster, objects)
     _kubectl_apply(cluster, _app("shop") + _app("legacy"))
+    # The owners' values on the fields teg_istio_prep changes on objects it did not create.
+    xds = _get(cluster, "service", "envoy-gateway")
+    [index] = [i for i, p in enumerate(xds["spec"]["ports"]) if p["port"] == 18000]
+    cluster.kubectl("-n", TEG_NS, "patch", "service", "envoy-gateway", "--type=json", "-p", json.dumps(
+        [{"op": "add", "path": "/spec/ports/%d/appProtocol" % index, "value": "grpc"}]))
+    owners_pod = {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {
+        "annotations": OWNERS_POD_ANNOTATIONS}}}}}
+    if cluster.matrix == "current":
+        cluster.kubectl("-n", TEG_NS, "patch", "envoyproxy", _envoyproxy(cluster), "--type=merge", "-p",
+                        json.dumps({"spec": owners_pod}))
+    else:
+        # TEG's chart references no EnvoyProxy there: create mode finds the owners' one of its name and annotates it.
+        _kubectl_apply(cluster, [{"apiVersion": "config.gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
+                                  "metadata": {"name": _envoyproxy(cluster), "namespace": TEG_NS}, "spec": owners_pod}])
     yield {"before": snapshot(cluster)}
     # The owners' mesh goes with this file (reset removes Helm's webhooks, not the tag made without Helm).
     cluster.kubectl("delete", "mutatingwebhookconfiguration", "istio-revision-tag-default", "--ignore-not-found")
     cluster.localcp("reset")
+
+
+def _get(cluster, kind, name):
+    return json.loads(cluster.kubectl("-n", TEG_NS, "get", kind, name, "-o", "json").stdout)
+
+
+def _app_protocols(cluster, service):
+    return dict((p["port"], p.get("appProtocol")) for p in _get(cluster, "service", service)["spec"]["ports"])
+
+
+def _envoyproxy(cluster):
+    """The owners' EnvoyProxy teg_istio_prep annotates: TEG's, which the GatewayClass references (current), or one
+    of the name of teg_istio_prep_envoyproxy_name found there (legacy: Envoy Gateway v0.5, no reference)."""
+    return "teg-envoy-proxy" if cluster.matrix == "current" else "data-plane-sidecars"
+
+
+def _pod_annotations(cluster):
+    return _get(cluster, "envoyproxy", _envoyproxy(cluster))["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"][
+        "annotations"]
 
 
 def _namespace(cluster, name):
@@ -116,6 +158,19 @@ def test_site_changes_nothing_the_owners_set_beyond_what_the_procedure_needs(pla
     # The owners' STRICT policy is left exactly as it was.
     key = ("PeerAuthentication", "istio-system", "default")
     assert owners["applied"][key] == owners["before"][key]
+    # The fields changed on TEG's objects, each recorded on its object with the owners' value (or its absence).
+    assert _app_protocols(cluster, "envoy-gateway")[18000] == "tls"
+    assert json.loads(_get(cluster, "service", "envoy-gateway")["metadata"]["annotations"][PRIOR]) == {
+        XDS_FIELD: ["grpc", "tls"]}
+    assert _app_protocols(cluster, "envoy-ratelimit")[8081] == "tls"
+    assert json.loads(_get(cluster, "service", "envoy-ratelimit")["metadata"]["annotations"][PRIOR]) == {
+        RATELIMIT_FIELD: [None, "tls"]}
+    annotations = _pod_annotations(cluster)
+    assert annotations[INBOUND] == "" and annotations["team.example.com/owner"] == "edge"
+    record = json.loads(_get(cluster, "envoyproxy", _envoyproxy(cluster))["metadata"]["annotations"][PRIOR])
+    assert record[ANNOTATIONS_FIELD + INBOUND.replace("/", "~1")] == ["8080", ""]
+    # Every other annotation recorded is one the collection added (the drain's): absent before.
+    assert all(value[0] is None for field, value in record.items() if not field.endswith("includeInboundPorts"))
 
 
 def test_a_rerun_writes_nothing(play):
@@ -150,6 +205,12 @@ def test_teardown_gives_the_owners_back_exactly_what_they_had_and_a_second_write
     assert run.rc == 0, run.stdout[-4000:]
     [summary] = task_results(run, "Say which of the owners' settings this teardown gives back")
     assert 'Namespace legacy: given back label istio-injection "disabled"' in summary["msg"], summary["msg"]
+    # The owners' values on the exact fields the collection changed, field by field, and no record left.
+    assert _app_protocols(cluster, "envoy-gateway")[18000] == "grpc"
+    assert _app_protocols(cluster, "envoy-ratelimit")[8081] is None
+    assert _pod_annotations(cluster) == OWNERS_POD_ANNOTATIONS
+    for kind, name in (("service", "envoy-gateway"), ("service", "envoy-ratelimit"), ("envoyproxy", _envoyproxy(cluster))):
+        assert PRIOR not in (_get(cluster, kind, name)["metadata"].get("annotations") or {}), (kind, name)
     assert differences(snapshot(cluster), owners["before"]) == []
     again = play("teardown.yml", extra_vars=declared)
     assert again.rc == 0 and again.writes == [], again.describe_writes()

@@ -136,11 +136,12 @@ def test_the_role_prepares_teg_and_a_second_run_writes_nothing(fresh, play):
         # TEG's own setting survives, and no second EnvoyProxy appears.
         assert ep["spec"]["logging"] == fixture_object("EnvoyProxy", "teg-envoy-proxy")["spec"]["logging"]
         assert envoyproxy(cluster, "data-plane-sidecars", check=False) is None
-        assert "teg.istio/parameters-ref" not in gc["metadata"].get("annotations", {})
+        assert "teg.istio/prior" not in gc["metadata"].get("annotations", {})
     else:
         assert ep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "teg.istio"
-        assert gc["metadata"]["annotations"]["teg.istio/parameters-ref"] == \
-            f"{EP_GROUP}/EnvoyProxy/{NS}/data-plane-sidecars"
+        # The reference replaced (none, as TEG installed it there) is recorded for teardown.
+        assert json.loads(gc["metadata"]["annotations"]["teg.istio/prior"]) == {
+            "/spec/parametersRef": [None, gc["spec"]["parametersRef"]]}
 
     versions = resource_versions(cluster)
     again = run_role(play)
@@ -204,7 +205,7 @@ def test_the_envoy_pods_get_the_sidecar_drain_and_a_second_run_writes_nothing(fr
 
 
 @pytest.mark.skipif(MATRIX != "current", reason="Envoy Gateway v0.5 has no spec.shutdown: drain_duration is refused")
-def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_takes_back_only_it(fresh, play):
+def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_gives_the_owners_annotation_back(fresh, play):
     cluster = fresh
     assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0  # no native annotation left from auto
     mine = "holdApplicationUntilProxyStarts: true\n"
@@ -221,10 +222,9 @@ def test_drain_duration_follows_the_envoyproxy_s_drain_timeout_and_teardown_take
                                                          "terminationDrainDuration": "90s"}
         again = run_role(play, wanted)
         assert again.rc == 0 and again.writes == [], again.describe_writes()
-        # Teardown takes back the drain and keeps the rest of that annotation.
+        # Teardown gives that annotation back exactly as the owners wrote it (the record of prior values).
         assert run_role(play, {"teg_istio_prep_state": "absent"}).rc == 0
-        assert drain_annotations(envoyproxy(cluster, TARGET_EP)) == {
-            PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true}'}
+        assert drain_annotations(envoyproxy(cluster, TARGET_EP)) == {PROXY_CONFIG: mine}
     finally:
         undo = {"spec": {"shutdown": None, "provider": {"type": "Kubernetes", "kubernetes": None}}}
         cluster.kubectl("patch", f"envoyproxies.{EP_GROUP}", TARGET_EP, "-n", NS, "--type=merge", "-p", json.dumps(undo))
@@ -243,7 +243,8 @@ def test_on_envoy_gateway_v0_5_with_istio_1_19_neither_cure_applies(fresh, play)
 
 def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(fresh, play, tmp_path):
     """Whatever GatewayClass teg referenced as TEG installed it (current: TEG's EnvoyProxy; legacy:
-    nothing) is what state=absent puts back, even after two create-mode runs with different names."""
+    nothing) is what state=absent puts back, even after two create-mode runs with different names, and from
+    the annotations the version before the record of prior values wrote."""
     cluster = fresh
     original = fixture_object("GatewayClass", "teg")["spec"].get("parametersRef")
     assert run_role(play).rc == 0
@@ -252,8 +253,9 @@ def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(f
     gc = get(cluster, "gatewayclass", "teg")
     assert gc["spec"]["parametersRef"] == {"group": EP_GROUP, "kind": "EnvoyProxy", "name": "sidecars-b",
                                            "namespace": NS}
-    previous = gc["metadata"]["annotations"].get("teg.istio/previous-parameters-ref")
-    assert (json.loads(previous) if previous else None) == original
+    sidecars_b = gc["spec"]["parametersRef"]
+    # The first reference replaced stays the prior one, in the record of prior values.
+    assert json.loads(gc["metadata"]["annotations"]["teg.istio/prior"])["/spec/parametersRef"] == [original, sidecars_b]
     assert pod_annotations(envoyproxy(cluster, "sidecars-b"))[ANNOTATION] == ""
 
     playbook = tmp_path / "absent.yml"
@@ -267,7 +269,20 @@ def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(f
     assert "+++ after" in absent.stdout
     gc = get(cluster, "gatewayclass", "teg")
     assert gc["spec"].get("parametersRef") == original
-    assert not {"teg.istio/parameters-ref", "teg.istio/previous-parameters-ref"} & set(gc["metadata"].get("annotations", {}))
+    assert "teg.istio/prior" not in gc["metadata"].get("annotations", {})
+
+    # A GatewayClass pointed by the version before the record carries its two annotations: given back all the same.
+    legacy = {"metadata": {"annotations": {
+        "teg.istio/parameters-ref": "%s/EnvoyProxy/%s/sidecars-b" % (EP_GROUP, NS),
+        "teg.istio/previous-parameters-ref": json.dumps(original, sort_keys=True) if original else None}},
+        "spec": {"parametersRef": sidecars_b}}
+    cluster.kubectl("patch", "gatewayclass", "teg", "--type=merge", "-p", json.dumps(legacy))
+    absent = play(str(playbook), use_site_vars=False)
+    assert absent.rc == 0 and absent.recap()["changed"] == 1, absent.output[-3000:]
+    gc = get(cluster, "gatewayclass", "teg")
+    assert gc["spec"].get("parametersRef") == original
+    assert not {"teg.istio/parameters-ref", "teg.istio/previous-parameters-ref", "teg.istio/prior"} & set(
+        gc["metadata"].get("annotations", {}))
     again = play(str(playbook), use_site_vars=False)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
     assert again.recap()["changed"] == 0

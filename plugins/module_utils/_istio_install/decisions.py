@@ -14,6 +14,7 @@ import copy
 import posixpath
 import re
 
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import revision_injectors
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -244,25 +245,6 @@ def _installed_by(istiod):
     if istiod["installer"] == "istioctl":
         return "istioctl or the Istio operator"
     return "not Helm, istioctl or the operator"
-
-
-def revision_injectors(webhooks):
-    """{revision: {"injector": name, "tags": [tag, ...]}} from the cluster's MutatingWebhookConfigurations: each
-    istiod's sidecar injector (istio-sidecar-injector[-<rev>][-<namespace>], labelled istio.io/rev) and the
-    revision tags pointing at it (istio-revision-tag-<tag>, labelled istio.io/tag and istio.io/rev)."""
-    found = {}
-    for webhook in sorted(webhooks or [], key=lambda w: (w.get("metadata") or {}).get("name") or ""):
-        name = (webhook.get("metadata") or {}).get("name") or ""
-        labels = _labels(webhook)
-        revision = labels.get("istio.io/rev")
-        if not revision:
-            continue
-        entry = found.setdefault(revision, {"injector": None, "tags": []})
-        if labels.get("istio.io/tag"):
-            entry["tags"].append(labels["istio.io/tag"])
-        elif name.startswith("istio-sidecar-injector") and entry["injector"] is None:
-            entry["injector"] = name
-    return found
 
 
 def injection_labels(revision, injectors):

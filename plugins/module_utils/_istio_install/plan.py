@@ -197,6 +197,35 @@ def _istiod_releases(view, found):
     return releases
 
 
+# What the plan reads of the Istio that runs: its Deployments (istiod and gateways) and every webhook (the injectors
+# of every revision and the revision tags: an Istio found may be any revision).
+_RUNNING_ISTIO = {
+    # One list for istiod (istio=pilot) and the gateways (istio=<gateway>): both carry the label `istio`.
+    "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
+    "webhooks": {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1"},
+}
+
+
+def version_after(view, install):
+    """The Istio version whose injector serves once this role has run with `install` (its settings: namespace,
+    revision, version, manage, existing), read from the cluster as the plan reads it: an istiod it uses as it is
+    (not this collection's, or istio_install_manage false) keeps its version; otherwise the version it installs
+    or upgrades to; without one (the role run alone), the running istiod's. None when nothing tells.
+    teg_istio_prep takes it to choose the Envoy pods' sidecar drain before this role has run."""
+    read = view.read({}, _RUNNING_ISTIO)
+    found = inventory(read["Istio Deployments"]["resources"], install["namespace"], install["revision"])
+    manage = install["manage"]
+    releases = _istiod_releases(view, found) if manage else {}
+    used = existing_istiod(found, releases, install["namespace"], istiod_name(install["revision"]),
+                           read["webhooks"]["resources"])
+    if used is not None and (not manage or install["existing"] != "upgrade"):
+        return used["version"]
+    if manage and install["version"]:
+        return install["version"]
+    running = found["istiod"] or next(iter(found["other_istiods"]), None)
+    return (running or {}).get("version")
+
+
 def _use_existing(view, istiod, reason, warnings):
     """The plan that uses a running istiod as it is: verified (available, its injector registered, Istio's APIs
     served), nothing written, and its version, revision and injector predicted for the roles after this one."""
@@ -233,12 +262,7 @@ def plan(view, settings, predicted, check_mode):
     names, values = _names(settings), _values(settings)
     manage = settings["manage"]
     facts = view.facts(namespace=settings["namespace"], parts={"version"} if ambient and manage else ())
-    specs = {
-        # One list for istiod (istio=pilot) and the gateways (istio=<gateway>): both carry the label `istio`.
-        "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
-        # Every webhook: the injectors of every revision and the revision tags (an Istio found may be any revision).
-        "webhooks": {"kind": "MutatingWebhookConfiguration", "api_version": "admissionregistration.k8s.io/v1"},
-    }
+    specs = dict(_RUNNING_ISTIO)
     if ambient and manage:
         # Every DaemonSet of the cluster: another CNI agent or ztunnel may run in any namespace.
         specs["DaemonSets"] = {"kind": "DaemonSet", "api_version": "apps/v1"}

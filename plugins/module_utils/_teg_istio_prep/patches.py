@@ -9,12 +9,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.teg.istio.plugins.module_utils import prior
 from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
     INJECTION_LABEL,
     REVISION_LABEL,
     label_changes,
     labels_patch,
     opted_out_error,
+    ours,
     restore_patch,
     set_by_collection,
 )
@@ -74,20 +76,16 @@ def _workload_key(kubernetes):
     return "envoyDaemonSet" if (kubernetes or {}).get("envoyDaemonSet") is not None else "envoyDeployment"
 
 
-def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, state="present",
-                                     replace=None, remove=()):
+def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, remove=()):
     """Definition that gives the Envoy pods of an EnvoyProxy the pod `annotations`.
 
     `envoyproxy` is the object as read, or None/{} when it does not exist: then the whole new
     EnvoyProxy (labelled managed-by teg.istio) is returned. For an existing one, only the missing or
     different annotations are returned as a merge patch, so every other setting and annotation stays;
     those of `remove` it carries (the other mesh mode's, not in `annotations`) are taken off in the same patch.
-    With state="absent" (teardown), the merge patch that removes those of `annotations` the
-    EnvoyProxy carries (and sets those of `replace` it carries to their new value), and {} when it carries
-    none or does not exist."""
+    On an EnvoyProxy the collection did not create, the patch carries the record of the annotations' prior
+    values (module_utils/prior.py), which teardown gives back (envoyproxy_restoration)."""
     _check_annotations(annotations)
-    if state == "absent":
-        return _annotations_removal(envoyproxy, annotations, api_version, name, namespace, replace or {})
     if not envoyproxy:
         return new_envoyproxy(api_version, name, namespace, annotations)
     provider = (envoyproxy.get("spec") or {}).get("provider") or {}
@@ -102,12 +100,58 @@ def envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name,
     missing.update((key, None) for key in remove if key in current and key not in annotations)
     if not missing:
         return {}
-    return {
-        "apiVersion": api_version, "kind": "EnvoyProxy",
-        "metadata": {"name": name, "namespace": namespace},
-        # type is required by the schema once provider exists; it is already Kubernetes or absent.
-        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {workload: {"pod": {"annotations": missing}}}}},
-    }
+    # On an EnvoyProxy the collection did not create, the same patch records each annotation's prior value.
+    fields = dict((_annotation_field(workload, key), value) for key, value in missing.items())
+    patch = prior.with_record(None if ours(envoyproxy) else envoyproxy, fields)
+    # type is required by the schema once provider exists; it is already Kubernetes or absent.
+    patch["spec"]["provider"]["type"] = "Kubernetes"
+    patch.setdefault("metadata", {}).update(name=name, namespace=namespace)
+    return dict({"apiVersion": api_version, "kind": "EnvoyProxy"}, **patch)
+
+
+def _annotation_field(workload, key):
+    return prior.pointer("spec", "provider", "kubernetes", workload, "pod", "annotations", key)
+
+
+def _recorded_annotation(field):
+    path = prior.segments(field)
+    return len(path) == 7 and path[:3] == ["spec", "provider", "kubernetes"] and path[4:6] == ["pod", "annotations"]
+
+
+def envoyproxy_restoration(envoyproxy, api_version):
+    """(merge-patch definition, fields left): what teardown writes to give an EnvoyProxy the collection did not create
+    (as read) back the pod annotations its record says it had (prior.restoration), leaving no empty map behind
+    where the collection's were the only ones; ({}, []) without a record. `left`: the annotations someone
+    changed since the collection set them, left as they are."""
+    changes, left = prior.restoration(envoyproxy, fields=_recorded_annotation)
+    if not changes:
+        return {}, left
+    patch = prior.merge_patch(changes)
+    kubernetes = ((envoyproxy.get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
+    workload = _workload_key(kubernetes)
+    current = ((kubernetes.get(workload) or {}).get("pod") or {}).get("annotations") or {}
+    given_back = dict((prior.segments(field)[-1], value) for field, value in changes.items()
+                      if _recorded_annotation(field) and prior.segments(field)[3] == workload)
+    kept = [key for key in current if key not in given_back] + [key for key, value in given_back.items() if value is not None]
+    if current and not kept:
+        patch["spec"]["provider"]["kubernetes"] = _emptied(kubernetes, workload)
+    if "spec" in patch:
+        patch["spec"]["provider"]["type"] = "Kubernetes"
+    patch["metadata"].update(name=envoyproxy["metadata"]["name"], namespace=envoyproxy["metadata"]["namespace"])
+    return dict({"apiVersion": api_version, "kind": "EnvoyProxy"}, **patch), left
+
+
+def _emptied(kubernetes, workload):
+    """The merge patch of spec.provider.kubernetes that removes the workload's pod annotations, nulling the highest
+    level that would hold nothing else, so the EnvoyProxy reads as it did before the annotations were added."""
+    pod = (kubernetes.get(workload) or {}).get("pod") or {}
+    if len(pod) > 1:
+        return {workload: {"pod": {"annotations": None}}}
+    if len(kubernetes.get(workload) or {}) > 1:
+        return {workload: {"pod": None}}
+    if len(kubernetes) > 1:
+        return {workload: None}
+    return None
 
 
 def new_envoyproxy(api_version, name, namespace, annotations):
@@ -121,29 +165,3 @@ def new_envoyproxy(api_version, name, namespace, annotations):
         "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
         "spec": {"provider": provider},
     }
-
-
-def _annotations_removal(envoyproxy, annotations, api_version, name, namespace, replace):
-    kubernetes = (((envoyproxy or {}).get("spec") or {}).get("provider") or {}).get("kubernetes") or {}
-    workload = _workload_key(kubernetes)
-    pod = (kubernetes.get(workload) or {}).get("pod") or {}
-    current = pod.get("annotations") or {}
-    present = {key: None for key in annotations if key in current}
-    present.update((key, value) for key, value in replace.items() if key in current and current[key] != value)
-    if not present:
-        return {}
-    # Leave no empty maps behind: null the highest level that would hold nothing else, so the
-    # EnvoyProxy reads as it did before the annotations were added.
-    if len(present) < len(current) or any(value is not None for value in present.values()):
-        change = {workload: {"pod": {"annotations": present}}}
-    elif len(pod) > 1:
-        change = {workload: {"pod": {"annotations": None}}}
-    elif len(kubernetes.get(workload) or {}) > 1:
-        change = {workload: {"pod": None}}
-    elif len(kubernetes) > 1:
-        change = {workload: None}
-    else:
-        change = None
-    provider = {"type": "Kubernetes", "kubernetes": change}
-    return {"apiVersion": api_version, "kind": "EnvoyProxy", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"provider": provider}}

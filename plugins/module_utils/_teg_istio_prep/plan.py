@@ -11,18 +11,25 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.teg.istio.plugins.module_utils import prior
 from ansible_collections.teg.istio.plugins.module_utils._diffs import merge_patch_diff
 from ansible_collections.teg.istio.plugins.module_utils._gatewayclass_parameters import ref_after_absent
-from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions import revision_injectors
+from ansible_collections.teg.istio.plugins.module_utils._istio_install.plan import version_after
+from ansible_collections.teg.istio.plugins.module_utils._service_app_protocol import port_field
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.drain import (
     decide_drain,
     drain_annotations_after_teardown,
 )
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep.patches import (
     envoyproxy_pod_annotations_patch,
+    envoyproxy_restoration,
     mesh_labels_patch,
 )
-from ansible_collections.teg.istio.plugins.module_utils.enrolment import REVISION_LABEL, default_revision_labels
+from ansible_collections.teg.istio.plugins.module_utils.enrolment import (
+    REVISION_LABEL,
+    default_revision_labels,
+    revision_injectors,
+)
 from ansible_collections.teg.istio.plugins.module_utils.names import (
     BYPASS_INBOUND_CAPTURE,
     DATAPLANE_MODE_AMBIENT,
@@ -165,17 +172,6 @@ def _sidecar_annotations_taken_back(envoyproxy, settings, where):
     return sorted(set(settings["pod_annotations"]) | set(remove)), replace
 
 
-def _mesh_annotations_removal(envoyproxy, settings, api_version, name, namespace):
-    """The merge patch that takes every annotation either mode set off `envoyproxy` (as read): the sidecar ones
-    and ambient mode's bypass of inbound capture; {} when it carries none. Teardown uses it."""
-    remove, replace = _sidecar_annotations_taken_back(envoyproxy, settings, describe("EnvoyProxy", name, namespace))
-    # A key in `replace` is listed too: its new value wins over the removal.
-    annotations = dict.fromkeys(remove + list(BYPASS_INBOUND_CAPTURE) + sorted(replace), "")
-    if not envoyproxy:
-        return {}
-    return envoyproxy_pod_annotations_patch(envoyproxy, annotations, api_version, name, namespace, "absent", replace)
-
-
 def decide_mode(facts, settings):
     if settings["envoyproxy_mode"] != "auto":
         return settings["envoyproxy_mode"]
@@ -197,8 +193,9 @@ def _merge_errors(facts, settings):
 
 
 def _istio_version(facts, settings):
-    """The Istio version the Envoy pods will be injected by: the one set (the version istio_install installs),
-    else the running istiod's image tag; None when neither tells."""
+    """The Istio version the Envoy pods will be injected by: the one set (teg_istio_prep_istio_version, else what
+    plan() read: _istio_install.plan.version_after), else the running istiod's image tag in `facts`; None when
+    neither tells."""
     if settings["istio_version"]:
         return settings["istio_version"]
     return ((facts.get("istio") or {}).get("istiod") or {}).get("version")
@@ -288,6 +285,12 @@ def decide_present(facts, read, settings, check_mode):
         # TLS under STRICT. Envoy Gateway server-side-applies that Service without appProtocol, so the field
         # set here survives its reconciling.
         "ratelimit_port": _ratelimit_port_differs(_first(read, "ratelimit_service"), settings),
+        # What the module service_app_protocol records on each Service it changes, for the summary of the
+        # owners' settings (prior.owners_settings); the module computes it again from the Service it reads.
+        "service_records": [r for r in (
+            _port_record(_first(read, "service"), port, settings),
+            _port_record(_first(read, "ratelimit_service"), _ratelimit_port(_first(read, "ratelimit_service"), settings),
+                         settings)) if r],
         "gatewayclass": {
             "name": target["name"], "namespace": target["namespace"],
             # In check mode a new EnvoyProxy was only created as a dry run, so it cannot be read back yet.
@@ -301,6 +304,19 @@ def decide_present(facts, read, settings, check_mode):
         diff.append(merge_patch_diff(envoyproxy, envoyproxy_patch))
     decisions["diff"] = diff
     return decisions, []
+
+
+def _port_record(service, port, settings):
+    """The Service's name and record of prior values once `port` gets appProtocol, as a definition; None when the port
+    already has it."""
+    if port is None or port.get("appProtocol") == settings["app_protocol"]:
+        return None
+    record = prior.record_annotation(service, {port_field(port): settings["app_protocol"]})
+    if record is None:
+        return None
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service["metadata"]["name"], "namespace": service["metadata"]["namespace"],
+                         "annotations": {prior.PRIOR_ANNOTATION: record}}}
 
 
 def _ratelimit_port_differs(service, settings):
@@ -338,12 +354,12 @@ def predictions(facts, read, settings, decisions):
 def plan(view, settings, predicted, check_mode):
     if settings["state"] == "absent":
         return teardown(view, settings)
-    # The versions decide how the sidecar outlives Envoy's drain: the API server's, and istiod's when
-    # teg_istio_prep_istio_version (or istio_install_version) does not say which Istio will run.
-    parts = {"envoyproxy_schema", "version"}
+    # The versions decide how the sidecar outlives Envoy's drain: the API server's, and that of the Istio that will
+    # inject the Envoy pods when teg_istio_prep_istio_version does not say: read as istio_install reads it, the
+    # running Istio's where istio_install uses one it did not install, else istio_install_version.
     if not _ambient(settings) and settings["sidecar_drain"] in ("auto", "native") and not settings["istio_version"]:
-        parts.add("istiod")
-    facts = view.facts(gatewayclass=settings["gatewayclass"], parts=parts)
+        settings = dict(settings, istio_version=version_after(view, settings["istio_install"]) or "")
+    facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"envoyproxy_schema", "version"})
     read = view.read(facts, read_present(settings))
     decisions, errors = decide_present(facts, read, settings, check_mode)
     if errors:
@@ -370,25 +386,31 @@ def read_absent(settings, facts):
     return reads
 
 
-def _app_protocol_set(service, settings):
-    if not service:
-        return False
-    matches = _port_matches(service, settings)[1]
-    return len(matches) == 1 and matches[0].get("appProtocol") == settings["app_protocol"]
+def _ports_recorded(service):
+    """Whether `service` (as read) carries a record of prior appProtocol values, which the module
+    service_app_protocol gives back (a Service without one is left alone)."""
+    return any(field.startswith("/spec/ports/") for field in prior.recorded(service))
 
 
-def decide_absent(facts, read, referenced, settings):
-    """The teardown's writes: the GatewayClass reference this collection set taken back (restoring the
-    one it replaced), the annotations taken off the EnvoyProxy it references then (`referenced`, as
-    read), the EnvoyProxies this collection made deleted, appProtocol and the injection labels removed."""
+def decide_absent(facts, read, envoyproxies, settings):
+    """(writes, warnings) of the teardown: the GatewayClass reference this collection set taken back (restoring the
+    one it replaced), the pod annotations of the EnvoyProxies it did not create (`envoyproxies`, as read: the one
+    the GatewayClass references then, and the one of teg_istio_prep_envoyproxy_name) given back as their record
+    says, the EnvoyProxies this collection made deleted, and the appProtocol and the namespace labels it recorded
+    given back."""
     owned = (read.get("owned_envoyproxies") or {}).get("resources") or []
     owned_names = set((o["metadata"]["namespace"], o["metadata"]["name"]) for o in owned)
-    patches = []
-    if referenced and (referenced["metadata"]["namespace"], referenced["metadata"]["name"]) not in owned_names:
-        removal = _mesh_annotations_removal(referenced, settings, facts["envoyproxy"]["api_version"],
-                                            referenced["metadata"]["name"], referenced["metadata"]["namespace"])
-        if removal:
-            patches.append(removal)
+    patches, warnings, seen = [], [], set()
+    for envoyproxy in envoyproxies:
+        key = (envoyproxy["metadata"]["namespace"], envoyproxy["metadata"]["name"])
+        if key in owned_names or key in seen:
+            continue
+        seen.add(key)
+        restoration, left = envoyproxy_restoration(envoyproxy, facts["envoyproxy"]["api_version"])
+        warnings.extend("%s: %s was changed since teg.istio set it, so it is left as it is"
+                        % (describe("EnvoyProxy", key[1], key[0]), field) for field in left)
+        if restoration:
+            patches.append(restoration)
     namespace = _first(read, "namespace")
     if namespace:
         # What the record on the namespace says the collection changed, of both modes' labels, given back.
@@ -402,21 +424,25 @@ def decide_absent(facts, read, referenced, settings):
         "delete": [{"apiVersion": o["apiVersion"], "kind": o["kind"],
                     "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"]}}
                    for o in owned],
-        "service_port": _app_protocol_set(_first(read, "service"), settings),
-        "ratelimit_port": (_ratelimit_port(_first(read, "ratelimit_service"), settings) or {}).get("appProtocol")
-        == settings["app_protocol"],
-    }
+        "service_port": _ports_recorded(_first(read, "service")),
+        "ratelimit_port": _ports_recorded(_first(read, "ratelimit_service")),
+    }, warnings
 
 
 def teardown(view, settings):
     facts = view.facts(gatewayclass=settings["gatewayclass"], parts={"envoyproxy"})
     read = view.read(facts, read_absent(settings, facts))
-    referenced = None
+    envoyproxies = []
     gatewayclass = _first(read, "gatewayclass")
-    if gatewayclass is not None and facts.get("envoyproxy") is not None:
-        # The EnvoyProxy the GatewayClass references once the teardown took back what it set.
-        target = referenced_envoyproxy(ref_after_absent(gatewayclass)[0], facts["envoyproxy"]["group"])
-        if target:
-            referenced = view.get(facts["envoyproxy"]["api_version"], "EnvoyProxy", target["name"], target["namespace"])
-    writes = decide_absent(facts, read, referenced, settings)
-    return {"errors": [], "writes": writes, "changes": any(writes.values())}
+    if facts.get("envoyproxy") is not None:
+        api_version = facts["envoyproxy"]["api_version"]
+        # The EnvoyProxy the GatewayClass references once the teardown took back what it set, and the one mode
+        # create uses, which may be one the collection found there and annotated.
+        target = referenced_envoyproxy(ref_after_absent(gatewayclass)[0], facts["envoyproxy"]["group"]) \
+            if gatewayclass is not None else None
+        for where in (target, {"name": settings["envoyproxy_name"], "namespace": settings["namespace"]}):
+            envoyproxy = view.get(api_version, "EnvoyProxy", where["name"], where["namespace"]) if where else None
+            if envoyproxy:
+                envoyproxies.append(envoyproxy)
+    writes, warnings = decide_absent(facts, read, envoyproxies, settings)
+    return {"errors": [], "writes": writes, "warnings": warnings, "changes": any(writes.values())}

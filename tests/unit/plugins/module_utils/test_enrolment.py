@@ -3,7 +3,6 @@ revision tag default, a mesh of revisions only, and none yet. The namespace-labe
 through the roles' patches in test_teg_istio_prep.py and test_expose_app.py."""
 
 from ansible_collections.teg.istio.plugins.module_utils import enrolment
-from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions import revision_injectors
 
 
 def webhook(name, revision, tag=None):
@@ -14,7 +13,8 @@ def webhook(name, revision, tag=None):
 
 
 def labels_for(webhooks):
-    return enrolment.default_revision_labels(revision_injectors(webhooks), "Namespace eg", "teg_istio_prep_revision")
+    return enrolment.default_revision_labels(enrolment.revision_injectors(webhooks), "Namespace eg",
+                                             "teg_istio_prep_revision")
 
 
 def test_istio_injection_where_it_resolves_to_a_revision_or_where_istio_is_still_to_come():

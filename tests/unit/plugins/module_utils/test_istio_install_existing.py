@@ -6,6 +6,7 @@ can label releases. The cluster side is tests/integration/test_istio_existing.py
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils._istio_install import decisions as f
+from ansible_collections.teg.istio.plugins.module_utils._istio_install.plan import version_after
 
 OURS = {"status": "deployed", "labels": {"app.kubernetes.io/managed-by": "teg.istio"}}
 THEIRS = {"status": "deployed", "labels": {}}
@@ -153,3 +154,37 @@ def test_helm_too_old_to_label_releases_is_refused(short, refused):
                          "install): install Helm 3.13 or later, or set istio_install_helm_binary to one" % short)
     else:
         assert error is None
+
+
+class _Cluster:
+    """What version_after reads, as ClusterView returns it: the Istio Deployments, the webhooks, the Helm releases."""
+
+    def __init__(self, deployments, webhooks=(), releases=None):
+        self.deployments, self.webhooks, self.releases = list(deployments), list(webhooks), releases or {}
+
+    def read(self, facts, specs):
+        found = {"Istio Deployments": self.deployments, "webhooks": self.webhooks}
+        return dict((key, {"resources": found[key]}) for key in specs)
+
+    def helm_releases(self, namespace, names):
+        return dict((name, self.releases.get((namespace, name))) for name in names)
+
+
+INSTALL = {"namespace": "istio-system", "revision": "", "version": "1.29.0", "manage": True, "existing": "use"}
+
+
+def test_the_version_teg_istio_prep_drains_for_is_the_running_istio_s_where_istio_install_uses_it():
+    theirs = _Cluster([istiod(release="istiod", image="docker.io/istio/pilot:1.23.4")],
+                      releases={("istio-system", "istiod"): THEIRS})
+    assert version_after(theirs, INSTALL) == "1.23.4"
+    # Upgraded on its owners' request, or the collection's own (kept at the pin): the version installed.
+    assert version_after(theirs, dict(INSTALL, existing="upgrade")) == "1.29.0"
+    ours = _Cluster([istiod(release="istiod", image="docker.io/istio/pilot:1.28.2")],
+                    releases={("istio-system", "istiod"): OURS})
+    assert version_after(ours, INSTALL) == "1.29.0"
+    # istio_install_manage false: whatever runs, as it is; nothing running and nothing to install: unknown.
+    assert version_after(ours, dict(INSTALL, manage=False)) == "1.28.2"
+    assert version_after(_Cluster([]), INSTALL) == "1.29.0"
+    assert version_after(_Cluster([]), dict(INSTALL, manage=False)) is None
+    # The role run alone (no istio_install_version): the running istiod's.
+    assert version_after(ours, dict(INSTALL, version="")) == "1.28.2"

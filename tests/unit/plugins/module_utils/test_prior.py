@@ -114,3 +114,18 @@ def test_the_summary_names_each_owners_setting_a_plan_changes_and_what_teardown_
     restore = dict({"apiVersion": "v1", "kind": "Namespace"}, **prior.merge_patch(changes))
     restore["metadata"]["name"] = "apps"
     assert prior.owners_settings({"patches": [restore]}) == ['Namespace apps: given back label istio-injection "disabled"']
+
+
+def test_a_list_entry_is_selected_by_key_wherever_it_is_in_the_list():
+    field = prior.pointer("spec", "ports", prior.selector("port", 18000), "appProtocol")
+    assert field == "/spec/ports/[port=18000]/appProtocol"
+    service = {"spec": {"ports": [{"port": 9443}, {"port": 18000, "appProtocol": "tls"}]}}
+    assert prior.value_at(service, field) == "tls"
+    service["spec"]["ports"].reverse()
+    assert prior.value_at(service, field) == "tls"
+    # No entry, or several, with that key: nothing to read (teardown then leaves the field alone).
+    assert prior.value_at({"spec": {"ports": [{"port": 9443}]}}, field) is None
+    twice = {"spec": {"ports": [{"port": 18000, "protocol": "TCP", "appProtocol": "tls"},
+                                {"port": 18000, "protocol": "UDP", "appProtocol": "tls"}]}}
+    assert prior.value_at(twice, field) is None
+    assert prior.value_at(service, "/spec/ports/1/appProtocol") is None

@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import patches as f
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import plan
+from ansible_collections.teg.istio.plugins.module_utils.merge_patch import apply_merge_patch
 from ansible_collections.teg.istio.plugins.module_utils.names import TegIstioError
 
 ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
@@ -102,12 +103,24 @@ def tegs_envoyproxy(pod_annotations=None, **kubernetes):
             "spec": spec}
 
 
-def test_an_existing_envoyproxy_gets_only_what_is_missing():
+ANNOTATION_FIELD = "/spec/provider/kubernetes/envoyDeployment/pod/annotations/traffic.sidecar.istio.io~1includeInboundPorts"
+
+
+def test_an_existing_envoyproxy_gets_only_what_is_missing_with_its_absence_recorded():
     patch = f.envoyproxy_pod_annotations_patch(tegs_envoyproxy({"keep": "me"}), WANTED, API, "teg-envoy-proxy", NS)
     # A merge patch: logging, replicas and the other annotation are not mentioned, so they stay.
-    assert patch == {"apiVersion": API, "kind": "EnvoyProxy", "metadata": {"name": "teg-envoy-proxy", "namespace": NS},
-                     "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
-                         "envoyDeployment": {"pod": {"annotations": {ANNOTATION: ""}}}}}}}
+    assert patch == {"apiVersion": API, "kind": "EnvoyProxy", "metadata": {
+        "name": "teg-envoy-proxy", "namespace": NS,
+        "annotations": {PRIOR: json.dumps({ANNOTATION_FIELD: [None, ""]}, separators=(",", ":"))}},
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
+            "envoyDeployment": {"pod": {"annotations": {ANNOTATION: ""}}}}}}}
+
+
+def test_an_envoyproxy_the_collection_created_gets_no_record():
+    ours = tegs_envoyproxy({"keep": "me"})
+    ours["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "teg.istio"}
+    patch = f.envoyproxy_pod_annotations_patch(ours, WANTED, API, "teg-envoy-proxy", NS)
+    assert "annotations" not in patch["metadata"]
 
 
 def test_a_different_value_is_corrected_and_an_equal_one_left_alone():
@@ -155,27 +168,39 @@ def test_teardown_gives_back_what_the_record_says_and_nothing_else():
     assert f.mesh_labels_patch(owners, "", "absent") == ({}, None)
 
 
-def test_teardown_removes_only_our_annotations_from_teg_s_envoyproxy():
-    ep = {"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
-        "traffic.sidecar.istio.io/includeInboundPorts": "", "team": "a"}}}}}}}
-    patch = f.envoyproxy_pod_annotations_patch(ep, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
-                                               "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent")
-    assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {
-        "traffic.sidecar.istio.io/includeInboundPorts": None}
-    alone = {"spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
-        "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}
-    # The only thing under provider.kubernetes: the whole subtree goes, as before it was added.
-    assert f.envoyproxy_pod_annotations_patch(alone, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
-                                              "v", "p", "eg", "absent")["spec"]["provider"] == {
-        "type": "Kubernetes", "kubernetes": None}
-    with_replicas = {"spec": {"provider": {"kubernetes": {"envoyDeployment": {"replicas": 2, "pod": {"annotations": {
-        "traffic.sidecar.istio.io/includeInboundPorts": ""}}}}}}}
-    assert f.envoyproxy_pod_annotations_patch(with_replicas, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
-                                              "v", "p", "eg", "absent")["spec"]["provider"]["kubernetes"] == {
-        "envoyDeployment": {"pod": None}}
-    assert f.envoyproxy_pod_annotations_patch({"spec": {}}, {"traffic.sidecar.istio.io/includeInboundPorts": ""},
-                                              "gateway.envoyproxy.io/v1alpha1", "p", "eg", "absent") == {}
-    assert f.envoyproxy_pod_annotations_patch(None, {"a": ""}, "v", "p", "eg", "absent") == {}
+def _applied(obj, patch):
+    """`obj` after the definition `patch` sent as a JSON merge patch (RFC 7386), as the API server applies it."""
+    return apply_merge_patch(obj, dict((k, v) for k, v in patch.items() if k not in ("apiVersion", "kind")))
+
+
+def _annotated(owners, wanted, remove=()):
+    ep = tegs_envoyproxy(owners) if owners is not None else tegs_envoyproxy()
+    patch = f.envoyproxy_pod_annotations_patch(ep, wanted, API, "teg-envoy-proxy", NS, remove=remove)
+    return ep, _applied(ep, patch)
+
+
+# (An owners' empty annotations map is not told from none: teardown leaves no empty map behind.)
+@pytest.mark.parametrize("owners", [None, {"team": "a"}, {ANNOTATION: "8080", "team": "a"}, {ANNOTATION: "8080"}])
+def test_teardown_gives_the_owners_envoyproxy_back_exactly(owners):
+    before, applied = _annotated(owners, WANTED)
+    patch, left = f.envoyproxy_restoration(applied, API)
+    assert left == []
+    restored = _applied(applied, patch)
+    # No record left, and no empty map where the collection's annotation was the only one.
+    assert restored == dict(before, metadata=dict(before["metadata"], annotations={})) or restored == before
+    assert PRIOR not in (restored["metadata"].get("annotations") or {})
+    assert restored["spec"] == before["spec"]
+    assert f.envoyproxy_restoration(restored, API) == ({}, [])
+
+
+def test_teardown_leaves_an_annotation_changed_since_and_one_without_a_record():
+    _before, applied = _annotated({"team": "a"}, WANTED)
+    applied["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"][ANNOTATION] = "9090"
+    patch, left = f.envoyproxy_restoration(applied, API)
+    assert left == [ANNOTATION_FIELD]
+    assert "spec" not in patch and patch["metadata"]["annotations"] == {PRIOR: None}
+    # An EnvoyProxy annotated by a version before the record: the annotation may be the owners', so it stays.
+    assert f.envoyproxy_restoration(tegs_envoyproxy({ANNOTATION: ""}), API) == ({}, [])
 
 
 # The rate-limit Service's port 8081 (hop 4b of docs/traffic-simulation.md).
@@ -233,8 +258,18 @@ def test_an_empty_rate_limit_service_name_reads_nothing():
     assert "ratelimit_service" in plan.read_present(SETTINGS)
 
 
-def test_teardown_takes_app_protocol_off_the_rate_limit_port_only_when_set():
+def test_the_changed_ports_are_summarised_with_their_record():
+    decisions, _errors = plan.decide_present(FACTS, present_read(service("envoy-ratelimit", 8081)), SETTINGS, False)
+    [record] = decisions["service_records"]
+    assert record["metadata"]["name"] == "envoy-ratelimit"
+    assert record_of(record) == {"/spec/ports/[port=8081]/appProtocol": [None, "tls"]}
+
+
+def test_teardown_gives_back_the_rate_limit_port_only_when_recorded():
+    recorded = service("envoy-ratelimit", 8081, appProtocol="tls")
+    recorded["metadata"]["annotations"] = {PRIOR: json.dumps({"/spec/ports/[port=8081]/appProtocol": [None, "tls"]})}
+    assert plan.decide_absent(FACTS, {"ratelimit_service": {"resources": [recorded]}}, [], SETTINGS)[0][
+        "ratelimit_port"] is True
+    # tls without a record is the owners' (or an earlier version's): left alone.
     read = {"ratelimit_service": {"resources": [service("envoy-ratelimit", 8081, appProtocol="tls")]}}
-    assert plan.decide_absent(FACTS, read, None, SETTINGS)["ratelimit_port"] is True
-    read = {"ratelimit_service": {"resources": [service("envoy-ratelimit", 8081)]}}
-    assert plan.decide_absent(FACTS, read, None, SETTINGS)["ratelimit_port"] is False
+    assert plan.decide_absent(FACTS, read, [], SETTINGS)[0]["ratelimit_port"] is False

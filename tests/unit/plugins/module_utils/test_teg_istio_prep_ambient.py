@@ -32,6 +32,9 @@ def namespace(**labels):
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": dict(labels)}}
 
 
+PRIOR = "teg.istio/prior"
+
+
 def envoyproxy(name, annotations=None, **extra):
     kubernetes = dict(extra)
     if annotations is not None:
@@ -90,8 +93,8 @@ def test_teardown_gives_back_the_labels_of_both_modes_as_recorded():
                 "metadata": {"name": NS, "labels": {"istio.io/dataplane-mode": None},
                              "annotations": {"teg.istio/prior": None}}}
     assert patches.mesh_labels_patch(ambient, state="absent") == (expected, None)
-    decisions = plan.decide_absent(facts(), {"namespace": {"resources": [ambient]}}, None,
-                                   dict(SETTINGS, state="absent"))
+    decisions, _warnings = plan.decide_absent(facts(), {"namespace": {"resources": [ambient]}}, [],
+                                              dict(SETTINGS, state="absent"))
     assert decisions["patches"] == [expected]
 
 
@@ -209,8 +212,13 @@ def test_sidecar_mode_leaves_an_envoyproxy_without_the_bypass_alone():
 ])
 def test_teardown_takes_the_bypass_off_teg_s_envoyproxy_with_the_sidecar_annotations(annotations, left):
     referenced = envoyproxy("teg-envoy-proxy", annotations)
-    decisions = plan.decide_absent(facts(), {"namespace": {"resources": [namespace()]}}, referenced,
-                                   dict(SETTINGS, state="absent"))
+    # What the collection set, recorded as absent before it (the owners' "team" was there).
+    referenced["metadata"]["annotations"] = {PRIOR: json.dumps(dict(
+        ("/spec/provider/kubernetes/envoyDeployment/pod/annotations/" + key.replace("/", "~1"), [None, value])
+        for key, value in annotations.items() if key != "team"))}
+    decisions, _warnings = plan.decide_absent(facts(), {"namespace": {"resources": [namespace()]}}, [referenced],
+                                              dict(SETTINGS, state="absent"))
     assert decisions["patches"] == [{"apiVersion": API, "kind": "EnvoyProxy",
-                                     "metadata": {"name": "teg-envoy-proxy", "namespace": NS},
+                                     "metadata": {"name": "teg-envoy-proxy", "namespace": NS,
+                                                  "annotations": {PRIOR: None}},
                                      "spec": {"provider": {"type": "Kubernetes", "kubernetes": left}}}]

@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import drain as d
 from ansible_collections.teg.istio.plugins.module_utils._teg_istio_prep import plan
+from ansible_collections.teg.istio.plugins.module_utils import prior
 
 NATIVE = "sidecar.istio.io/nativeSidecar"
 PROXY_CONFIG = "proxy.istio.io/config"
@@ -207,23 +208,35 @@ def absent_read():
     return {"namespace": {"resources": []}, "service": {"resources": []}, "owned_envoyproxies": {"resources": []}}
 
 
-def test_teardown_removes_the_drain_annotations_with_the_role_s_own():
-    ep = envoyproxy({INBOUND: "", NATIVE: "true", "team": "a"})
-    writes = plan.decide_absent(facts(ep), absent_read(), ep, dict(SETTINGS, state="absent"))
+def _with_record(owners, applied):
+    """The EnvoyProxy with the pod annotations `applied`, recording that they were `owners` before step 1."""
+    ep = envoyproxy(applied)
+    ep["metadata"]["annotations"] = {prior.PRIOR_ANNOTATION: prior.record_annotation(envoyproxy(owners), dict(
+        (prior.pointer("spec", "provider", "kubernetes", "envoyDeployment", "pod", "annotations", key), value)
+        for key, value in applied.items() if (owners or {}).get(key) != value))}
+    return ep
+
+
+def test_teardown_gives_the_drain_annotations_back_with_the_role_s_own():
+    ep = _with_record({"team": "a"}, {INBOUND: "", NATIVE: "true", "team": "a"})
+    writes, warnings = plan.decide_absent(facts(ep), absent_read(), [ep], dict(SETTINGS, state="absent"))
     [patch] = writes["patches"]
+    assert warnings == []
     assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {
         INBOUND: None, NATIVE: None}
-    shared = envoyproxy({INBOUND: "", PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true,'
-                                                    '"terminationDrainDuration":"60s"}'})
-    [patch] = plan.decide_absent(facts(shared), absent_read(), shared, dict(SETTINGS, state="absent"))["patches"]
+    # The owners' proxy config is given back as it was, whatever the collection wrote into it.
+    owners = '{"holdApplicationUntilProxyStarts": true}'
+    shared = _with_record({PROXY_CONFIG: owners}, {INBOUND: "", PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true,'
+                                                                              '"terminationDrainDuration":"60s"}'})
+    [patch] = plan.decide_absent(facts(shared), absent_read(), [shared], dict(SETTINGS, state="absent"))[0]["patches"]
     assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {
-        INBOUND: None, PROXY_CONFIG: '{"holdApplicationUntilProxyStarts":true}'}
-    # With none, the drain annotations are the user's: left alone.
-    ep = envoyproxy({INBOUND: "", NATIVE: "true"})
-    [patch] = plan.decide_absent(facts(ep), absent_read(), copy.deepcopy(ep),
-                                 dict(SETTINGS, state="absent", sidecar_drain="none"))["patches"]
+        INBOUND: None, PROXY_CONFIG: owners}
+    # An owners' nativeSidecar "true" the collection found there is not recorded, so it stays.
+    ep = _with_record({NATIVE: "true"}, {INBOUND: "", NATIVE: "true"})
+    [patch] = plan.decide_absent(facts(ep), absent_read(), [copy.deepcopy(ep)], dict(SETTINGS, state="absent"))[0][
+        "patches"]
     assert patch["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"] == {INBOUND: None}
     # Everything it added and nothing else: the whole subtree goes, as before step 1.
-    alone = envoyproxy({INBOUND: "", NATIVE: "true"})
-    [patch] = plan.decide_absent(facts(alone), absent_read(), alone, dict(SETTINGS, state="absent"))["patches"]
+    alone = _with_record({}, {INBOUND: "", NATIVE: "true"})
+    [patch] = plan.decide_absent(facts(alone), absent_read(), [alone], dict(SETTINGS, state="absent"))[0]["patches"]
     assert patch["spec"]["provider"] == {"type": "Kubernetes", "kubernetes": None}

@@ -4,6 +4,7 @@ that only appProtocol changes, and that the `test` guard refuses a port list tha
 instead of writing to another entry or appending one."""
 
 import copy
+import json
 
 import jsonpatch
 import pytest
@@ -11,11 +12,12 @@ import pytest
 from ansible_collections.teg.istio.plugins.module_utils.cluster import TegIstioError
 from ansible_collections.teg.istio.plugins.module_utils import _service_app_protocol as sap
 
+PRIOR = "teg.istio/prior"
 WHAT = "Service envoy-gateway-system/envoy-gateway"
 
 
 def service(*ports):
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "envoy-gateway"},
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "envoy-gateway", "resourceVersion": "1"},
             "spec": {"ports": [dict(p) for p in ports]}}
 
 
@@ -49,27 +51,35 @@ def test_the_same_number_for_tcp_and_udp_needs_a_name():
     assert sap._select_port(service(GRPC, udp), WHAT, 18000, "grpc-udp") == (1, udp)
 
 
-def test_setting_app_protocol_changes_nothing_else():
+def _prior(svc):
+    return json.loads(svc["metadata"]["annotations"][PRIOR])
+
+
+def test_setting_app_protocol_changes_nothing_else_and_records_the_prior_value():
     svc = service(WEBHOOK, GRPC, RATELIMIT)
-    patch = sap._json_patch(1, GRPC, "tls", "present")
+    patch = sap._json_patch(svc, 1, GRPC, "tls")
     after = jsonpatch.apply_patch(svc, patch)
     assert after["spec"]["ports"] == [WEBHOOK, dict(GRPC, appProtocol="tls"), RATELIMIT]
-    assert [op["op"] for op in patch] == ["test", "test", "test", "add"]
+    assert _prior(after) == {"/spec/ports/[port=18000]/appProtocol": [None, "tls"]}
+    assert [op["op"] for op in patch] == ["test", "test", "test", "test", "add", "add"]
 
 
-def test_an_other_app_protocol_is_replaced():
+def test_an_other_app_protocol_is_replaced_and_a_rerun_keeps_the_first_prior():
     svc = service(dict(GRPC, appProtocol="grpc"))
-    after = jsonpatch.apply_patch(svc, sap._json_patch(0, svc["spec"]["ports"][0], "tls", "present"))
+    after = jsonpatch.apply_patch(svc, sap._json_patch(svc, 0, svc["spec"]["ports"][0], "tls"))
     assert after["spec"]["ports"] == [dict(GRPC, appProtocol="tls")]
+    assert _prior(after) == {"/spec/ports/[port=18000]/appProtocol": ["grpc", "tls"]}
+    again = jsonpatch.apply_patch(after, sap._json_patch(after, 0, after["spec"]["ports"][0], "h2c"))
+    assert _prior(again) == {"/spec/ports/[port=18000]/appProtocol": ["grpc", "h2c"]}
 
 
 def test_nothing_is_sent_when_the_port_already_has_the_value():
-    assert sap._json_patch(0, dict(GRPC, appProtocol="tls"), "tls", "present") == []
+    assert sap._json_patch(service(), 0, dict(GRPC, appProtocol="tls"), "tls") == []
 
 
 def test_the_guard_refuses_a_port_list_that_changed_since_it_was_read():
     read = service(WEBHOOK, GRPC)
-    patch = sap._json_patch(1, GRPC, "tls", "present")
+    patch = [op for op in sap._json_patch(read, 1, GRPC, "tls") if op["path"] != "/metadata/resourceVersion"]
     reordered = service(GRPC, WEBHOOK)
     shrunk = service(WEBHOOK)
     renamed = service(WEBHOOK, dict(GRPC, name="xds"))
@@ -81,17 +91,43 @@ def test_the_guard_refuses_a_port_list_that_changed_since_it_was_read():
     assert jsonpatch.apply_patch(read, patch)["spec"]["ports"][1]["appProtocol"] == "tls"
 
 
-def test_absent_removes_only_the_value_it_would_set():
-    tls = dict(GRPC, appProtocol="tls")
-    after = jsonpatch.apply_patch(service(tls), sap._json_patch(0, tls, "tls", "absent"))
-    assert after["spec"]["ports"] == [GRPC]
-    assert sap._json_patch(0, dict(GRPC, appProtocol="grpc"), "tls", "absent") == []
-    assert sap._json_patch(0, GRPC, "tls", "absent") == []
+def test_the_guard_refuses_a_service_written_since_it_was_read():
+    read = service(GRPC)
+    patch = sap._json_patch(read, 0, GRPC, "tls")
+    written = copy.deepcopy(read)
+    written["metadata"]["resourceVersion"] = "2"
+    with pytest.raises(jsonpatch.JsonPatchTestFailed):
+        jsonpatch.apply_patch(written, patch)
+
+
+def test_teardown_gives_back_what_the_record_says_even_after_the_ports_were_reordered():
+    for owners in (None, "grpc"):
+        port = dict(GRPC, appProtocol=owners) if owners else GRPC
+        svc = service(WEBHOOK, port)
+        svc["metadata"]["annotations"] = {"owner": "kept"}
+        applied = jsonpatch.apply_patch(svc, sap._json_patch(svc, 1, port, "tls"))
+        reordered = copy.deepcopy(applied)
+        reordered["spec"]["ports"].reverse()
+        patch, given_back, left = sap.restoring_patch(reordered)
+        restored = jsonpatch.apply_patch(reordered, patch)
+        assert restored["spec"]["ports"] == [port, WEBHOOK] and left == []
+        assert restored["metadata"]["annotations"] == {"owner": "kept"}
+        assert given_back == [(dict(GRPC, appProtocol="tls"), owners)]
+        assert sap.restoring_patch(restored) == ([], [], [])
+
+
+def test_teardown_leaves_a_port_changed_since_and_one_without_a_record():
+    svc = service(GRPC)
+    applied = jsonpatch.apply_patch(svc, sap._json_patch(svc, 0, GRPC, "tls"))
+    applied["spec"]["ports"][0]["appProtocol"] = "kubernetes.io/h2c"
+    patch, given_back, left = sap.restoring_patch(applied)
+    restored = jsonpatch.apply_patch(applied, patch)
+    assert restored["spec"]["ports"][0]["appProtocol"] == "kubernetes.io/h2c" and given_back == []
+    assert left == ["/spec/ports/[port=18000]/appProtocol"] and PRIOR not in restored["metadata"]["annotations"]
+    # Without a record the tls is the owners' (or an earlier version's): nothing is written.
+    assert sap.restoring_patch(service(dict(GRPC, appProtocol="tls"))) == ([], [], [])
 
 
 def test_no_op_messages_say_why():
-    assert sap._noop_message(WHAT, dict(GRPC, appProtocol="tls"), "tls", "present") == \
+    assert sap._noop_message(WHAT, dict(GRPC, appProtocol="tls"), "tls") == \
         WHAT + " port 18000 (grpc) already has appProtocol tls"
-    assert "has no appProtocol; nothing to remove" in sap._noop_message(WHAT, GRPC, "tls", "absent")
-    assert "has appProtocol grpc, not tls; left alone" in \
-        sap._noop_message(WHAT, dict(GRPC, appProtocol="grpc"), "tls", "absent")
