@@ -27,7 +27,7 @@ description:
   - O(state=held) with the O(identity) an acquisition returned renews the lease for O(lease_seconds); it fails in
     one line when another run holds the Lease by then (this run's lease expired between two renewals).
   - O(state=released) deletes the Lease when O(identity) holds it, with its resourceVersion as a precondition;
-    another run's Lease is left alone. A release that fails (the API server gone) warns and does not fail: it runs
+    another run's Lease is left alone. A release that fails (the API server gone) warns and does not fail, since it runs
     last, after the failure that is the run's one line.
 author:
   - teg.istio maintainers (@teg-istio)
