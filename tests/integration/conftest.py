@@ -34,6 +34,17 @@ CONTROLLER_PREFIXES = ("system:serviceaccount:kube-system:", "system:node:")
 MUTATING_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
+# The run lock's Lease (roles/run_lock, the module teg.istio.run_lock's defaults).
+RUN_LOCK = {"resource": "leases", "namespace": "kube-system", "name": "teg-istio-run"}
+
+
+def is_run_lock(event):
+    """Whether an audit event is a request on the run lock's Lease (the create names it only in its body)."""
+    ref = event.get("objectRef") or {}
+    return (ref.get("resource"), ref.get("namespace")) == (RUN_LOCK["resource"], RUN_LOCK["namespace"]) and \
+        ref.get("name", RUN_LOCK["name"]) == RUN_LOCK["name"]
+
+
 @dataclass
 class Cluster:
     state_dir: Path
@@ -95,14 +106,16 @@ class Cluster:
                     # request it recorded was cut off with it.
                     continue
 
-    def mutations_since(self, position, user=None):
+    def mutations_since(self, position, user=None, run_lock=False):
         """Mutating audit events after byte `position` of the audit log, except the cluster's own; only
-        those of `user` when given."""
+        those of `user` when given. The writes of the run lock's Lease (roles/run_lock), the run's bookkeeping and
+        not the cluster's configuration, are left out unless `run_lock` (test_run_lock.py)."""
         events = []
         for event in self.events_since(position):
             username = event["user"].get("username", "")
             if (event.get("verb") not in MUTATING_VERBS or username in CONTROLLER_USERS
-                    or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)):
+                    or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)
+                    or (is_run_lock(event) and not run_lock)):
                 continue
             events.append(event)
         return events
@@ -172,8 +185,8 @@ def k8s(cluster):
     return dynamic.DynamicClient(api)
 
 
-def _run_playbook(cluster, playbook, extra_vars=None, check=False, diff=False, args=(), use_site_vars=True,
-                  env=None):
+def playbook_command(playbook, extra_vars=None, check=False, diff=False, args=(), use_site_vars=True):
+    """The ansible-playbook command line of a playbook of this repository (or at an absolute path)."""
     path = Path(playbook)
     if not path.is_absolute():
         path = REPO / "playbooks" / playbook
@@ -187,6 +200,12 @@ def _run_playbook(cluster, playbook, extra_vars=None, check=False, diff=False, a
     if diff:
         cmd.append("--diff")
     cmd += list(args)
+    return cmd
+
+
+def _run_playbook(cluster, playbook, extra_vars=None, check=False, diff=False, args=(), use_site_vars=True,
+                  env=None):
+    cmd = playbook_command(playbook, extra_vars, check, diff, args, use_site_vars)
     position = cluster.audit_position()
     proc = subprocess.run(cmd, cwd=REPO, env=dict(cluster.env, **(env or {})), capture_output=True, text=True,
                           check=False)
