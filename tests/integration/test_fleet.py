@@ -24,9 +24,9 @@ The inventory mixes both flavours (docs/local-control-plane.md, "Flavours"): eas
 flavour ($MATRIX), north of the other one, so the current lane runs one legacy cluster beside two current ones.
 Both flavours being in one fleet, the legacy lane does not run this module (three more clusters for nothing new).
 Each cluster's audit log shows that every role discovered the API versions of its own cluster: each object was
-written under the group and version its flavour serves (API below), never under another cluster's. The site variables are the inventory's group variables, and each host has its own
-Istio charts and version (istio_install_chart_path, istio_install_version), as a fleet of mixed Istio
-versions would.
+written under the group and version its flavour serves (API below), never under another cluster's. The site
+variables are the inventory's group variables, and each host has its own Istio charts and version
+(istio_install_chart_path, istio_install_version), as a fleet of mixed Istio versions would.
 
 The tests of this module depend on each other's order (pytest runs them top to bottom)."""
 
