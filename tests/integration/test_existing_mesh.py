@@ -10,7 +10,8 @@
 site.yml with the default variables changes nothing the owners set beyond what the procedure needs (the owners'
 release keeps its values and revision, the revisioned namespace gets no second label, the owners' STRICT policy is
 left as it is); a rerun writes nothing; teardown.yml gives the cluster back as it was before site.yml, every kind
-of tests/integration/snapshots.py compared field by field; a second teardown writes nothing. An app in the
+of tests/integration/snapshots.py compared field by field, restarts included (TEG's Deployments restarted, back
+without sidecars; none of the owners' restarted); a second teardown writes nothing. An app in the
 opted-out namespace is refused in one line before any write, and enrolled when the declaration names it; teardown
 gives istio-injection=disabled back.
 
@@ -21,8 +22,8 @@ import subprocess
 
 import pytest
 
-from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
-from snapshots import differences, snapshot
+from conftest import JSON_CALLBACK, REPO, assert_one_line_failure, load_yaml, task_results
+from snapshots import differences_apart_from_restarts, restarted, sidecars, snapshot
 
 OWNERS_ISTIOD_VALUES = {"revision": "stable", "meshConfig": {"accessLogFile": "/dev/stdout"},
                         "pilot": {"env": {"OWNERS_SETTING": "kept"}}}
@@ -37,6 +38,17 @@ HTTPBIN = {"name": "httpbin", "namespace": "httpbin", "service": "httpbin", "por
 SITE = {"expose_app_apps": [HTTPBIN, SHOP], "strict_mtls_mesh_namespaces": ["envoy-gateway-system", "httpbin", "shop"]}
 PRIOR = "teg.istio/prior"
 TEG_NS = "envoy-gateway-system"
+TEG_DEPLOYMENTS = sorted(f"{TEG_NS}/{name}" for name in load_yaml(
+    REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"])
+
+
+def _assert_given_back(cluster, before):
+    """The cluster after teardown is as `before` (the owners' state before site.yml), restarts included: TEG's
+    Deployments were restarted (into the mesh and out of it), their pods without sidecars; none of the owners'."""
+    after = snapshot(cluster)
+    assert restarted(before, after) == TEG_DEPLOYMENTS
+    assert sidecars(cluster, TEG_NS) == {name: {False} for name in TEG_DEPLOYMENTS}
+    assert differences_apart_from_restarts(after, before, TEG_DEPLOYMENTS) == []
 
 
 def _kubectl_apply(cluster, objects):
@@ -163,7 +175,7 @@ def test_teardown_gives_the_owners_back_exactly_what_they_had_and_a_second_write
     assert run.rc == 0, run.stdout[-4000:]
     [summary] = task_results(run, "Say which of the owners' settings this teardown gives back")
     assert 'Namespace legacy: given back label istio-injection "disabled"' in summary["msg"], summary["msg"]
-    assert differences(snapshot(cluster), owners["before"]) == []
+    _assert_given_back(cluster, owners["before"])
     again = play("teardown.yml", extra_vars=declared)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
 
@@ -189,4 +201,4 @@ def test_routes_on_the_platform_team_s_gateway_with_strict_left_to_the_mesh_s_ow
     assert again.rc == 0 and again.writes == [], again.describe_writes()
     down = play("teardown.yml", extra_vars=declared)
     assert down.rc == 0, down.output[-4000:]
-    assert differences(snapshot(cluster), owners["before"]) == []
+    _assert_given_back(cluster, owners["before"])
