@@ -147,7 +147,23 @@ def test_verify_names_the_envoyproxy_without_the_bypass_and_a_rerun_puts_it_back
     assert play("verify.yml", extra_vars=AMBIENT).rc == 0
 
 
+def _restart_httpbin(cluster, labels):
+    """What the app's owners do on a switch of mode (the collection restarts TEG only): the namespace labelled for
+    the new mode, the app restarted into it."""
+    cluster.kubectl("label", "namespace", "httpbin", "--overwrite", *labels)
+    cluster.kubectl("rollout", "restart", "deployment/httpbin", "-n", "httpbin")
+    cluster.kubectl("rollout", "status", "deployment/httpbin", "-n", "httpbin", "--timeout=120s")
+
+
 def test_switching_to_sidecar_restarts_teg_once_and_takes_back_ambient(play, cluster):
+    """STRICT's safety check first refuses, before any write, naming the app's pod that ambient enrolled and that has
+    no sidecar; once its owners restart it into the mesh, the switch goes through."""
+    refused = play("site.yml", extra_vars=SIDECAR, env=JSON_CALLBACK)
+    assert_one_line_failure(refused, cause=["STRICT mTLS would cut off 1 pod(s) without an istio-proxy sidecar: httpbin/"],
+                            fix=["restart them into the mesh", "or set strict_mtls_force: true"])
+    assert refused.writes == [], refused.describe_writes()
+    _restart_httpbin(cluster, ["istio-injection=enabled", DATAPLANE_MODE + "-"])
+    assert sidecars(cluster, "httpbin") == {"httpbin/httpbin": {True}}
     run = play("site.yml", extra_vars=SIDECAR)
     assert run.rc == 0, run.output[-4000:]
     assert_sidecar(cluster)
@@ -162,6 +178,9 @@ def test_switching_to_sidecar_restarts_teg_once_and_takes_back_ambient(play, clu
 
 
 def test_switching_back_to_ambient_restarts_teg_once_to_drop_the_sidecars(play, cluster):
+    # The app's owners move it first (site.yml's verify names a pod with a sidecar in an ambient namespace).
+    _restart_httpbin(cluster, [f"{DATAPLANE_MODE}=ambient", "istio-injection-"])
+    assert sidecars(cluster, "httpbin") == {"httpbin/httpbin": {False}}
     before = triggers(cluster)
     run = play("site.yml", extra_vars=AMBIENT)
     assert run.rc == 0, run.output[-4000:]
