@@ -11,6 +11,11 @@ Leases and EndpointSlices, which the cluster's controllers write (pod IPs, times
 
 A kind the API server does not serve in a state is recorded as such (so "Istio's CRDs are gone" is part of
 the comparison); any other failure to list fails the snapshot.
+
+Restarts are part of every state: a Deployment keeps teg_restart's trigger on its pod template, and whether it
+was ever restarted (`kubectl.kubernetes.io/restartedAt` as "<set>": when differs from run to run, so two runs
+compare equal when they restarted the same). `restarted(before, after)` names the Deployments restarted between
+two states of one cluster (their restartedAt changed), also when the trigger stayed the same (a forced restart).
 """
 
 import base64
@@ -54,14 +59,21 @@ def _served(cluster):
     return set(proc.stdout.split())
 
 
-def snapshot(cluster, restarts=False):
-    """{(kind, namespace, name): normalized object} plus {(NOT_SERVED, "", resource): True} per resource not
-    served. `restarts`: keep each Deployment's restart trigger and whether it was restarted (the recovery
-    comparison); without, both are dropped (teardown records a new trigger on purpose)."""
+class State(dict):
+    """snapshot's result: {(kind, namespace, name): normalized object}; `restarted_at`: {"namespace/name":
+    restartedAt as read} of each Deployment that has one, for restarted()."""
+
+    restarted_at = {}
+
+
+def snapshot(cluster):
+    """A State: {(kind, namespace, name): normalized object} plus {(NOT_SERVED, "", resource): True} per resource
+    not served."""
     wanted = resources(cluster.matrix)
     served = _served(cluster)
     listed = [r for r in wanted if r in served]
-    objects = {(NOT_SERVED, "", r): True for r in wanted if r not in listed}
+    objects = State({(NOT_SERVED, "", r): True for r in wanted if r not in listed})
+    objects.restarted_at = {}
     proc = cluster.kubectl("get", ",".join(listed), "-A", "-o", "json", check=False)
     assert proc.returncode == 0, f"kubectl get {','.join(listed)} failed: {proc.stderr}"
     for item in json.loads(proc.stdout)["items"]:
@@ -69,11 +81,46 @@ def snapshot(cluster, restarts=False):
             continue
         key = (item["kind"], item["metadata"].get("namespace", ""), item["metadata"]["name"])
         assert key not in objects, f"{key} listed twice"
-        objects[key] = normalize(item, restarts)
+        if item["kind"] == "Deployment":
+            annotations = item["spec"]["template"]["metadata"].get("annotations") or {}
+            if RESTARTED_AT in annotations:
+                objects.restarted_at[f"{key[1]}/{key[2]}"] = annotations[RESTARTED_AT]
+        objects[key] = normalize(item)
     return objects
 
 
-def normalize(item, restarts=False):
+def restarted(before, after):
+    """"namespace/name" of the Deployments restarted between two States of one cluster, sorted: those whose
+    restartedAt changed, or appeared (on a Deployment that was there before or not)."""
+    return sorted(k for k, v in after.restarted_at.items() if before.restarted_at.get(k) != v)
+
+
+def without_restart_marks(state, deployments):
+    """A copy of `state` with the restart trigger and restartedAt taken off the pod templates of `deployments`
+    ("namespace/name"): to compare the rest of Deployments whose restart is asserted on its own."""
+    out = dict(state)
+    for name in deployments:
+        key = ("Deployment",) + tuple(name.split("/", 1))
+        if key not in out:
+            continue
+        obj = json.loads(json.dumps(out[key]))
+        template = obj["spec"]["template"]["metadata"]
+        for mark in (TRIGGER, RESTARTED_AT):
+            (template.get("annotations") or {}).pop(mark, None)
+        if not template.get("annotations", True):
+            del template["annotations"]
+        out[key] = obj
+    return out
+
+
+def trigger_of(state, deployment):
+    """The restart trigger recorded on the pod template of `deployment` ("namespace/name"), or None."""
+    obj = state[("Deployment",) + tuple(deployment.split("/", 1))]
+    return (obj["spec"]["template"]["metadata"].get("annotations") or {}).get(TRIGGER)
+
+
+def normalize(item):
+    """`item` made comparable (`item` itself is changed too)."""
     meta = {k: v for k, v in item["metadata"].items() if k not in VOLATILE_META}
     # The Deployment controller adds the revision when it gets to it (late, after an API server restart).
     meta.get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
@@ -82,18 +129,10 @@ def normalize(item, restarts=False):
     body = {k: v for k, v in item.items() if k not in ("metadata", "status")}
     kind = item["kind"]
     if kind == "Deployment":
-        annotations = body["spec"]["template"]["metadata"].get("annotations") or {}
-        # When a restart happened differs from run to run; and teardown restarts TEG so its pods lose their
-        # sidecars, which teg_restart records as a new trigger hash on the template.
-        restarted = annotations.pop(RESTARTED_AT, None)
-        trigger = annotations.pop(TRIGGER, None)
-        if restarts:
-            annotations[TRIGGER] = trigger
-            annotations[RESTARTED_AT] = "<set>" if restarted else None
-        if annotations:
-            body["spec"]["template"]["metadata"]["annotations"] = annotations
-        else:
-            body["spec"]["template"]["metadata"].pop("annotations", None)
+        annotations = body["spec"]["template"]["metadata"].get("annotations")
+        # When a restart happened differs from run to run (restarted() compares the times within one cluster).
+        if annotations and RESTARTED_AT in annotations:
+            annotations[RESTARTED_AT] = "<set>"
     elif kind == "Service":
         body["spec"] = {k: v for k, v in body["spec"].items() if k not in ("clusterIP", "clusterIPs")}
         body["spec"]["ports"] = [{k: v for k, v in p.items() if k != "nodePort"} for p in body["spec"].get("ports", [])]
@@ -129,3 +168,30 @@ def _paths(actual, expected, path=""):
                 out += _paths(actual.get(key), expected.get(key), f"{path}.{key}" if path else str(key))
         return out[:5]
     return [f"{path}: {json.dumps(actual)[:200]} != {json.dumps(expected)[:200]}"]
+
+
+def differences_apart_from_restarts(actual, expected, restarted_deployments):
+    """differences() with the restart marks of `restarted_deployments` ("namespace/name") left out on both sides:
+    for Deployments whose restart the caller asserts on its own (restarted(), trigger_of())."""
+    return differences(without_restart_marks(actual, restarted_deployments),
+                       without_restart_marks(expected, restarted_deployments))
+
+
+def sidecars(cluster, namespace):
+    """{"namespace/deployment": {whether each of its running pods has an istio-proxy container}} ({True}: all
+    injected, {False}: none); pods being deleted are left out. A failed read fails."""
+    proc = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False)
+    assert proc.returncode == 0, f"kubectl get pods -n {namespace} failed: {proc.stderr}"
+    out = {}
+    for pod in json.loads(proc.stdout)["items"]:
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        template_hash = meta.get("labels", {}).get("pod-template-hash")
+        owners = [o["name"] for o in meta.get("ownerReferences", []) if o["kind"] == "ReplicaSet"]
+        if not (template_hash and owners):
+            continue
+        deployment = owners[0].removesuffix("-" + template_hash)
+        injected = any(c["name"] == "istio-proxy" for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", []))
+        out.setdefault(f"{namespace}/{deployment}", set()).add(injected)
+    return out

@@ -26,7 +26,7 @@ import pytest
 
 import rbac_audit
 from conftest import JSON_CALLBACK, MATRIX, assert_one_line_failure
-from snapshots import differences, snapshot
+from snapshots import differences, differences_apart_from_restarts, restarted, sidecars, snapshot
 
 pytestmark = pytest.mark.skipif(MATRIX != "current", reason="ambient needs Istio >= 1.24: the current flavour only")
 
@@ -170,12 +170,30 @@ def test_verify_names_the_envoyproxy_without_the_bypass_and_a_rerun_puts_it_back
     assert play("verify.yml", extra_vars=AMBIENT).rc == 0
 
 
+def _restart_httpbin(cluster, labels):
+    """What the app's owners do on a switch of mode (the collection restarts TEG only): the namespace labelled for
+    the new mode, the app restarted into it."""
+    cluster.kubectl("label", "namespace", "httpbin", "--overwrite", *labels)
+    cluster.kubectl("rollout", "restart", "deployment/httpbin", "-n", "httpbin")
+    cluster.kubectl("rollout", "status", "deployment/httpbin", "-n", "httpbin", "--timeout=120s")
+
+
 def test_switching_to_sidecar_restarts_teg_once_and_takes_back_ambient(play, cluster):
+    """STRICT's safety check first refuses, before any write, naming the app's pod that ambient enrolled and that has
+    no sidecar; once its owners restart it into the mesh, the switch goes through."""
+    refused = play("site.yml", extra_vars=SIDECAR, env=JSON_CALLBACK)
+    assert_one_line_failure(refused, cause=["STRICT mTLS would cut off 1 pod(s) without an istio-proxy sidecar: httpbin/"],
+                            fix=["restart them into the mesh", "or set strict_mtls_force: true"])
+    assert refused.writes == [], refused.describe_writes()
+    _restart_httpbin(cluster, ["istio-injection=enabled", DATAPLANE_MODE + "-"])
+    assert sidecars(cluster, "httpbin") == {"httpbin/httpbin": {True}}
     run = play("site.yml", extra_vars=SIDECAR)
     assert run.rc == 0, run.output[-4000:]
     assert_sidecar(cluster)
     counts = restarts(run)
     assert all(counts[name] == 1 for name in TEG_DEPLOYMENTS), counts
+    # Through the local control plane's stand-in injector (tests/localcp/injector.py), as through istiod's.
+    assert sidecars(cluster, TEG_NS) == {f"{TEG_NS}/{name}": {True} for name in TEG_DEPLOYMENTS}
     sidecar_triggers = triggers(cluster)
     assert all(sidecar_triggers[name] for name in TEG_DEPLOYMENTS), sidecar_triggers
     again = play("site.yml", extra_vars=SIDECAR)
@@ -183,6 +201,9 @@ def test_switching_to_sidecar_restarts_teg_once_and_takes_back_ambient(play, clu
 
 
 def test_switching_back_to_ambient_restarts_teg_once_to_drop_the_sidecars(play, cluster):
+    # The app's owners move it first (site.yml's verify names a pod with a sidecar in an ambient namespace).
+    _restart_httpbin(cluster, [f"{DATAPLANE_MODE}=ambient", "istio-injection-"])
+    assert sidecars(cluster, "httpbin") == {"httpbin/httpbin": {False}}
     before = triggers(cluster)
     run = play("site.yml", extra_vars=AMBIENT)
     assert run.rc == 0, run.output[-4000:]
@@ -191,6 +212,7 @@ def test_switching_back_to_ambient_restarts_teg_once_to_drop_the_sidecars(play, 
     assert all(counts[name] == 1 for name in TEG_DEPLOYMENTS), counts
     after = triggers(cluster)
     assert all(after[name] and after[name] != before[name] for name in TEG_DEPLOYMENTS), (before, after)
+    assert sidecars(cluster, TEG_NS) == {f"{TEG_NS}/{name}": {False} for name in TEG_DEPLOYMENTS}
     again = play("site.yml", extra_vars=AMBIENT)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
     verify = play("verify.yml", extra_vars=AMBIENT)
@@ -198,9 +220,16 @@ def test_switching_back_to_ambient_restarts_teg_once_to_drop_the_sidecars(play, 
 
 
 def test_teardown_in_ambient_leaves_the_cluster_as_cluster_up_left_it(play, cluster, fresh):
+    """Restarting nothing: TEG's pods run without sidecars in ambient mode already (the switch back to ambient
+    restarted them, which is why their restart marks differ from cluster-up's)."""
+    before = snapshot(cluster)
     run = play("teardown.yml", extra_vars=dict(AMBIENT, **FULL_TEARDOWN))
     assert run.rc == 0, run.output[-4000:]
-    assert differences(snapshot(cluster), fresh) == []
+    after = snapshot(cluster)
+    teg = sorted(f"{TEG_NS}/{name}" for name in TEG_DEPLOYMENTS)
+    assert restarted(before, after) == []
+    assert sidecars(cluster, TEG_NS) == {name: {False} for name in teg}
+    assert differences_apart_from_restarts(after, fresh, teg) == []
     again = play("teardown.yml", extra_vars=dict(AMBIENT, **FULL_TEARDOWN))
     assert again.rc == 0 and again.writes == [], again.describe_writes()
 

@@ -14,7 +14,8 @@
 site.yml with the default variables changes nothing the owners set beyond what the procedure needs (the owners'
 release keeps its values and revision, the revisioned namespace gets no second label, the owners' STRICT policy is
 left as it is); a rerun writes nothing; teardown.yml gives the cluster back as it was before site.yml, every kind
-of tests/integration/snapshots.py compared field by field; a second teardown writes nothing. An app in the
+of tests/integration/snapshots.py compared field by field, restarts included (TEG's Deployments restarted, back
+without sidecars; none of the owners' restarted); a second teardown writes nothing. An app in the
 opted-out namespace is refused in one line before any write, and enrolled when the declaration names it; teardown
 gives istio-injection=disabled back.
 
@@ -24,9 +25,9 @@ import json
 
 import pytest
 
-from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
+from conftest import JSON_CALLBACK, REPO, assert_one_line_failure, load_yaml, task_results
 from owners import helm, install_owners_istio
-from snapshots import differences, snapshot
+from snapshots import differences_apart_from_restarts, restarted, sidecars, snapshot
 
 OWNERS_ISTIOD_VALUES = {"revision": "stable", "meshConfig": {"accessLogFile": "/dev/stdout"},
                         "pilot": {"env": {"OWNERS_SETTING": "kept"}}}
@@ -46,6 +47,17 @@ OWNERS_POD_ANNOTATIONS = {INBOUND: "8080", "team.example.com/owner": "edge"}
 XDS_FIELD = "/spec/ports/[port=18000]/appProtocol"
 RATELIMIT_FIELD = "/spec/ports/[port=8081]/appProtocol"
 ANNOTATIONS_FIELD = "/spec/provider/kubernetes/envoyDeployment/pod/annotations/"
+TEG_DEPLOYMENTS = sorted(f"{TEG_NS}/{name}" for name in load_yaml(
+    REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"])
+
+
+def _assert_given_back(cluster, before):
+    """The cluster after teardown is as `before` (the owners' state before site.yml), restarts included: TEG's
+    Deployments were restarted (into the mesh and out of it), their pods without sidecars; none of the owners'."""
+    after = snapshot(cluster)
+    assert restarted(before, after) == TEG_DEPLOYMENTS
+    assert sidecars(cluster, TEG_NS) == {name: {False} for name in TEG_DEPLOYMENTS}
+    assert differences_apart_from_restarts(after, before, TEG_DEPLOYMENTS) == []
 
 
 def _kubectl_apply(cluster, objects):
@@ -211,7 +223,7 @@ def test_teardown_gives_the_owners_back_exactly_what_they_had_and_a_second_write
     assert _pod_annotations(cluster) == OWNERS_POD_ANNOTATIONS
     for kind, name in (("service", "envoy-gateway"), ("service", "envoy-ratelimit"), ("envoyproxy", _envoyproxy(cluster))):
         assert PRIOR not in (_get(cluster, kind, name)["metadata"].get("annotations") or {}), (kind, name)
-    assert differences(snapshot(cluster), owners["before"]) == []
+    _assert_given_back(cluster, owners["before"])
     again = play("teardown.yml", extra_vars=declared)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
 
@@ -237,4 +249,4 @@ def test_routes_on_the_platform_team_s_gateway_with_strict_left_to_the_mesh_s_ow
     assert again.rc == 0 and again.writes == [], again.describe_writes()
     down = play("teardown.yml", extra_vars=declared)
     assert down.rc == 0, down.output[-4000:]
-    assert differences(snapshot(cluster), owners["before"]) == []
+    _assert_given_back(cluster, owners["before"])

@@ -211,15 +211,6 @@ def test_unreachable_repository(refuse):
     assert "connection refused" in msg
 
 
-def test_helm_binary_missing(refuse):
-    result, msg = refuse(["helm binary /nonexistent/bin/helm cannot run ("], ["install Helm 3"],
-                         istio_install_helm_binary="/nonexistent/bin/helm")
-    assert msg.startswith("helm binary /nonexistent/bin/helm cannot run (")
-    assert msg.endswith("install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
-                        "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
-    assert result.writes == []
-
-
 def test_helm_not_on_the_path(refuse):
     # The virtualenv's python and the system's tools, but not the directory of the built helm.
     path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])

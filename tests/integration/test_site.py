@@ -2,16 +2,21 @@
 tests/localcp/site-vars.yml), with the API server's audit log as the witness:
 
 - --check on a fresh cluster reports changes and writes nothing;
-- site.yml creates every object with the API versions the flavour serves;
-- a second run reports changed=0 and sends no write at all;
+- site.yml creates every object with the API versions the flavour serves, restarts exactly TEG's Deployments, whose
+  pods come back with sidecars (the local control plane's stand-in injector), and passes STRICT's safety check
+  without strict_mtls_force;
+- a second run reports changed=0, sends no write at all and restarts nothing;
 - verify.yml passes, and fails with one line naming the object when something drifts;
-- teardown.yml in check mode writes nothing; the default teardown leaves Istio exactly as site.yml installed
-  it on a cluster otherwise as cluster-up left it; with teardown_istio and istio_install_remove_crds it
-  leaves the cluster exactly as cluster-up left it, every kind the collection or its charts can create
-  compared, cluster-scoped included (tests/integration/snapshots.py); site.yml works again after it.
+- teardown.yml refuses a bad variable before any write; in check mode it writes nothing; the default teardown
+  restarts exactly the Deployments site.yml restarted (their pods back without sidecars) and leaves Istio exactly
+  as site.yml installed it on a cluster otherwise as cluster-up left it; with teardown_istio and
+  istio_install_remove_crds it leaves the cluster as cluster-up left it, every kind the collection or its charts
+  can create compared, cluster-scoped included (tests/integration/snapshots.py), restarts included (TEG's
+  Deployments' restart marks asserted on their own); site.yml works again after it.
 - a run whose API server is killed right after the first write of a role (one case per role; the Helm install
   half-way) fails in one line, leaves what it wrote and nothing after, and a rerun (after the `helm uninstall`
-  it names, for the Helm install) ends exactly where an uninterrupted run did.
+  it names, for the Helm install) ends exactly where an uninterrupted run did, restarting exactly what the cut
+  run had not restarted yet.
 
 The tests of this module depend on each other's order (pytest runs them top to bottom)."""
 
@@ -27,7 +32,8 @@ import pytest
 
 import faults
 from conftest import JSON_CALLBACK, MATRIX, REPO, SITE_VARS, PlaybookRun, assert_one_line_failure, load_yaml
-from snapshots import NOT_SERVED, differences, snapshot
+from snapshots import (NOT_SERVED, differences, differences_apart_from_restarts, restarted, sidecars, snapshot,
+                       trigger_of)
 
 API = {
     "current": {"gateway": "gateway.networking.k8s.io/v1", "envoyproxy": "gateway.envoyproxy.io/v1alpha1",
@@ -36,6 +42,10 @@ API = {
                "virtualservice": "networking.istio.io/v1beta1", "peerauthentication": "security.istio.io/v1beta1"},
 }[MATRIX]
 TEG_NS = "envoy-gateway-system"
+# What site.yml restarts into the mesh on the TEG fixture: every TEG Deployment (teg_restart's list; the data-plane
+# selector matches one of them), once.
+TEG_DEPLOYMENTS = sorted(f"{TEG_NS}/{name}" for name in load_yaml(
+    REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"])
 INCLUDE_INBOUND = "traffic.sidecar.istio.io/includeInboundPorts"
 
 
@@ -61,10 +71,18 @@ def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(play, 
 APPLIED = {}
 
 
-def test_site_applies_every_step_with_the_served_api_versions(play, cluster):
+def test_site_applies_every_step_with_the_served_api_versions(play, cluster, fresh):
+    """Without strict_mtls_force: STRICT's safety check passes because the pods of the mesh namespaces have sidecars
+    (the local control plane's stand-in injector, tests/localcp/injector.py)."""
     run = play("site.yml")
     assert run.rc == 0, run.output[-4000:]
-    APPLIED.update(snapshot(cluster))
+    applied = snapshot(cluster)
+    APPLIED.update(applied)
+    # Restarted into the mesh: exactly TEG's Deployments, each once; their pods and the sample's have sidecars.
+    assert restarted(fresh, applied) == TEG_DEPLOYMENTS
+    assert all(trigger_of(applied, name) for name in TEG_DEPLOYMENTS)
+    assert sidecars(cluster, TEG_NS) == {name: {True} for name in TEG_DEPLOYMENTS}
+    assert sidecars(cluster, "httpbin") == {"httpbin/httpbin": {True}}
     ns = get(cluster, "namespace", TEG_NS)
     assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
     ports = {p["port"]: p for p in get(cluster, "service", "envoy-gateway", TEG_NS)["spec"]["ports"]}
@@ -95,11 +113,14 @@ def test_site_applies_every_step_with_the_served_api_versions(play, cluster):
         assert dep["status"]["availableReplicas"] == dep["spec"]["replicas"]
 
 
-def test_a_second_run_changes_nothing_and_writes_nothing(play):
+def test_a_second_run_changes_nothing_and_writes_nothing(play, cluster):
+    before = snapshot(cluster)
     run = play("site.yml")
     assert run.rc == 0, run.output[-4000:]
     assert run.recap()["changed"] == 0
     assert run.writes == [], run.describe_writes()
+    after = snapshot(cluster)
+    assert restarted(before, after) == [] and differences(after, before) == []
     # Only expose_app's objects are dry-run again: Gateway API lists carry server defaults that only the
     # API server can compare (docs/architecture.md). The PeerAuthentications are in place as read.
     assert {e["objectRef"]["resource"] for e in run.dry_runs} <= {
@@ -181,6 +202,19 @@ def _istio_part(key):
 FULL_TEARDOWN = {"teardown_istio": True, "istio_install_remove_crds": True}
 
 
+@pytest.mark.parametrize("extra_vars, cause, fix", [
+    ({"teg_istio_prep_envoyproxy_mode": "replace"},
+     ["role teg_istio_prep: value of teg_istio_prep_envoyproxy_mode", "got: replace"],
+     ["must be one of: auto, create, merge"]),
+], ids=["invalid-variable"])
+def test_teardown_refuses_bad_input_before_any_write(play, extra_vars, cause, fix):
+    """On the state site.yml left, where teardown writes (the next test: its check mode reports changes), bad input
+    stops teardown.yml before its first write (strict_mtls's, whose variables are good)."""
+    run = play("teardown.yml", extra_vars=extra_vars, env=JSON_CALLBACK)
+    assert_one_line_failure(run, cause=cause, fix=fix)
+    assert run.writes == [], run.describe_writes()
+
+
 def test_teardown_in_check_mode_reports_and_writes_nothing(play, cluster):
     before = snapshot(cluster)
     run = play("teardown.yml", extra_vars=FULL_TEARDOWN, check=True, diff=True)
@@ -196,25 +230,40 @@ def test_the_default_teardown_leaves_istio_and_nothing_else(play, cluster, fresh
     applied = snapshot(cluster)
     run = play("teardown.yml")
     assert run.rc == 0, run.output[-4000:]
+    after = snapshot(cluster)
+    # Restarted out of the mesh: exactly the Deployments site.yml restarted, onto a new trigger, their pods without
+    # sidecars; nothing else (istiod included) restarted.
+    assert restarted(applied, after) == TEG_DEPLOYMENTS
+    assert all(trigger_of(after, name) not in (None, trigger_of(applied, name)) for name in TEG_DEPLOYMENTS)
+    assert sidecars(cluster, TEG_NS) == {name: {False} for name in TEG_DEPLOYMENTS}
     expected = {k: v for k, v in fresh.items() if not _istio_part(k)}
     expected.update({k: v for k, v in applied.items() if _istio_part(k)})
-    assert differences(snapshot(cluster), expected) == []
+    assert differences_apart_from_restarts(after, expected, TEG_DEPLOYMENTS) == []
     again = play("teardown.yml")
     assert again.rc == 0 and again.writes == [], again.describe_writes()
+    assert restarted(after, snapshot(cluster)) == []
 
 
 def test_teardown_with_istio_leaves_the_cluster_as_cluster_up_left_it(play, cluster, fresh):
+    """After the default teardown: Istio goes, and TEG's Deployments are restarted once more (istiod is part of
+    teg_restart's trigger), their pods still without sidecars; every object else as cluster-up left it."""
+    before = snapshot(cluster)
     run = play("teardown.yml", extra_vars=FULL_TEARDOWN)
     assert run.rc == 0, run.output[-4000:]
-    assert differences(snapshot(cluster), fresh) == []
+    after = snapshot(cluster)
+    assert restarted(before, after) == TEG_DEPLOYMENTS
+    assert sidecars(cluster, TEG_NS) == {name: {False} for name in TEG_DEPLOYMENTS}
+    assert differences_apart_from_restarts(after, fresh, TEG_DEPLOYMENTS) == []
     again = play("teardown.yml", extra_vars=FULL_TEARDOWN)
     assert again.rc == 0 and again.writes == [], again.describe_writes()
+    assert restarted(after, snapshot(cluster)) == []
 
 
 # Fault recovery: one case per role, in site.yml's order. The API server is killed right after the role's first
 # write (faults.WriteGate holds the write after it in admission, so the cut is exact), or, for strict_mtls, whose one
 # write is the run's last, at that write. `done`: objects the run had finished, as an uninterrupted run leaves
-# them; `not_yet`: objects not (yet) as it leaves them, absent ones included.
+# them; `not_yet`: objects not (yet) as it leaves them, absent ones included; `rerun_restarts`: the Deployments the
+# rerun restarts, those whose restart the cut run had not yet made (none again, none past it).
 FIRST_WRITE = {
     "teg_istio_prep": "UPDATE namespaces envoy-gateway-system",
     "istio_install": "CREATE secrets istio-system/sh.helm.release.v1.istio-base.v1",  # helm install's release record
@@ -224,31 +273,33 @@ FIRST_WRITE = {
 }
 CUTS = [
     pytest.param("teg_istio_prep", "after", [("Namespace", "", TEG_NS)],
-                 [("Service", TEG_NS, "envoy-gateway"), ("Namespace", "", "istio-system")], id="teg_istio_prep"),
+                 [("Service", TEG_NS, "envoy-gateway"), ("Namespace", "", "istio-system")], TEG_DEPLOYMENTS,
+                 id="teg_istio_prep"),
     pytest.param("istio_install", "after", [("Service", TEG_NS, "envoy-gateway"), ("Namespace", "", "istio-system")],
                  [("Secret", "istio-system", "sh.helm.release.v1.istio-base.v1"),
                   ("ServiceAccount", "istio-system", "istio-reader-service-account"),
-                  ("Deployment", "istio-system", "istiod")], id="istio_install-helm"),
+                  ("Deployment", "istio-system", "istiod")], TEG_DEPLOYMENTS, id="istio_install-helm"),
     pytest.param("teg_restart", "after", [("Deployment", "istio-system", "istiod"),
                                           ("Service", TEG_NS, "envoy-gateway")],
-                 [("Namespace", "", "httpbin"), ("PeerAuthentication", "istio-system", "default")], id="teg_restart"),
+                 [("Namespace", "", "httpbin"), ("PeerAuthentication", "istio-system", "default")],
+                 [n for n in TEG_DEPLOYMENTS if n != f"{TEG_NS}/envoy-gateway"], id="teg_restart"),
     pytest.param("expose_app", "after", [("Namespace", "", "httpbin"), ("Deployment", "istio-system", "istiod")],
                  [("Gateway", TEG_NS, "apps"), ("HTTPRoute", "httpbin", "httpbin"),
-                  ("PeerAuthentication", "istio-system", "default")], id="expose_app"),
+                  ("PeerAuthentication", "istio-system", "default")], [], id="expose_app"),
     pytest.param("strict_mtls", "at", [("HTTPRoute", "httpbin", "httpbin"), ("Gateway", TEG_NS, "apps")],
-                 [("PeerAuthentication", "istio-system", "default")], id="strict_mtls"),
+                 [("PeerAuthentication", "istio-system", "default")], [], id="strict_mtls"),
 ]
 HELM_RECOVERY = re.compile(r"run `(helm [^`]+)`")
 
 
-@pytest.mark.parametrize("role, where, done, not_yet", CUTS)
+@pytest.mark.parametrize("role, where, done, not_yet, rerun_restarts", CUTS)
 def test_a_run_cut_off_by_the_api_server_fails_in_one_line_and_a_rerun_converges(
-        play, cluster, role, where, done, not_yet):
+        play, cluster, role, where, done, not_yet, rerun_restarts):
     """From a cluster as cluster-up left it, site.yml with the API server killed after the role's first write (at
     it for strict_mtls) and started again once the run has failed: the run fails in one line naming the lost API
     server and what to check; it leaves what it wrote before the cut and nothing after; one more site.yml (after
     the recovery command it names, for a Helm install cut off half-way) ends exactly where an uninterrupted run
-    did."""
+    did, restarts included: it restarts what the cut run had not restarted yet, and nothing it had."""
     assert APPLIED, "needs the snapshot of an uninterrupted run (test_site_applies_...)"
     cluster.localcp("reset")
     first = FIRST_WRITE[role]
@@ -279,7 +330,9 @@ def test_a_run_cut_off_by_the_api_server_fails_in_one_line_and_a_rerun_converges
         subprocess.run(recovery, env=cluster.env, check=True, capture_output=True, text=True)
         rerun = play("site.yml", env=JSON_CALLBACK)
     assert rerun.rc == 0, rerun.output[-4000:]
-    assert differences(snapshot(cluster), APPLIED) == []
+    recovered = snapshot(cluster)
+    assert restarted(partial, recovered) == rerun_restarts
+    assert differences(recovered, APPLIED) == []
 
 
 def test_a_rollout_that_never_completes_stops_the_procedure_before_strict(play, cluster):

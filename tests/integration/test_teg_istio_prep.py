@@ -289,29 +289,18 @@ def test_create_mode_records_the_replaced_reference_and_the_module_restores_it(f
     cluster.kubectl("delete", f"envoyproxies.{EP_GROUP}", "sidecars-b", "-n", NS)
 
 
+# The role run alone. The missing namespace, GatewayClass and port, and the drain refusals, are refused through
+# site.yml as users run it (test_bad_input.py).
 @pytest.mark.parametrize("extra_vars, cause, fix", [
-    ({"teg_istio_prep_namespace": "no-such-ns"}, ["namespace no-such-ns not found"],
-     ["set teg_istio_prep_namespace to the namespace TEG"]),
-    ({"teg_istio_prep_gatewayclass": "no-such-class"}, ["GatewayClass no-such-class not found"],
-     ["set teg_istio_prep_gatewayclass to the GatewayClass TEG installed"]),
     ({"teg_istio_prep_service": "no-such-svc"}, [f"Service {NS}/no-such-svc not found"],
      ["set teg_istio_prep_service to Envoy Gateway's control-plane Service"]),
-    ({"teg_istio_prep_service_port": 18999}, [f"Service {NS}/envoy-gateway has no port 18999", "18000"],
-     ["set teg_istio_prep_service_port or teg_istio_prep_service_port_name", "no port is ever added"]),
     ({"teg_istio_prep_service_port_name": "xds"}, ["has no port named xds"],
      ["set teg_istio_prep_service_port or teg_istio_prep_service_port_name"]),
     ({"teg_istio_prep_ratelimit_service_port": 8099},
      [f"Service {NS}/envoy-ratelimit has no port 8099 (its ports: 8081)"], ["teg_istio_prep_ratelimit_service_port"]),
     ({"teg_istio_prep_pod_annotations": {ANNOTATION: None}}, [ANNOTATION, "must be a string"],
      ['write "" for an empty value']),
-    ({"teg_istio_prep_pod_annotations": {ANNOTATION: "", PROXY_CONFIG: "{}"}},
-     ["teg_istio_prep_pod_annotations sets proxy.istio.io/config", "teg_istio_prep_sidecar_drain auto manages"],
-     ["set teg_istio_prep_sidecar_drain to none"]),
-    ({"teg_istio_prep_sidecar_drain": "native", "teg_istio_prep_istio_version": "1.23.5"},
-     ["teg_istio_prep_sidecar_drain native", "Istio 1.23 has no per-pod sidecar.istio.io/nativeSidecar"],
-     ["set it to auto or drain_duration"]),
-], ids=["namespace-missing", "gatewayclass-missing", "service-missing", "port-missing", "port-name-missing",
-        "ratelimit-port-missing", "null-annotation", "drain-annotation-clash", "native-istio-too-old"])
+], ids=["service-missing", "port-name-missing", "ratelimit-port-missing", "null-annotation"])
 def test_bad_input_is_refused_before_any_write(fresh, play, extra_vars, cause, fix):
     # A fresh-cluster state is not needed: each case stops in preflight, which every state passes through.
     assert_refused(run_role(play, extra_vars, env=JSON_CALLBACK), cause, fix)

@@ -257,8 +257,9 @@ def test_an_envoy_deployment_made_after_the_restart_with_injected_pods_is_left_a
     """Envoy Gateway creates the Envoy Deployment of a Gateway that expose_app adds after teg_restart ran: it
     records no trigger, but its pods come out of the injector already as a restart would make them. A rerun
     leaves it alone and writes nothing; once its pods differ (here: a sidecar of an older istiod) it is
-    restarted. The stand-in istiod injects nothing, so the pod template carries what the injector adds;
-    tests/integration_real proves it with the real Envoy Gateway and istiod."""
+    restarted. The pod template carries what Istio's injector adds (the local control plane's stand-in injector
+    leaves a pod that has an istio-proxy container as it is); tests/integration_real proves it with the real Envoy
+    Gateway and istiod."""
     mesh.kubectl("label", "namespace", NS, "istio-injection=enabled", "--overwrite")
     assert run().rc == 0  # every other Deployment carries the current trigger
     version = mesh.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
@@ -359,8 +360,8 @@ def _proxy_labels(gateway):
 @pytest.mark.skipif(MATRIX != "current", reason="ambient mode runs on the current flavour only")
 def test_sidecar_to_ambient_restarts_once_what_has_a_sidecar_and_back_restarts_into_sidecars(mesh, run):
     """From sidecar mode, ambient restarts the TEG Deployments (they record a sidecar-mode trigger) and an Envoy
-    Deployment without trigger whose pods run a sidecar (the stand-in istiod injects nothing, so its template
-    carries one), once; it leaves an Envoy Deployment without trigger and without sidecar alone. Back in sidecar
+    Deployment without trigger whose pods run a sidecar (its template carries one, as an older istiod injected it),
+    once; it leaves an Envoy Deployment without trigger and without sidecar alone. Back in sidecar
     mode, everything restarts into sidecars, the TEG Deployments with the trigger they had before."""
     mesh.kubectl("label", "namespace", NS, "istio-injection=enabled", "--overwrite")
     assert run().rc == 0
@@ -369,6 +370,9 @@ def test_sidecar_to_ambient_restarts_once_what_has_a_sidecar_and_back_restarts_i
         {"name": "envoy", "image": "docker.io/envoyproxy/envoy:distroless-v1.36.0"},
         {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:%s" % mesh.env["TEG_ISTIO_TEST_ISTIO_VERSION"]}]})
     plain = _deployment("envoy-apps-plain", NS, labels=_proxy_labels("plain"))
+    # Opted out, or the local control plane's stand-in injector would give its pods a sidecar (the namespace is
+    # labelled for injection).
+    plain["spec"]["template"]["metadata"]["annotations"] = {"sidecar.istio.io/inject": "false"}
     _apply(mesh, with_sidecar, plain)
     extra = ["envoy-apps-sidecar", "envoy-apps-plain"]
     for name in extra:

@@ -6,7 +6,8 @@ site.yml enrols the TEG namespace by the owners' revision (`istio.io/rev=stable`
 real injector of revision stable gives TEG's restarted control-plane pods their sidecar (pod annotation
 `istio.io/rev: stable`, which the injection template sets from istiod's revision); the owners' release, values and
 policy are left as they were. teardown.yml gives the cluster back as it was before site.yml, every kind of
-tests/integration/snapshots.py compared field by field, and TEG's pods come back without sidecars.
+tests/integration/snapshots.py compared field by field, restarts included (TEG's Deployments restarted, none of
+the owners'), and TEG's pods come back without sidecars.
 
 Runs in a session of its own, on a cluster whose real istiod serves revision `stable`
 (TEG_ISTIO_REAL_REVISION=stable, read by tests/localcp/controllers.py at `up`): `make integration-real` runs it so,
@@ -18,10 +19,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from owners import helm, install_owners_istio  # noqa: E402  pylint: disable=wrong-import-position
-from snapshots import differences, snapshot  # noqa: E402  pylint: disable=wrong-import-position
+from snapshots import differences_apart_from_restarts, restarted, snapshot  # noqa: E402  pylint: disable=wrong-import-position
 
 REVISION = "stable"
 pytestmark = pytest.mark.skipif(os.environ.get("TEG_ISTIO_REAL_REVISION") != REVISION,
@@ -38,6 +40,15 @@ SITE = {"expose_app_sample": False, "expose_app_apps": [SHOP], "strict_mtls_mesh
 OWNERS_POLICY = ("PeerAuthentication", "istio-system", "default")
 # The pods of TEG's Deployment envoy-gateway (tests/fixtures/teg: its selector).
 CONTROL_PLANE = "control-plane=envoy-gateway"
+# What teg_restart restarts (its defaults).
+TEG_RESTARTED = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles" / "teg_restart" / "defaults" /
+                                "main.yml").read_text())["teg_restart_deployments"]
+
+
+def _teg_deployments(state):
+    """"namespace/name" of teg_restart's Deployments that `state` has: the real Envoy Gateway manages envoy-ratelimit
+    and may remove it while no rate limit is configured (test_real_controllers.py)."""
+    return sorted(f"{TEG_NS}/{name}" for name in TEG_RESTARTED if ("Deployment", TEG_NS, name) in state)
 LEADER = "control-plane.alpha.kubernetes.io/leader"
 ISTIOD_ELECTIONS = ("istio-ip-autoallocate", "istio-namespace-controller-election")
 
@@ -134,7 +145,12 @@ def test_teardown_gives_the_owners_back_what_they_had(play, cluster, owners):
     # Envoy Gateway removes the Envoy Deployment and Service of Gateway apps after the Gateway is gone.
     cluster.kubectl("wait", "--for=delete", "deployment", "-n", TEG_NS,
                     "-l", "gateway.envoyproxy.io/owning-gateway-name=apps", "--timeout=120s", check=False)
-    found = differences(_without_leader_election(snapshot(cluster)), _without_leader_election(owners["before"]))
+    after = snapshot(cluster)
+    # TEG's Deployments were restarted (into the mesh and out of it), none of the owners'.
+    teg = _teg_deployments(owners["before"])
+    assert restarted(owners["before"], after) == teg
+    found = differences_apart_from_restarts(_without_leader_election(after), _without_leader_election(owners["before"]),
+                                            teg)
     assert found == [], "\n".join(map(str, found))
     _wait_rolled_out(cluster, TEG_NS, "envoy-gateway")
     pods = _pods(cluster, TEG_NS, CONTROL_PLANE)

@@ -47,6 +47,8 @@ MATRIX = {
     "legacy": {"envoy_gateway": "envoy-gateway-v0.5.0", "istio": "istio-1.19.10"},
 }
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# With the stand-in controllers only: the stand-in for Istio's sidecar injector (injector.py).
+INJECTOR = "injector"
 NODE_NAME = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/16"
 
@@ -236,6 +238,8 @@ def component_args(name, state):
         return [f"{bins['kubernetes']}/kube-scheduler", f"--kubeconfig={kc}",
                 f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
                 "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}", "--leader-elect=false"]
+    if name == INJECTOR:
+        return [sys.executable, str(HERE / "injector.py"), "serve", f"--state-dir={d}", f"--port={ports[INJECTOR]}"]
     if name == "kwok":
         return [f"{bins['kwok']}/kwok", f"--kubeconfig={d / 'kwok.kubeconfig'}",
                 "--manage-all-nodes=true", "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
@@ -255,10 +259,12 @@ def start_component(name, state):
 def _is_ours(pid, name):
     """True when the PID is alive and still runs the binary we started (PIDs get reused)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return os.path.basename(cmdline) == name
+    if name == INJECTOR:
+        return len(argv) > 1 and argv[1].endswith(b"injector.py")
+    return os.path.basename(argv[0].decode()) == name
 
 
 def _exited(pid):
@@ -365,7 +371,7 @@ def cmd_up(args):
         if state["matrix"] != matrix:
             raise LocalcpError(f"a {state['matrix']} cluster is running in {STATE_DIR}; "
                                f"run `make cluster-down` before starting a {matrix} one")
-        if all(_is_ours(state["pids"].get(c, 0), c) for c in COMPONENTS) and _apiserver_ok(state):
+        if all(_is_ours(state["pids"].get(c, 0), c) for c in _components(state)) and _apiserver_ok(state):
             log(f"already up ({matrix}); KUBECONFIG={KUBECONFIG}")
             _real_controllers(args, "up")
             return
@@ -386,7 +392,8 @@ def cmd_up(args):
         "dir": str(STATE_DIR), "matrix": matrix, "crds": str(crds), "pids": {},
         "bins": {"kubernetes": str(dirs[0]), "etcd": str(dirs[1]), "kwok": str(dirs[2]), "helm": str(dirs[3])},
         "ports": {name: free_port() for name in
-                  ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")},
+                  ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", INJECTOR)},
+        "controllers": args.controllers,
         "versions": versions(),
     }
     save_state(state)
@@ -406,6 +413,8 @@ def cmd_up(args):
         wait_for("kube-apiserver /readyz", lambda: _apiserver_ok(state), timeout=180)
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             start_component(name, state)
+        if args.controllers != "real":
+            start_injector(state)
         kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump(fake_node()))
         kubectl(state, "wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout=120s")
         wait_for("ServiceAccount default/default (controller-manager running)",
@@ -435,6 +444,33 @@ def _real_controllers(args, command):
         return
     if controllers.main([command]) != 0:
         raise LocalcpError(f"controllers.py {command} failed; logs in {STATE_DIR / 'logs'}")
+
+
+def _components(state):
+    return COMPONENTS + ((INJECTOR,) if state.get("controllers", "stand-in") != "real" else ())
+
+
+def start_injector(state):
+    """The stand-in for Istio's sidecar injector (injector.py) and its webhook, before any pod is created."""
+    import injector
+    pki = Path(state["dir"]) / "pki"
+    _openssl_cert(pki, injector.CERT, f"/O=system:masters/CN={injector.NAME}",
+                  "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+                  "keyUsage=critical,digitalSignature\n")
+    start_component(INJECTOR, state)
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    wait_for("the stand-in injector", lambda: _tls_answers(state["ports"][INJECTOR], context), timeout=60)
+    webhook = injector.webhook_configuration(state["ports"][INJECTOR], (pki / "ca.crt").read_bytes())
+    kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump(webhook))
+
+
+def _tls_answers(port, context):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock, \
+                context.wrap_socket(sock, server_hostname="127.0.0.1"):
+            return True
+    except OSError:
+        return False
 
 
 def link_clients(state):
@@ -469,7 +505,7 @@ def cmd_down(args):
         log("no cluster state; nothing to stop")
         return
     _real_controllers(args, "down")
-    for name in reversed(COMPONENTS):
+    for name in reversed(COMPONENTS + (INJECTOR,)):
         stop_component(name, state)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     log("down")
@@ -493,7 +529,7 @@ def cmd_status(args):
     if not state:
         print("down")
         return
-    for name in COMPONENTS:
+    for name in _components(state):
         pid = state["pids"].get(name)
         print(f"{name}: {'running pid ' + str(pid) if pid and _is_ours(pid, name) else 'stopped'}")
 

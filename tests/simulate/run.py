@@ -28,6 +28,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 LOCALCP_HERE = REPO / "tests" / "localcp"
+sys.path.insert(0, str(LOCALCP_HERE))
+import injector  # noqa: E402 -- the local control plane's stand-in injector, whose marks the dump takes off
 SITE_VARS = LOCALCP_HERE / "site-vars.yml"
 OUTPUT = REPO / "tests" / "output" / "simulate"
 DOC = REPO / "docs" / "traffic-hops.md"
@@ -243,6 +245,10 @@ class Cluster:
                 meta = item["metadata"]
                 meta.pop("managedFields", None)
                 (meta.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+                if item["kind"] == "Pod" and self.controllers != "real":
+                    # The local control plane's stand-in injector only marks pods as injected; the suite injects
+                    # them with the real istiod chart's template (docs/traffic-simulation.md).
+                    injector.undo(item)
                 out.append(item)
         return out
 
