@@ -3,9 +3,10 @@ refuses while pods have no sidecar, force, the PeerAuthentication API version th
 idempotence and check mode witnessed by the audit log, namespace policies, pruning and removal.
 
 The local control plane's stand-in injector (tests/localcp/injector.py) acts only once an istiod is installed, and
-this file installs Istio's CRDs only, so the TEG fixture's pods never have an istio-proxy container; a pod that does (a plain container of that name, which is what the check reads) stands in for an
-injected one. Istio's CRDs are applied from the flavour's pinned copy (what istio_install's `base`
-chart installs), so that this role is tested on its own."""
+this file installs Istio's CRDs only, so the TEG fixture's pods never have an istio-proxy container; a pod that does
+(a plain container of that name, which is what the check reads) stands in for an injected one. Istio's CRDs are
+applied from the flavour's pinned copy (what istio_install's `base` chart installs), so that this role is tested on
+its own."""
 
 import json
 import sys

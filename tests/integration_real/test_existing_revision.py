@@ -40,6 +40,8 @@ SITE = {"expose_app_sample": False, "expose_app_apps": [SHOP], "strict_mtls_mesh
 OWNERS_POLICY = ("PeerAuthentication", "istio-system", "default")
 # The pods of TEG's Deployment envoy-gateway (tests/fixtures/teg: its selector).
 CONTROL_PLANE = "control-plane=envoy-gateway"
+LEADER = "control-plane.alpha.kubernetes.io/leader"
+ISTIOD_ELECTIONS = ("istio-ip-autoallocate", "istio-namespace-controller-election")
 # What teg_restart restarts (its defaults).
 TEG_RESTARTED = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles" / "teg_restart" / "defaults" /
                                 "main.yml").read_text())["teg_restart_deployments"]
@@ -49,8 +51,6 @@ def _teg_deployments(state):
     """"namespace/name" of teg_restart's Deployments that `state` has: the real Envoy Gateway manages envoy-ratelimit
     and may remove it while no rate limit is configured (test_real_controllers.py)."""
     return sorted(f"{TEG_NS}/{name}" for name in TEG_RESTARTED if ("Deployment", TEG_NS, name) in state)
-LEADER = "control-plane.alpha.kubernetes.io/leader"
-ISTIOD_ELECTIONS = ("istio-ip-autoallocate", "istio-namespace-controller-election")
 
 
 def _get(cluster, *args):

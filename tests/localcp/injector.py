@@ -80,7 +80,7 @@ def requested_revision(namespace_labels):
 
 def proxy_image(pilot_image):
     """`<hub>/proxyv2:<tag>` for istiod's `<hub>/pilot:<tag>`."""
-    hub, _, tag = pilot_image.rpartition(":")
+    hub, tag = pilot_image.rsplit(":", 1)
     return f"{hub.rsplit('/', 1)[0]}/proxyv2:{tag}"
 
 
