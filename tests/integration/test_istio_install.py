@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,13 @@ def helm(cluster, *args):
 
 
 def releases(cluster):
-    return {r["name"]: r for r in json.loads(helm(cluster, "list", "-A", "--all", "-o", "json"))}
+    # Helm 4 lists releases in every state by default and has no --all (helm.sh/helm/v4 pkg/cmd/list.go).
+    every_state = ["--all"] if _helm_major(cluster) < 4 else []
+    return {r["name"]: r for r in json.loads(helm(cluster, "list", "-A", *every_state, "-o", "json"))}
+
+
+def _helm_major(cluster):
+    return int(helm(cluster, "version", "--short").strip().lstrip("v").split(".")[0])
 
 
 def served(k8s, group, plural):
@@ -217,11 +224,11 @@ def test_unreachable_repository(refuse):
 
 
 def test_helm_binary_missing(refuse):
-    result, msg = refuse(["helm binary /nonexistent/bin/helm cannot run ("], ["install Helm 3"],
+    result, msg = refuse(["helm binary /nonexistent/bin/helm cannot run ("], ["install Helm 3.13 or later, or Helm 4"],
                          istio_install_helm_binary="/nonexistent/bin/helm")
     assert msg.startswith("helm binary /nonexistent/bin/helm cannot run (")
-    assert msg.endswith("install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
-                        "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
+    assert msg.endswith("install Helm 3.13 or later, or Helm 4 (https://helm.sh/docs/intro/install/, or copy a release "
+                        "archive's binary on an air-gapped host) or set istio_install_helm_binary to its full path")
     assert result.writes == []
 
 
@@ -439,10 +446,17 @@ def test_release_stuck_in_a_pending_operation_is_refused(cluster, run, refuse):
     assert run().recap()["changed"] == 0
 
 
-def _replaced(result):
-    """The istiod chart's objects the run replaced (PUT, verb update): what helm --force does instead of patching."""
-    return sorted((e["objectRef"]["resource"], e["objectRef"]["name"]) for e in result.writes
-                  if e["verb"] == "update" and e["objectRef"]["resource"] in ("deployments", "services", "configmaps"))
+def _forced(result):
+    """How the run forced the istiod chart's objects onto the cluster, per object: "replaced" (PUT, verb update: Helm 3's
+    --force, Helm 4's --force-replace) or "force-conflicts" (a server-side apply PATCH with force=true: Helm 4's
+    --force-conflicts, for a release it applied server-side, its default)."""
+    def how(event):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(event["requestURI"]).query)
+        if event["verb"] == "update":
+            return "replaced"
+        return "force-conflicts" if event["verb"] == "patch" and query.get("force") == ["true"] else None
+    return sorted((e["objectRef"]["resource"], e["objectRef"]["name"], how(e)) for e in result.writes
+                  if e["objectRef"]["resource"] in ("deployments", "services", "configmaps") and how(e))
 
 
 def test_release_left_failed_is_upgraded_again_and_forced_only_with_consent(cluster, run):
@@ -453,12 +467,15 @@ def test_release_left_failed_is_upgraded_again_and_forced_only_with_consent(clus
     assert result.recap()["changed"] == 1
     history = json.loads(helm(cluster, "history", "istiod", "-n", NAMESPACE, "-o", "json"))
     assert [(h["revision"], h["status"]) for h in history][-1] == (3, "deployed")
-    assert _replaced(result) == []  # no --force without istio_install_helm_force
+    assert _forced(result) == []  # not forced without istio_install_helm_force
     assert run().recap()["changed"] == 0
     _set_release_status(cluster, "istiod", 3, "failed")
     forced = run(istio_install_helm_force=True)
     assert forced.rc == 0, forced.output[-3000:]
-    assert ("deployments", "istiod") in _replaced(forced)
+    # Helm 4 applied the release server-side, so it is forced with --force-conflicts (it refuses --force-replace with
+    # server-side apply); Helm 3 replaces (--force).
+    how = "force-conflicts" if _helm_major(cluster) >= 4 else "replaced"
+    assert ("deployments", "istiod", how) in _forced(forced)
     assert run().recap()["changed"] == 0
 
 

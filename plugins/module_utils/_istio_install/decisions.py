@@ -354,7 +354,7 @@ def helm_version_error(short_version, where):
     if match is None or (int(match.group(1)), int(match.group(2))) >= HELM_LABELS_MINIMUM:
         return None
     return ("%s is Helm %s, older than 3.13, which this role needs to label the releases it installs (helm --labels, so "
-            "that it never takes over a release it did not install): install Helm 3.13 or later, or set "
+            "that it never takes over a release it did not install): install Helm 3.13 or later, or Helm 4, or set "
             "istio_install_helm_binary to one" % (where, short_version.strip()))
 
 

@@ -102,8 +102,8 @@ def _helm_error(settings, view):
     reason = (err or out).strip().splitlines()[0] if (err or out).strip() else "exit %d" % rc
     where = ("helm binary %s cannot run (%s)" % (settings["helm_binary"], reason)) if settings["helm_binary"] else \
         ("no helm binary on the PATH of %s (%s)" % (settings["host"], reason))
-    return (where + ": install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
-            "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
+    return (where + ": install Helm 3.13 or later, or Helm 4 (https://helm.sh/docs/intro/install/, or copy a release "
+            "archive's binary on an air-gapped host) or set istio_install_helm_binary to its full path")
 
 
 def _local_chart_errors(settings, source):
