@@ -26,7 +26,7 @@ import pytest
 import yaml
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from conftest import JSON_CALLBACK, assert_one_line_failure
+from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "istio_install.yml"
@@ -162,9 +162,29 @@ def istio_crds(cluster):
 
 # --- a cluster without Istio: check mode and bad input ----------------------------------------------
 
-def test_check_mode_on_a_fresh_cluster_predicts_and_writes_nothing(cluster, run):
-    result = run(check=True)
+# The Kubernetes minors each flavour's Istio supports as the role's table has them (istio.io/latest/docs/releases/
+# supported-releases: 1.31 to 1.35 for Istio 1.29; Istio 1.19 is older than the table, whose oldest row, 1.24's, it
+# takes).
+SUPPORTED_KUBERNETES = {"1.29.6": (31, 35), "1.19.10": (28, 31)}
+PLAN_TASK = "Read Istio's Deployments, its injector and the Helm releases, check the charts and plan the install"
+
+
+def test_check_mode_on_a_fresh_cluster_predicts_and_writes_nothing(cluster, run, flavour):
+    result = run(check=True, env=JSON_CALLBACK)
     assert result.rc == 0, result.output[-3000:]
+    # Sidecar mode on a Kubernetes outside the range the pinned Istio supports is warned about by the plan, not
+    # refused; inside it, nothing is said.
+    server = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    minor = int(server.lstrip("v").split(".")[1])
+    low, high = SUPPORTED_KUBERNETES[flavour["istio"]]
+    (planned,) = task_results(result, PLAN_TASK)
+    about_kubernetes = [w for w in planned.get("warnings") or [] if w.startswith("Kubernetes ")]
+    if minor > high:
+        assert len(about_kubernetes) == 1 and about_kubernetes[0].startswith(
+            "Kubernetes %s is newer than the versions Istio %s was tested with (1.%d to 1.%d, "
+            % (server, flavour["istio"], low, high)), about_kubernetes
+    else:
+        assert low <= minor and about_kubernetes == [], about_kubernetes
     assert result.recap()["changed"] == 1  # one helm_releases task: the namespace, base and istiod
     assert result.writes == [], result.describe_writes()
     # The namespace went to the API server as a dry run; helm only read.

@@ -534,6 +534,17 @@ def kubernetes_support(version, git_version):
     return None, None
 
 
+def sidecar_kubernetes_warning(version, git_version):
+    """The warning, else None, for Kubernetes `git_version` outside the range Istio `version` supports, in sidecar mode:
+    istiod and the sidecars lean on fewer node and pod APIs than ambient's agents, so neither side of the range is
+    refused (the owners of an older cluster may have nothing newer), but both are named with the fix."""
+    error, warning = kubernetes_support(version, git_version)
+    if error:
+        return error.replace("): upgrade the cluster", "; sidecar mode is not refused, but unsupported): upgrade the "
+                             "cluster", 1)
+    return warning
+
+
 def foreign_daemonsets(daemonsets, namespace):
     """The refusals for DaemonSets named as the cni and ztunnel charts name theirs that are not part of this role's
     releases in `namespace` (another CNI agent or ztunnel: a second one on each node would fight over the pods'

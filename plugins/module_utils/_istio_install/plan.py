@@ -45,6 +45,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     existing_istiod,
     existing_report,
     helm_version_error,
+    sidecar_kubernetes_warning,
     injector_name,
     input_errors,
     inventory,
@@ -232,7 +233,8 @@ def plan(view, settings, predicted, check_mode):
     charts = charts_for(settings.get("mesh_mode"))
     names, values = _names(settings), _values(settings)
     manage = settings["manage"]
-    facts = view.facts(namespace=settings["namespace"], parts={"version"} if ambient and manage else ())
+    # The Kubernetes version, for the preflight of either mode (ambient refuses an older one, sidecar warns).
+    facts = view.facts(namespace=settings["namespace"], parts={"version"} if manage else ())
     specs = {
         # One list for istiod (istio=pilot) and the gateways (istio=<gateway>): both carry the label `istio`.
         "Istio Deployments": {"kind": "Deployment", "api_version": "apps/v1", "label_selectors": ["istio"]},
@@ -298,6 +300,9 @@ def plan(view, settings, predicted, check_mode):
         warnings.extend(more)
         if errors:
             return {"errors": errors, "warnings": warnings}
+    else:
+        warning = sidecar_kubernetes_warning(settings["version"], facts.get("kubernetes_version"))
+        warnings.extend([warning] if warning else [])
     current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
                for chart in charts}
     # Sidecar mode: the ztunnel and CNI releases an ambient run of this role installed go, ztunnel first (the
