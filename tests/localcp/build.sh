@@ -56,6 +56,9 @@ if [ -z "$go_minor" ] || [ "$go_minor" -lt "$need_go_minor" ]; then
   exit 2
 fi
 
+# No build from pins that disagree (versions.env, the wrapper modules, tests/simulate/go.mod, the role's default Istio).
+python3 "$here/../lint/pins.py" "$here/../.." >/dev/null
+
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { printf '[localcp build] %s\n' "$*" >&2; }
 
