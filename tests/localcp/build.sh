@@ -45,7 +45,7 @@ if [ "${1:-}" = "--print" ]; then
   exit 0
 fi
 
-need_go_minor=24
+need_go_minor=26  # k8s.io/kubernetes v1.37 says go 1.26.0
 if ! command -v go >/dev/null 2>&1; then
   echo "build.sh: Go is not installed; install Go 1.$need_go_minor or newer (https://go.dev/dl/) and retry" >&2
   exit 2
