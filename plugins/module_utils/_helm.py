@@ -86,6 +86,34 @@ def run_helm(binary, args, env, timeout=None):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def helm_major(short_version):
+    """Helm's major version from `helm version --short` ("v4.3.2", "v3.19.5+g1a2b3c4"); 3 when unreadable (the
+    flags every Helm 3 knows, which Helm 4 still accepts, deprecated)."""
+    match = re.match(r"^v?([0-9]+)\.", (short_version or "").strip())
+    return int(match.group(1)) if match else 3
+
+
+def helm_wait_args(major, wait, timeout):
+    """The wait and timeout flags of `helm upgrade --install` and `helm uninstall`. Helm 4 made --wait a strategy
+    (watcher, hookOnly, legacy; hookOnly, no waiting for the release's objects, when the flag is absent): watcher,
+    the kstatus readiness Helm 4 means by a bare --wait, is named so that the choice does not hang on a default.
+    Helm 3's --wait is a boolean."""
+    if not wait:
+        return ["--timeout", "%ds" % timeout]
+    return ["--wait=watcher" if major >= 4 else "--wait", "--timeout", "%ds" % timeout]
+
+
+def helm_force_args(major, apply_method):
+    """The flag that forces an upgrade over what is in the cluster. Helm 3: --force (replace changed objects).
+    Helm 4 renamed it --force-replace and refuses it together with server-side apply, which it uses for every release
+    it installs (the release record's apply_method "ssa"; `--server-side auto` keeps a release's method on upgrade):
+    such a release is forced with --force-conflicts (take over the fields another field manager owns), a release
+    applied client-side (apply_method "csa", or none: installed by Helm 3) with --force-replace."""
+    if major < 4:
+        return ["--force"]
+    return ["--force-conflicts"] if apply_method == "ssa" else ["--force-replace"]
+
+
 def helm_error_line(text):
     """The one line that says why helm failed: its last "Error: ..." line, else its first line. Where that line
     only counts errors ("3 errors occurred:", helm's list of errors), the first error listed under it."""
@@ -120,6 +148,10 @@ def helm_hint(line):
         return "grant the identity running the playbook the rights the chart needs (see docs/rbac.md)"
     if "kubeversion" in text:
         return "pick an istio_install_version that supports this Kubernetes version"
+    if "conflict occurred while applying" in text:
+        # Helm 4 applies server-side: another field manager (kubectl edit, a controller) owns a field the chart sets.
+        return ("another field manager owns a field the chart sets (Helm 4 applies server-side): undo that change, or "
+                "force the failed release's upgrade (istio_install_helm_force: true; helm --force-conflicts)")
     if "another operation" in text:
         return "wait for the other helm operation to finish, or roll it back, then run again"
     return "see `helm status` and `helm history` of the release"

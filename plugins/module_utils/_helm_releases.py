@@ -20,8 +20,11 @@ from ansible_collections.teg.istio.plugins.module_utils._helm import (
     helm_binary,
     helm_environment,
     helm_error_line,
+    helm_force_args,
     helm_hint,
+    helm_major,
     helm_unreachable,
+    helm_wait_args,
     run_helm,
 )
 from ansible_collections.teg.istio.plugins.module_utils.cluster import (
@@ -102,17 +105,23 @@ class _Helm(object):
         params = module.params
         self.binary = helm_binary(params["binary_path"])
         if not self.binary:
-            raise TegIstioError("no helm binary on the PATH: install Helm 3 or set binary_path to its full path")
+            raise TegIstioError("no helm binary on the PATH: install Helm (3.13 or later, or 4) or set binary_path to "
+                                "its full path")
         self.env = helm_environment(params, scratch)
         self.namespace = params["namespace"]
         self.timeout = params["wait_timeout"]
         self.wait = params["wait"]
+        # Helm 4 renamed and changed flags (helm_wait_args, helm_force_args): the version decides which to pass.
+        rc, out, err = run_helm(self.binary, ["version", "--short"], self.env, timeout=60)
+        if rc != 0:
+            raise TegIstioError("helm binary %s cannot run (%s): install Helm (3.13 or later, or 4) or set binary_path "
+                                "to one that runs" % (self.binary, helm_error_line(err or out)))
+        self.major = helm_major(out)
 
     def run(self, args):
-        wait = ["--wait", "--timeout", "%ds" % self.timeout] if self.wait else []
         # Give helm its own timeout's worth and a minute more before giving up on the process.
-        return run_helm(self.binary, list(args) + ["--namespace", self.namespace] + wait, self.env,
-                        timeout=self.timeout + 60)
+        return run_helm(self.binary, list(args) + ["--namespace", self.namespace]
+                        + helm_wait_args(self.major, self.wait, self.timeout), self.env, timeout=self.timeout + 60)
 
 
 def _create_namespace(module, client):
@@ -133,7 +142,7 @@ def _create_namespace(module, client):
     return True
 
 
-def _install(module, helm, release, chart, scratch):
+def _install(module, helm, release, chart, scratch, current):
     values_file = os.path.join(scratch, "%s.values.json" % release["name"])
     with open(values_file, "w") as handle:
         json.dump(release["values"] or {}, handle)
@@ -143,7 +152,7 @@ def _install(module, helm, release, chart, scratch):
         # Labels of the release record (Helm >= 3.13), merged by helm with those the release already has.
         args += ["--labels", ",".join("%s=%s" % item for item in sorted(release["labels"].items()))]
     if release["force"]:
-        args.append("--force")
+        args += helm_force_args(helm.major, (current or {}).get("apply_method"))
     rc, out, err = helm.run(args)
     if rc != 0:
         line = helm_error_line(err or out)
@@ -210,7 +219,7 @@ def run(module):
                 if action == "uninstalled":
                     _uninstall(helm, name)
                 else:
-                    _install(module, helm, release, release["chart"], scratch)
+                    _install(module, helm, release, release["chart"], scratch, current.get(name))
             except TegIstioError as exc:
                 raise TegIstioError(str(exc), result) from exc
     finally:

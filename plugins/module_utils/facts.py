@@ -181,6 +181,9 @@ def _helm_release_status(secret):
         # The release's own labels (helm install/upgrade --labels, Helm >= 3.13), kept on its record Secret beside
         # the labels Helm's storage sets itself.
         "labels": dict((k, v) for k, v in (meta.get("labels") or {}).items() if k not in _HELM_SYSTEM_LABELS),
+        # How Helm 4 applied it: "ssa" (server-side apply, its default for a new release) or "csa"; None for a
+        # release Helm 3 wrote (client-side). Decides how a forced upgrade is forced (_helm.helm_force_args).
+        "apply_method": release.get("apply_method"),
     }
 
 

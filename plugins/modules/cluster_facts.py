@@ -208,6 +208,8 @@ helm_releases:
   description:
     - For each name in O(helm_releases), the newest revision of that release, in the shape of the
       C(status) that M(kubernetes.core.helm_info) returns; C(null) when the release does not exist.
+    - Besides, C(labels) (the release's own labels, C(helm --labels)) and C(apply_method) (how Helm 4 applied it,
+      C(ssa) or C(csa); C(null) for a release Helm 3 wrote).
   returned: success
   type: dict
   sample:
@@ -220,6 +222,8 @@ helm_releases:
       app_version: 1.29.6
       updated: "2026-11-26T23:37:01.5Z"
       values: {global: {istioNamespace: istio-system}}
+      labels: {app.kubernetes.io/managed-by: teg.istio}
+      apply_method: ssa
 objects:
   description: One entry per item of O(objects), in the same order.
   returned: success

@@ -13,7 +13,7 @@ version_added: 0.2.0
 description:
   - Installs or upgrades (C(helm upgrade --install)) each release of O(releases) in the given order, or
     uninstalls them (C(helm uninstall)) with O(state=absent), in one namespace.
-  - Reads the releases first from the Secrets in which Helm 3 keeps them (its default storage driver), so a
+  - Reads the releases first from the Secrets in which Helm keeps them (its default storage driver), so a
     release already deployed from the same chart name and version with exactly O(releases[].values) as
     user-supplied values is left alone, and nothing runs helm.
   - helm runs as a subprocess of the process that runs the task. With the collection's action plugin, on the
@@ -58,7 +58,11 @@ options:
         type: dict
         default: {}
       force:
-        description: Pass C(--force) and run helm even when the release is in place, for example for a release left C(failed).
+        description:
+          - Force the upgrade, and run helm even when the release is in place, for example for a release left C(failed).
+          - Helm 3 gets C(--force). Helm 4 gets C(--force-conflicts) for a release it applied server-side (the release
+            record's C(apply_method) C(ssa), its default) and C(--force-replace) otherwise (it refuses to replace with
+            server-side apply).
         type: bool
         default: false
   chart_repo_url:
@@ -82,7 +86,9 @@ options:
     description: The helm binary; the first C(helm) on C(PATH) when not given.
     type: path
   wait:
-    description: Pass C(--wait) with O(wait_timeout), so helm returns once the release's Deployments are ready (or gone).
+    description:
+      - Wait up to O(wait_timeout), so helm returns once the release's Deployments are ready (or gone). Helm 3 gets
+        C(--wait); Helm 4, whose C(--wait) is a strategy, C(--wait=watcher).
     type: bool
     default: true
   wait_timeout:
@@ -107,7 +113,7 @@ attributes:
 requirements:
   - python >= 3.9
   - kubernetes >= 24.2.0
-  - helm >= 3.8 (3.13 with O(releases[].labels))
+  - helm >= 3.8 (3.13 with O(releases[].labels)), or Helm 4; the module reads C(helm version) to pick the flags
 """
 
 EXAMPLES = r"""

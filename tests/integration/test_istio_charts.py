@@ -95,7 +95,7 @@ def _helm(cluster, *args, stdin=None):
 
 
 def _kube_version():
-    return localcp.versions()["KUBERNETES_VERSION"]
+    return localcp.lane_versions(MATRIX)["KUBERNETES_VERSION"]
 
 
 def render(cluster, module_dir, chart, values, refused=None):

@@ -19,13 +19,14 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from conftest import JSON_CALLBACK, assert_one_line_failure
+from conftest import JSON_CALLBACK, assert_one_line_failure, task_results
 from owners import helm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,13 @@ def refuse(run):
 
 
 def releases(cluster):
-    return {r["name"]: r for r in json.loads(helm(cluster, "list", "-A", "--all", "-o", "json"))}
+    # Helm 4 lists releases in every state by default and has no --all (helm.sh/helm/v4 pkg/cmd/list.go).
+    every_state = ["--all"] if _helm_major(cluster) < 4 else []
+    return {r["name"]: r for r in json.loads(helm(cluster, "list", "-A", *every_state, "-o", "json"))}
+
+
+def _helm_major(cluster):
+    return int(helm(cluster, "version", "--short").strip().lstrip("v").split(".")[0])
 
 
 def served(k8s, group, plural):
@@ -150,9 +157,29 @@ def istio_crds(cluster):
 
 # --- a cluster without Istio: check mode and bad input ----------------------------------------------
 
-def test_check_mode_on_a_fresh_cluster_predicts_and_writes_nothing(cluster, run):
-    result = run(check=True)
+# The Kubernetes minors each flavour's Istio supports as the role's table has them (istio.io/latest/docs/releases/
+# supported-releases: 1.31 to 1.35 for Istio 1.29; Istio 1.19 is older than the table, whose oldest row, 1.24's, it
+# takes).
+SUPPORTED_KUBERNETES = {"1.29.6": (31, 35), "1.19.10": (28, 31)}
+PLAN_TASK = "Read Istio's Deployments, its injector and the Helm releases, check the charts and plan the install"
+
+
+def test_check_mode_on_a_fresh_cluster_predicts_and_writes_nothing(cluster, run, flavour):
+    result = run(check=True, env=JSON_CALLBACK)
     assert result.rc == 0, result.output[-3000:]
+    # Sidecar mode on a Kubernetes outside the range the pinned Istio supports is warned about by the plan, not
+    # refused; inside it, nothing is said.
+    server = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    minor = int(server.lstrip("v").split(".")[1])
+    low, high = SUPPORTED_KUBERNETES[flavour["istio"]]
+    (planned,) = task_results(result, PLAN_TASK)
+    about_kubernetes = [w for w in planned.get("warnings") or [] if w.startswith("Kubernetes ")]
+    if minor > high:
+        assert len(about_kubernetes) == 1 and about_kubernetes[0].startswith(
+            "Kubernetes %s is newer than the versions Istio %s was tested with (1.%d to 1.%d, "
+            % (server, flavour["istio"], low, high)), about_kubernetes
+    else:
+        assert low <= minor and about_kubernetes == [], about_kubernetes
     assert result.recap()["changed"] == 1  # one helm_releases task: the namespace, base and istiod
     assert result.writes == [], result.describe_writes()
     # The namespace went to the API server as a dry run; helm only read.
@@ -425,10 +452,17 @@ def test_release_stuck_in_a_pending_operation_is_refused(cluster, run, refuse):
     assert run().recap()["changed"] == 0
 
 
-def _replaced(result):
-    """The istiod chart's objects the run replaced (PUT, verb update): what helm --force does instead of patching."""
-    return sorted((e["objectRef"]["resource"], e["objectRef"]["name"]) for e in result.writes
-                  if e["verb"] == "update" and e["objectRef"]["resource"] in ("deployments", "services", "configmaps"))
+def _forced(result):
+    """How the run forced the istiod chart's objects onto the cluster, per object: "replaced" (PUT, verb update: Helm 3's
+    --force, Helm 4's --force-replace) or "force-conflicts" (a server-side apply PATCH with force=true: Helm 4's
+    --force-conflicts, for a release it applied server-side, its default)."""
+    def how(event):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(event["requestURI"]).query)
+        if event["verb"] == "update":
+            return "replaced"
+        return "force-conflicts" if event["verb"] == "patch" and query.get("force") == ["true"] else None
+    return sorted((e["objectRef"]["resource"], e["objectRef"]["name"], how(e)) for e in result.writes
+                  if e["objectRef"]["resource"] in ("deployments", "services", "configmaps") and how(e))
 
 
 def test_release_left_failed_is_upgraded_again_and_forced_only_with_consent(cluster, run):
@@ -439,12 +473,15 @@ def test_release_left_failed_is_upgraded_again_and_forced_only_with_consent(clus
     assert result.recap()["changed"] == 1
     history = json.loads(helm(cluster, "history", "istiod", "-n", NAMESPACE, "-o", "json"))
     assert [(h["revision"], h["status"]) for h in history][-1] == (3, "deployed")
-    assert _replaced(result) == []  # no --force without istio_install_helm_force
+    assert _forced(result) == []  # not forced without istio_install_helm_force
     assert run().recap()["changed"] == 0
     _set_release_status(cluster, "istiod", 3, "failed")
     forced = run(istio_install_helm_force=True)
     assert forced.rc == 0, forced.output[-3000:]
-    assert ("deployments", "istiod") in _replaced(forced)
+    # Helm 4 applied the release server-side, so it is forced with --force-conflicts (it refuses --force-replace with
+    # server-side apply); Helm 3 replaces (--force).
+    how = "force-conflicts" if _helm_major(cluster) >= 4 else "replaced"
+    assert ("deployments", "istiod", how) in _forced(forced)
     assert run().recap()["changed"] == 0
 
 

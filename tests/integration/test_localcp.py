@@ -14,21 +14,25 @@ import yaml
 
 from conftest import LOCALCP, MATRIX, REPO
 
+sys.path.insert(0, str(REPO / "tests" / "localcp"))
+import localcp  # noqa: E402  (the lane's pins)
+
 ENVOYPROXY_API = {"current": "gateway.envoyproxy.io/v1alpha1", "legacy": "config.gateway.envoyproxy.io/v1alpha1"}
 GATEWAY_API = {"current": "gateway.networking.k8s.io/v1", "legacy": "gateway.networking.k8s.io/v1beta1"}
 
 
 def pinned(key):
-    for line in (REPO / "tests" / "localcp" / "versions.env").read_text().splitlines():
-        if line.startswith(key + "="):
-            return line.split("=", 1)[1]
-    raise KeyError(key)
+    """The lane's pin (versions.env; the legacy lane's Kubernetes and helm are its LEGACY_ ones)."""
+    return localcp.lane_versions(MATRIX)[key]
 
 
 def test_server_reports_the_pinned_version(cluster):
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == pinned("KUBERNETES_VERSION")
     assert version["clientVersion"]["gitVersion"] == pinned("KUBERNETES_VERSION")
+    # The lane's helm (Helm 4 in the current lane, Helm 3 in the legacy one), the one on the tests' PATH.
+    helm = subprocess.run(["helm", "version", "--short"], env=cluster.env, capture_output=True, text=True, check=True)
+    assert helm.stdout.split("+")[0].strip() == pinned("HELM_VERSION")
 
 
 def test_a_deployment_becomes_available_through_scheduler_and_kwok(cluster):

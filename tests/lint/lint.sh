@@ -21,6 +21,8 @@ if git ls-files -co --exclude-standard -- tests molecule .github Makefile ':!tes
     "localcp.crds_dir() instead" >&2
   exit 1
 fi
+step "pins agree: versions.env, the Go modules, the role's default Istio (tests/lint/pins.py)"
+"$bin/python" tests/lint/pins.py
 step "role argument specs in sync with defaults"
 "$bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_argument_specs.py
 step "actionlint (.github/workflows)"

@@ -2,11 +2,13 @@
 # Build the local control plane's binaries from their Go modules, once per version, into a cache
 # outside the repository:  $TEG_ISTIO_CACHE/bin/<component>-<version>/
 #
-#   build.sh            build what is missing, print the bin directories
-#   build.sh --print    only print the bin directories (no build)
+#   build.sh                  build what is missing for both lanes, print the current lane's bin directories
+#   build.sh --print [LANE]   only print the bin directories of LANE (current, the default, or legacy; no build)
 #
-# Pins live in versions.env. kube-apiserver & co. and etcd cannot be `go install`ed (their go.mod
-# files carry replace directives), so they are built from the wrapper modules under gomod/;
+# Pins live in versions.env: the current lane's Kubernetes and Helm (KUBERNETES_VERSION, HELM_VERSION), the
+# legacy lane's (LEGACY_KUBERNETES_VERSION, LEGACY_HELM_VERSION); etcd, kwok and actionlint are shared.
+# kube-apiserver & co. and etcd cannot be `go install`ed (their go.mod files carry replace directives), so they
+# are built from the wrapper modules under gomod/ (kubernetes/ for the current lane, kubernetes-legacy/);
 # kwok and helm have no replaces and are installed directly.
 set -euo pipefail
 
@@ -14,11 +16,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 cache=${TEG_ISTIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teg-istio}
-k8s_dir="$cache/bin/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$cache/bin/etcd-$ETCD_VERSION"
 kwok_dir="$cache/bin/kwok-$KWOK_VERSION"
-helm_dir="$cache/bin/helm-$HELM_VERSION"
 actionlint_dir="$cache/bin/actionlint-$ACTIONLINT_VERSION"
+k8s_dir() { printf '%s\n' "$cache/bin/kubernetes-$1"; }  # k8s_dir <version>
+helm_dir() { printf '%s\n' "$cache/bin/helm-$1"; }       # helm_dir <version>
+
+lane_dirs() {  # lane_dirs <lane>: the bin directories localcp.py reads, in its order
+  case "$1" in
+    current) printf '%s\n' "$(k8s_dir "$KUBERNETES_VERSION")" "$etcd_dir" "$kwok_dir" "$(helm_dir "$HELM_VERSION")" ;;
+    legacy) printf '%s\n' "$(k8s_dir "$LEGACY_KUBERNETES_VERSION")" "$etcd_dir" "$kwok_dir" "$(helm_dir "$LEGACY_HELM_VERSION")" ;;
+    *) echo "build.sh: unknown lane $1 (current or legacy)" >&2; exit 2 ;;
+  esac
+  printf '%s\n' "$actionlint_dir"
+}
 
 # The opt-in real controllers of the current flavour (docs/real-controllers.md): only
 # `build.sh --controllers` builds them, and `build.sh --print-controllers` names their directories.
@@ -30,11 +41,11 @@ if [ "${1:-}" = "--print-controllers" ]; then
 fi
 
 if [ "${1:-}" = "--print" ]; then
-  printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$actionlint_dir"
+  lane_dirs "${2:-current}"
   exit 0
 fi
 
-need_go_minor=24
+need_go_minor=26  # k8s.io/kubernetes v1.37 says go 1.26.0
 if ! command -v go >/dev/null 2>&1; then
   echo "build.sh: Go is not installed; install Go 1.$need_go_minor or newer (https://go.dev/dl/) and retry" >&2
   exit 2
@@ -44,6 +55,9 @@ if [ -z "$go_minor" ] || [ "$go_minor" -lt "$need_go_minor" ]; then
   echo "build.sh: found $(go env GOVERSION), need Go 1.$need_go_minor or newer to build Kubernetes $KUBERNETES_VERSION" >&2
   exit 2
 fi
+
+# No build from pins that disagree (versions.env, the wrapper modules, tests/simulate/go.mod, the role's default Istio).
+python3 "$here/../lint/pins.py" "$here/../.." >/dev/null
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { printf '[localcp build] %s\n' "$*" >&2; }
@@ -64,25 +78,26 @@ check_wrapper() {  # the committed wrapper module must pin the version versions.
   fi
 }
 
-build_kubernetes() {
-  local mod="$here/gomod/kubernetes" v=${KUBERNETES_VERSION#v} tmp
-  check_wrapper "$mod" k8s.io/kubernetes "$KUBERNETES_VERSION"
+build_kubernetes() {  # build_kubernetes <wrapper module dir name> <version>
+  local mod="$here/gomod/$1" version=$2 v=${2#v} out tmp
+  check_wrapper "$mod" k8s.io/kubernetes "$version"
   local major=${v%%.*} rest=${v#*.}
   local minor=${rest%%.*}
   local flags="-s -w" pkg key val
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    for key in gitVersion=$KUBERNETES_VERSION gitMajor=$major gitMinor=$minor gitTreeState=clean \
+    for key in gitVersion=$version gitMajor=$major gitMinor=$minor gitTreeState=clean \
       gitCommit=0000000000000000000000000000000000000000 buildDate=1970-01-01T00:00:00Z; do
       val=${key#*=}
       flags="$flags -X $pkg.${key%%=*}=$val"
     done
   done
-  tmp="$k8s_dir.tmp"
+  out=$(k8s_dir "$version")
+  tmp="$out.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
   (cd "$mod" && go build -trimpath -tags selinux,notest -ldflags "$flags" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-  rm -rf "$k8s_dir" && mv "$tmp" "$k8s_dir"
+  rm -rf "$out" && mv "$tmp" "$out"
 }
 
 build_etcd() {
@@ -104,14 +119,15 @@ build_actionlint() { go_install "$actionlint_dir" "github.com/rhysd/actionlint/c
 
 build_kwok() { go_install "$kwok_dir" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
 
-build_helm() {
-  # helm prints its version from ldflags; without them `helm version` says v3.x-dev.
-  local tmp="$helm_dir.tmp"
+build_helm() {  # build_helm <version>: Helm 3 and Helm 4 are different modules (helm.sh/helm/v3, /v4)
+  # helm prints its version from ldflags; without them `helm version` says v3.x-dev (v4.x-dev).
+  local version=$1 module="helm.sh/helm/${1%%.*}" out tmp
+  out=$(helm_dir "$version")
+  tmp="$out.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
   GOBIN="$tmp" GOFLAGS='' go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  rm -rf "$helm_dir" && mv "$tmp" "$helm_dir"
+    -ldflags "-s -w -X $module/internal/version.version=$version" "$module/cmd/helm@$version"
+  rm -rf "$out" && mv "$tmp" "$out"
 }
 
 # Neither module has replace directives, so both are plain `go install`s.
@@ -127,7 +143,12 @@ fi
 
 [ -x "$etcd_dir/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
 [ -x "$kwok_dir/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
-[ -x "$helm_dir/helm" ] || timed "helm $HELM_VERSION" build_helm
-[ -x "$k8s_dir/kube-apiserver" ] || timed "kubernetes $KUBERNETES_VERSION" build_kubernetes
+for helm_version in "$HELM_VERSION" "$LEGACY_HELM_VERSION"; do
+  [ -x "$(helm_dir "$helm_version")/helm" ] || timed "helm $helm_version" build_helm "$helm_version"
+done
+[ -x "$(k8s_dir "$KUBERNETES_VERSION")/kube-apiserver" ] ||
+  timed "kubernetes $KUBERNETES_VERSION" build_kubernetes kubernetes "$KUBERNETES_VERSION"
+[ -x "$(k8s_dir "$LEGACY_KUBERNETES_VERSION")/kube-apiserver" ] ||
+  timed "kubernetes $LEGACY_KUBERNETES_VERSION" build_kubernetes kubernetes-legacy "$LEGACY_KUBERNETES_VERSION"
 [ -x "$actionlint_dir/actionlint" ] || timed "actionlint $ACTIONLINT_VERSION" build_actionlint
-printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$actionlint_dir"
+lane_dirs current

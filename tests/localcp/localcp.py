@@ -46,6 +46,8 @@ MATRIX = {
     "current": {"envoy_gateway": "envoy-gateway-v1.9.0", "istio": "istio-1.29.6"},
     "legacy": {"envoy_gateway": "envoy-gateway-v0.5.0", "istio": "istio-1.19.10"},
 }
+# The pins of versions.env that differ between the lanes (the legacy lane's carry the prefix LEGACY_).
+LANE_PINS = ("KUBERNETES_VERSION", "HELM_VERSION")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # With the stand-in controllers only: the stand-in for Istio's sidecar injector (injector.py).
 INJECTOR = "injector"
@@ -70,9 +72,19 @@ def versions():
     return out
 
 
-def bin_dirs():
-    """The cache directories build.sh fills; built when missing."""
-    proc = subprocess.run([str(HERE / "build.sh"), "--print"], capture_output=True, text=True, check=True)
+def lane_versions(matrix):
+    """versions.env as the lane `matrix` sees it: the legacy lane's LEGACY_KUBERNETES_VERSION and LEGACY_HELM_VERSION
+    under the names KUBERNETES_VERSION and HELM_VERSION (its cluster's Kubernetes and helm)."""
+    pins = versions()
+    if matrix == "legacy":
+        for key in LANE_PINS:
+            pins[key] = pins[f"LEGACY_{key}"]
+    return pins
+
+
+def bin_dirs(matrix):
+    """The cache directories build.sh fills for the lane `matrix`; built when missing."""
+    proc = subprocess.run([str(HERE / "build.sh"), "--print", matrix], capture_output=True, text=True, check=True)
     dirs = [Path(p) for p in proc.stdout.split()]
     wanted = {"kube-apiserver": dirs[0], "etcd": dirs[1], "kwok": dirs[2], "helm": dirs[3]}
     if not all((d / name).exists() for name, d in wanted.items()):
@@ -379,7 +391,7 @@ def cmd_up(args):
         cmd_down(args)
 
     started = time.monotonic()
-    dirs = bin_dirs()
+    dirs = bin_dirs(matrix)
     crds = crds_dir()
     flavour = MATRIX[matrix]
     for key in flavour.values():
@@ -394,7 +406,7 @@ def cmd_up(args):
         "ports": {name: free_port() for name in
                   ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", INJECTOR)},
         "controllers": args.controllers,
-        "versions": versions(),
+        "versions": lane_versions(matrix),
     }
     save_state(state)
     pki = STATE_DIR / "pki"
@@ -431,6 +443,7 @@ def cmd_up(args):
     state["up_seconds"] = round(time.monotonic() - started, 1)
     save_state(state)
     log(f"up ({matrix}) in {state['up_seconds']}s: Kubernetes {state['versions']['KUBERNETES_VERSION']}, "
+        f"helm {state['versions']['HELM_VERSION']}, "
         f"{count} Envoy Gateway CRDs from {crds / flavour['envoy_gateway']}, TEG fixture; KUBECONFIG={KUBECONFIG}")
     _real_controllers(args, "up")
 

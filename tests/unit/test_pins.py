@@ -1,9 +1,8 @@
-"""The version pins agree: the local control plane's versions (tests/localcp/versions.env), the Go modules the
-traffic suite is built from (tests/simulate/go.mod), the current lane's flavour (localcp.MATRIX) and the role's
-default Istio (istio_install_version). A bump of one without the others fails here, not in a simulation that
-quietly judges by another version's rules (docs/traffic-simulation.md)."""
+"""tests/lint/pins.py, the pin-agreement check of lint and build.sh: the repository's pins agree, and each pair it
+checks fails it, in one line naming both places, when one side moves."""
 
-import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,48 +10,66 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "localcp"))
-import localcp  # noqa: E402  -- tests/localcp is no package
-
-GO_MOD = REPO / "tests" / "simulate" / "go.mod"
-
-
-def _go_requirements(text):
-    """{module: version} of go.mod's require lines (one-line and block form)."""
-    return dict(re.findall(r"^\s*(?:require\s+)?([\w.\-/]+\.[\w.\-/]+)\s+(v\S+)", text, re.M))
+PINS = REPO / "tests/lint/pins.py"
+FILES = ("tests/localcp/versions.env", "tests/localcp/gomod/kubernetes/go.mod",
+         "tests/localcp/gomod/kubernetes-legacy/go.mod", "tests/localcp/gomod/etcd/go.mod", "tests/simulate/go.mod",
+         "roles/istio_install/defaults/main.yml",
+         "roles/istio_install/meta/argument_specs.yml", "tests/localcp/localcp.py", "tests/localcp/crds.lock")
 
 
-def _minor(version):
-    return ".".join(version.removeprefix("istio-").removeprefix("v").split(".")[:2])
+def _pins(repo):
+    return subprocess.run([sys.executable, str(PINS), str(repo)], capture_output=True, text=True, check=False)
 
 
-@pytest.fixture(scope="module")
-def pins():
-    return {
-        "versions": localcp.versions(),
-        "go": _go_requirements(GO_MOD.read_text()),
-        "lane": localcp.MATRIX["current"],
-        "role_istio": yaml.safe_load((REPO / "roles/istio_install/defaults/main.yml").read_text())["istio_install_version"],
-    }
+def test_the_repositorys_pins_agree():
+    proc = _pins(REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["pins:", "9", "agree"]
 
 
-def test_go_requirements_are_read():
-    requirements = _go_requirements("module x\n\nrequire (\n\tgithub.com/a/b v1.2.3\n\tk8s.io/c v0.1.0 // indirect\n)\n"
-                                    "require istio.io/istio v0.0.0-1-abc\n")
-    assert requirements == {"github.com/a/b": "v1.2.3", "k8s.io/c": "v0.1.0", "istio.io/istio": "v0.0.0-1-abc"}
+@pytest.fixture
+def copy(tmp_path):
+    for name in FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    return tmp_path
 
 
-def test_istiod_module_is_the_one_the_suite_is_built_from(pins):
-    assert pins["go"]["istio.io/istio"] == pins["versions"]["ISTIOD_MODULE_VERSION"]
+def test_a_missing_go_module_fails_the_check_in_one_line(copy):
+    (copy / "tests/localcp/gomod/etcd/go.mod").unlink()
+    proc = _pins(copy)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert [line for line in lines if "ETCD_VERSION" in line and line.startswith("pins: ")], proc.stderr
 
 
-def test_envoy_gateway_module_is_the_pinned_and_the_lane_version(pins):
-    assert pins["go"]["github.com/envoyproxy/gateway"] == pins["versions"]["ENVOY_GATEWAY_VERSION"]
-    assert pins["lane"]["envoy_gateway"] == "envoy-gateway-" + pins["versions"]["ENVOY_GATEWAY_VERSION"]
-
-
-def test_istio_minor_agrees_across_role_lane_and_compatibility_profile(pins):
-    # istio.io/istio has no semver tags (versions.env): the module is a snapshot, and the compatibility profile
-    # of the deployed minor is what makes it behave as that minor, so that profile must be the lane's minor.
-    assert pins["role_istio"] == pins["lane"]["istio"].removeprefix("istio-")
-    assert _minor(pins["role_istio"]) == pins["versions"]["ISTIOD_COMPATIBILITY_VERSION"]
+@pytest.mark.parametrize("name, old, new, named", [
+    ("tests/localcp/versions.env", "\nKUBERNETES_VERSION=", "\nKUBERNETES_VERSION=v9.9.9\n#",
+     "versions.env KUBERNETES_VERSION vs tests/localcp/gomod/kubernetes/go.mod"),
+    ("tests/localcp/gomod/kubernetes-legacy/go.mod", "require k8s.io/kubernetes v", "require k8s.io/kubernetes v9.",
+     "LEGACY_KUBERNETES_VERSION vs tests/localcp/gomod/kubernetes-legacy/go.mod"),
+    ("tests/localcp/gomod/etcd/go.mod", "require go.etcd.io/etcd/server/v3 v", "require go.etcd.io/etcd/server/v3 v9.",
+     "ETCD_VERSION"),
+    ("tests/simulate/go.mod", "istio.io/istio v0.0.0-", "istio.io/istio v0.0.1-", "ISTIOD_MODULE_VERSION"),
+    ("tests/simulate/go.mod", "github.com/envoyproxy/gateway v", "github.com/envoyproxy/gateway v9.",
+     "ENVOY_GATEWAY_VERSION"),
+    ("roles/istio_install/defaults/main.yml", 'istio_install_version: "', 'istio_install_version: "9.',
+     "istio_install_version vs its argument_specs default"),
+    ("tests/localcp/localcp.py", '"istio": "istio-1.', '"istio": "istio-9.', "MATRIX current istio"),
+    ("tests/localcp/versions.env", "ISTIOD_COMPATIBILITY_VERSION=", "ISTIOD_COMPATIBILITY_VERSION=9",
+     "ISTIOD_COMPATIBILITY"),
+    # The role's own Istio's line ({role} is its default).
+    ("tests/localcp/crds.lock", "\nistio-{role} ", "\nistio-9.9.9 ", "crds.lock"),
+])
+def test_each_pair_that_moves_alone_fails_the_check_in_one_line(copy, name, old, new, named):
+    path = copy / name
+    text = path.read_text()
+    role = yaml.safe_load((REPO / "roles/istio_install/defaults/main.yml").read_text())["istio_install_version"]
+    old, new = old.replace("{role}", role), new.replace("{role}", role)
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    proc = _pins(copy)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    fix = "then run tests/localcp/gomod/regen.sh if a wrapper module moves"
+    assert any(named in line and line.startswith("pins: ") and line.endswith(fix) for line in lines), proc.stderr

@@ -336,7 +336,7 @@ def helm_version_error(short_version, where):
     if match is None or (int(match.group(1)), int(match.group(2))) >= HELM_LABELS_MINIMUM:
         return None
     return ("%s is Helm %s, older than 3.13, which this role needs to label the releases it installs (helm --labels, so "
-            "that it never takes over a release it did not install): install Helm 3.13 or later, or set "
+            "that it never takes over a release it did not install): install Helm 3.13 or later, or Helm 4, or set "
             "istio_install_helm_binary to one" % (where, short_version.strip()))
 
 
@@ -514,6 +514,17 @@ def kubernetes_support(version, git_version):
         return None, ("Kubernetes %s is newer than the versions Istio %s was tested with (1.%d to 1.%d, "
                       "istio.io/latest/docs/releases/supported-releases)" % (git_version, version, low[1], high[1]))
     return None, None
+
+
+def sidecar_kubernetes_warning(version, git_version):
+    """The warning, else None, for Kubernetes `git_version` outside the range Istio `version` supports, in sidecar mode:
+    istiod and the sidecars lean on fewer node and pod APIs than ambient's agents, so neither side of the range is
+    refused (the owners of an older cluster may have nothing newer), but both are named with the fix."""
+    error, warning = kubernetes_support(version, git_version)
+    if error:
+        return error.replace("): upgrade the cluster", "; sidecar mode is not refused, but unsupported): upgrade the "
+                             "cluster", 1)
+    return warning
 
 
 def foreign_daemonsets(daemonsets, namespace):

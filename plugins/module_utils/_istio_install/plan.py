@@ -45,6 +45,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     existing_istiod,
     existing_report,
     helm_version_error,
+    sidecar_kubernetes_warning,
     injector_name,
     input_errors,
     inventory,
@@ -102,8 +103,8 @@ def _helm_error(settings, view):
     reason = (err or out).strip().splitlines()[0] if (err or out).strip() else "exit %d" % rc
     where = ("helm binary %s cannot run (%s)" % (settings["helm_binary"], reason)) if settings["helm_binary"] else \
         ("no helm binary on the PATH of %s (%s)" % (settings["host"], reason))
-    return (where + ": install Helm 3 (https://helm.sh/docs/intro/install/, or copy the helm-v3 release archive's "
-            "binary on an air-gapped host) or set istio_install_helm_binary to its full path")
+    return (where + ": install Helm 3.13 or later, or Helm 4 (https://helm.sh/docs/intro/install/, or copy a release "
+            "archive's binary on an air-gapped host) or set istio_install_helm_binary to its full path")
 
 
 def _local_chart_errors(settings, source):
@@ -261,7 +262,8 @@ def plan(view, settings, predicted, check_mode):
     charts = charts_for(settings.get("mesh_mode"))
     names, values = _names(settings), _values(settings)
     manage = settings["manage"]
-    facts = view.facts(namespace=settings["namespace"], parts={"version"} if ambient and manage else ())
+    # The Kubernetes version, for the preflight of either mode (ambient refuses an older one, sidecar warns).
+    facts = view.facts(namespace=settings["namespace"], parts={"version"} if manage else ())
     specs = dict(_RUNNING_ISTIO)
     if ambient and manage:
         # Every DaemonSet of the cluster: another CNI agent or ztunnel may run in any namespace.
@@ -322,6 +324,9 @@ def plan(view, settings, predicted, check_mode):
         warnings.extend(more)
         if errors:
             return {"errors": errors, "warnings": warnings}
+    else:
+        warning = sidecar_kubernetes_warning(settings["version"], facts.get("kubernetes_version"))
+        warnings.extend([warning] if warning else [])
     current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
                for chart in charts}
     # Sidecar mode: the ztunnel and CNI releases an ambient run of this role installed go, ztunnel first (the

@@ -258,6 +258,9 @@ def test_helm_s_list_of_errors_gives_its_first_error_and_a_lost_api_server_is_to
     ("clusterroles.rbac.authorization.k8s.io is forbidden: User", "docs/rbac.md"),
     ("chart requires kubeVersion: >=1.30 which is incompatible", "supports this Kubernetes version"),
     ("UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress", "roll it back"),
+    # Helm 4 (server-side apply): pkg/kube/client.go, "conflict occurred while applying object".
+    ("UPGRADE FAILED: conflict occurred while applying object istio-system/istiod apps/v1, Kind=Deployment: Apply "
+     "failed with 1 conflict", "istio_install_helm_force: true"),
     ("something else", "helm status"),
 ])
 def test_helm_hints(line, fragment):
@@ -348,3 +351,27 @@ def test_a_downgrade_within_one_minor_version_is_warned_about():
         "when TEG restarts")
     assert f.downgrade_warning(_at("1.29.6"), INSTALLED, "1.30.0", "istio-system") is None
     assert f.downgrade_warning(_at("1.30.0"), INSTALLED, "1.30.0-beta.0", "istio-system") is not None
+
+
+@pytest.mark.parametrize("short, major", [("v4.3.2", 4), ("v3.19.5+g1b2c3d4", 3), ("v4.0.0+gabc", 4), ("garbled", 3)])
+def test_helm_major_from_helm_version(short, major):
+    assert _helm.helm_major(short) == major
+
+
+def test_helm_4_waits_with_the_watcher_strategy_named_helm_3_with_its_boolean():
+    # Helm 4's --wait is a strategy (helm.sh/helm/v4 pkg/cmd/flags.go AddWaitFlag); Helm 3's a boolean.
+    assert _helm.helm_wait_args(4, True, 300) == ["--wait=watcher", "--timeout", "300s"]
+    assert _helm.helm_wait_args(3, True, 60) == ["--wait", "--timeout", "60s"]
+    assert _helm.helm_wait_args(4, False, 60) == ["--timeout", "60s"]
+
+
+@pytest.mark.parametrize("major, apply_method, flags", [
+    (3, None, ["--force"]),
+    # Helm 4 refuses --force-replace with server-side apply (pkg/kube/client.go Update): an "ssa" release is forced
+    # with --force-conflicts; one applied client-side (by Helm 4 with --server-side=false, or by Helm 3) is replaced.
+    (4, "ssa", ["--force-conflicts"]),
+    (4, "csa", ["--force-replace"]),
+    (4, None, ["--force-replace"]),
+])
+def test_a_forced_upgrade_uses_the_flag_of_the_helm_and_the_releases_apply_method(major, apply_method, flags):
+    assert _helm.helm_force_args(major, apply_method) == flags

@@ -68,6 +68,23 @@ def test_kubernetes_version_istio_supports(istio, kubernetes, refused, warned):
         assert "upgrade the cluster" in error
 
 
+@pytest.mark.parametrize("istio, kubernetes, warned", [
+    ("1.29.6", "v1.34.4", None),
+    # The current lane's local control plane: newer than Istio 1.29 supports (1.31 to 1.35).
+    ("1.29.6", "v1.37.2", "Kubernetes v1.37.2 is newer than the versions Istio 1.29.6 was tested with (1.31 to 1.35"),
+    ("1.29.6", "v1.30.9", "Kubernetes v1.30.9 is older than Istio 1.29.6 supports (1.31 to 1.35"),
+    ("1.29.6", "", None),
+])
+def test_sidecar_mode_warns_about_a_kubernetes_the_pinned_istio_does_not_support_and_refuses_none(istio, kubernetes,
+                                                                                                   warned):
+    warning = f.sidecar_kubernetes_warning(istio, kubernetes)
+    if warned is None:
+        assert warning is None
+    else:
+        assert warning.startswith(warned) and "\n" not in warning
+        assert "istio.io/latest/docs/releases/supported-releases" in warning
+
+
 def test_foreign_daemonsets_are_refused_and_own_ones_are_not():
     own = [daemonset("istio-cni-node", "istio-system", "istio-cni", "istio-system"),
            daemonset("ztunnel", "istio-system", "ztunnel", "istio-system"),

@@ -151,7 +151,7 @@ def test_helm_too_old_to_label_releases_is_refused(short, refused):
     if refused:
         assert error == ("helm binary /usr/local/bin/helm is Helm %s, older than 3.13, which this role needs to label "
                          "the releases it installs (helm --labels, so that it never takes over a release it did not "
-                         "install): install Helm 3.13 or later, or set istio_install_helm_binary to one" % short)
+                         "install): install Helm 3.13 or later, or Helm 4, or set istio_install_helm_binary to one" % short)
     else:
         assert error is None
 
