@@ -22,6 +22,7 @@ actionlint_dir="$cache/bin/actionlint-$ACTIONLINT_VERSION"
 k8s_dir() { printf '%s\n' "$cache/bin/kubernetes-$1"; }  # k8s_dir <version>
 helm_dir() { printf '%s\n' "$cache/bin/helm-$1"; }       # helm_dir <version>
 
+# shellcheck disable=SC2153  # HELM_VERSION and the other pins come from versions.env, sourced above
 lane_dirs() {  # lane_dirs <lane>: the bin directories localcp.py reads, in its order
   case "$1" in
     current) printf '%s\n' "$(k8s_dir "$KUBERNETES_VERSION")" "$etcd_dir" "$kwok_dir" "$(helm_dir "$HELM_VERSION")" ;;

@@ -75,8 +75,8 @@ def test_kubernetes_version_istio_supports(istio, kubernetes, refused, warned):
     ("1.29.6", "v1.30.9", "Kubernetes v1.30.9 is older than Istio 1.29.6 supports (1.31 to 1.35"),
     ("1.29.6", "", None),
 ])
-def test_sidecar_mode_warns_about_a_kubernetes_the_pinned_istio_does_not_support_and_refuses_none(istio, kubernetes,
-                                                                                                   warned):
+def test_sidecar_mode_warns_about_a_kubernetes_the_pinned_istio_does_not_support_and_refuses_none(
+        istio, kubernetes, warned):
     warning = f.sidecar_kubernetes_warning(istio, kubernetes)
     if warned is None:
         assert warning is None
