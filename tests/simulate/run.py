@@ -185,6 +185,15 @@ class Cluster:
             raise SystemExit(f"simulate: site.yml ({routing}) failed, see {OUTPUT / f'site-{routing}.log'}:\n"
                              + (proc.stdout + proc.stderr)[-3000:])
 
+    def move_apps_to_ambient(self):
+        """What the apps' owners do when the mesh moves to ambient (the collection restarts TEG only; site.yml's verify
+        names an app pod that keeps a sidecar in an ambient namespace): httpbin's namespace labelled for ambient, the
+        app restarted out of its sidecar, as tests/integration/test_ambient.py's switch does."""
+        self.kubectl("label", "namespace", "httpbin", "--overwrite", "istio.io/dataplane-mode=ambient",
+                     "istio-injection-")
+        self.kubectl("rollout", "restart", "deployment/httpbin", "-n", "httpbin")
+        self.kubectl("rollout", "status", "deployment/httpbin", "-n", "httpbin", "--timeout=180s")
+
     def settle(self):
         """Every Deployment rolled out and no pod terminating, so the dump holds the pods that stay."""
         for namespace in (TEG_NAMESPACE, "httpbin"):
@@ -355,6 +364,8 @@ def walk_cluster(binary, controllers, extra_vars):
         chart = istio_chart(localcp.load_state(), version_pins)
         for routing in MODES:
             log(f"site.yml with {json.dumps(MODES[routing])}")
+            if MODES[routing].get("teg_istio_mesh_mode") == "ambient":
+                cluster.move_apps_to_ambient()
             cluster.site(routing, extra_vars)
             cluster.settle()
             # The ambient walk reads the in-process istiod only: what the running one serves ztunnel is
