@@ -182,13 +182,16 @@ def run_parity(cluster, interpreter, inprocess, check):
 
 def comparable(value):
     """A task result without what legitimately differs between two runs of the same task, whatever runs it: the
-    restart time rollout_restart stamps (kubectl's restartedAt annotation, the time of the run), and an object's
+    restart time rollout_restart stamps (kubectl's restartedAt annotation, the time of the run), an object's
     resourceVersion, which every write moves on (outside check mode the first run's writes and their undo come
-    between the two runs). Everything else (changed, msg, warnings, invocation, the objects before and after, the
-    diff) must be equal."""
+    between the two runs; service_app_protocol's JSON patch tests it too), and the ansible-playbook process run_lock's action plugin names in its `controller`
+    argument (each run is another process). Everything else (changed, msg, warnings, invocation, the objects before
+    and after, the diff) must be equal."""
     if isinstance(value, dict):
+        if value.get("path") == "/metadata/resourceVersion":  # a JSON patch's test of it
+            value = {k: v for k, v in value.items() if k != "value"}
         return {k: comparable(v) for k, v in value.items()
-                if k not in ("kubectl.kubernetes.io/restartedAt", "resourceVersion")}
+                if k not in ("kubectl.kubernetes.io/restartedAt", "resourceVersion", "controller")}
     if isinstance(value, list):
         return [comparable(v) for v in value]
     return value
