@@ -30,7 +30,7 @@ from ansible_collections.teg.istio.plugins.module_utils import run_lock
 
 ARGUMENT_SPEC = copy.deepcopy(AUTH_ARG_SPEC)
 ARGUMENT_SPEC.update(
-    state=dict(type="str", choices=["held", "released"], default="held"),
+    state=dict(type="str", choices=["held", "released", "awaited"], default="held"),
     name=dict(type="str", default="teg-istio-run"),
     namespace=dict(type="str", default="kube-system"),
     identity=dict(type="str"),
@@ -165,6 +165,34 @@ def _acquire(lease, params, identity):
                     previous_holder=run_lock.holder_name(previous_holder) if previous_holder else None)
 
 
+def _await(lease, params):
+    """Wait while another run holds the Lease, reading only: a run with nothing to write takes no lock, but plans
+    on a cluster no other run is writing. Fails in one line naming the holder after wait_timeout, as an acquisition
+    does. The Lease's resourceVersion as last read (None: no Lease) tells a later read whether any run took or
+    released the lock in between."""
+    started = time.monotonic()
+    previous_holder = None
+    while True:
+        current = lease.read()
+        spec = (current or {}).get("spec") or {}
+        gone = bool(spec) and _holder_gone(spec.get("holderIdentity"))
+        waited = time.monotonic() - started
+        if run_lock.decide(current, None, _now(), gone) != "wait":
+            observed = (current or {}).get("metadata", {}).get("resourceVersion")
+            state = "%s is free" % lease.ref if current is None or not spec.get("holderIdentity") else \
+                "%s is free: %s" % (lease.ref, "its holder no longer runs" if gone else "its lease expired")
+            waited_for = " after waiting %ds for %s" % (waited, run_lock.holder_name(previous_holder)) \
+                if previous_holder else ""
+            return dict(changed=False, observed=observed, waited=int(waited),
+                        previous_holder=run_lock.holder_name(previous_holder) if previous_holder else None,
+                        msg=state + waited_for)
+        if waited >= params["wait_timeout"]:
+            raise TegIstioError(run_lock.refusal(lease.ref, spec, waited, _WAIT_VARIABLE, _LEASE_VARIABLE),
+                                result=dict(holder=run_lock.holder_name(spec.get("holderIdentity"))))
+        previous_holder = spec.get("holderIdentity")
+        time.sleep(max(1, min(params["wait_sleep"], params["wait_timeout"] - waited)))
+
+
 def _acquire_message(lease, outcome):
     if outcome["action"] == "take":
         return "took over %s from %s, %s (waited %ds)" % (
@@ -215,7 +243,10 @@ def run_with_client(module, client):
         current = lease.read()
         spec = (current or {}).get("spec") or {}
         state = run_lock.describe_holding(lease.ref, spec) if current else "%s is free" % lease.ref
-        return dict(changed=False, identity=identity, msg="check mode takes no run lock; " + state)
+        return dict(changed=False, identity=identity, observed=(current or {}).get("metadata", {}).get("resourceVersion"),
+                    msg="check mode takes no run lock; " + state)
+    if params["state"] == "awaited":
+        return _await(lease, params)
     if params["state"] == "released":
         try:
             return dict(_release(lease, identity), identity=identity)

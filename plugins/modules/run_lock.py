@@ -26,6 +26,10 @@ description:
     race for the Lease exactly one wins and the other reads again.
   - O(state=held) with the O(identity) an acquisition returned renews the lease for O(lease_seconds); it fails in
     one line when another run holds the Lease by then (this run's lease expired between two renewals).
+  - O(state=awaited) only reads. It waits, as an acquisition does, while another run holds the Lease, writes nothing,
+    and returns the Lease's resourceVersion (RV(observed)). The playbooks plan after it and take the lock only when
+    a step has something to write, or when RV(observed) changed while they planned (another run took or released
+    the lock meanwhile), so that a run with nothing to do writes nothing, not even the Lease.
   - O(state=released) deletes the Lease when O(identity) holds it, with its resourceVersion as a precondition;
     another run's Lease is left alone. A release that fails (the API server gone) warns and does not fail, since it runs
     last, after the failure that is the run's one line.
@@ -33,9 +37,11 @@ author:
   - teg.istio maintainers (@teg-istio)
 options:
   state:
-    description: V(held) acquires (or, with O(identity), renews) the lock; V(released) releases it.
+    description:
+      - V(held) acquires (or, with O(identity), renews) the lock; V(released) releases it; V(awaited) waits while
+        another run holds it and writes nothing.
     type: str
-    choices: [held, released]
+    choices: [held, released, awaited]
     default: held
   name:
     description: The Lease's name.
@@ -87,7 +93,8 @@ attributes:
     support: none
   idempotent:
     support: none
-    details: Each acquisition or renewal writes a new C(renewTime); a release of a Lease not held changes nothing.
+    details: Each acquisition or renewal writes a new C(renewTime); O(state=awaited) and a release of a Lease not held
+      change nothing.
 requirements:
   - python >= 3.9
   - kubernetes >= 24.2.0
@@ -98,6 +105,11 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Wait while another run holds the lock, writing nothing
+  teg.istio.run_lock:
+    state: awaited
+  register: __awaited
+
 - name: Take the run lock, waiting up to 10 minutes for another run
   teg.istio.run_lock:
     job_id: "{{ awx_job_id | default(tower_job_id) | default(omit) }}"
@@ -127,12 +139,17 @@ acquisition:
   sample: take
 previous_holder:
   description: The run this one waited for or took over from; null when none.
-  returned: when the lock was acquired
+  returned: when the lock was acquired, and with O(state=awaited)
   type: str
   sample: "runner@awx-node-1 pid 4711"
+observed:
+  description: The Lease's C(metadata.resourceVersion) as last read; null when there is no Lease.
+  returned: with O(state=awaited), and in check mode
+  type: str
+  sample: "48213"
 waited:
   description: Seconds this run waited for the lock.
-  returned: when the lock was acquired
+  returned: when the lock was acquired, and with O(state=awaited)
   type: int
   sample: 0
 holder:

@@ -106,16 +106,15 @@ class Cluster:
                     # request it recorded was cut off with it.
                     continue
 
-    def mutations_since(self, position, user=None, run_lock=False):
+    def mutations_since(self, position, user=None):
         """Mutating audit events after byte `position` of the audit log, except the cluster's own; only
-        those of `user` when given. The writes of the run lock's Lease (roles/run_lock), the run's bookkeeping and
-        not the cluster's configuration, are left out unless `run_lock` (test_run_lock.py)."""
+        those of `user` when given. The run lock's Lease is among them: a run with nothing to write takes no lock,
+        so a rerun's "no write" includes the Lease."""
         events = []
         for event in self.events_since(position):
             username = event["user"].get("username", "")
             if (event.get("verb") not in MUTATING_VERBS or username in CONTROLLER_USERS
-                    or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)
-                    or (is_run_lock(event) and not run_lock)):
+                    or username.startswith(CONTROLLER_PREFIXES) or (user and username != user)):
                 continue
             events.append(event)
         return events
@@ -140,6 +139,12 @@ class PlaybookRun:
     @property
     def dry_runs(self):
         return [e for e in self.events if "dryRun=All" in e.get("requestURI", "")]
+
+    @property
+    def configuration_writes(self):
+        """The writes apart from the run lock's Lease (taken, renewed between steps and released by every run that
+        has anything to write): what a run changed of the cluster's configuration."""
+        return [e for e in self.writes if not is_run_lock(e)]
 
     def describe_writes(self):
         return [f"{e['verb']} {e['requestURI']}" for e in self.writes]

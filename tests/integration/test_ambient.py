@@ -166,7 +166,7 @@ def test_verify_names_the_envoyproxy_without_the_bypass_and_a_rerun_puts_it_back
     assert run.rc == 0, run.output[-4000:]
     assert_ambient(cluster)
     # The one write is the EnvoyProxy's bypass: Envoy Gateway rolls its pods, teg_restart restarts nothing.
-    assert [e["objectRef"]["resource"] for e in run.writes] == ["envoyproxies"], run.describe_writes()
+    assert [e["objectRef"]["resource"] for e in run.configuration_writes] == ["envoyproxies"], run.describe_writes()
     assert play("verify.yml", extra_vars=AMBIENT).rc == 0
 
 

@@ -1,13 +1,15 @@
 """The run lock (roles/run_lock, the Lease kube-system/teg-istio-run): two runs of site.yml on one cluster never
 interleave. One scenario on one cluster, with the API server's audit log as the witness:
 
-1. run K (site.yml as AWX job 4242, a 30 s lease) is killed with SIGKILL after its first write;
+1. run K (site.yml as AWX job 4242, a 30 s lease) is killed with SIGKILL after its first write of the configuration;
 2. run A (site.yml, admin) finds K's Lease, waits, and takes it over once K's lease expired;
 3. while A holds the lock: run B (site.yml, wait 0) refuses in one line naming A; a check-mode site.yml neither waits
-   nor writes the Lease and says so; run C (site.yml, a long wait) waits and runs after A (rc 0);
-4. verify.yml passes afterwards.
+   nor writes the Lease and says so; run C (site.yml with a second hostname for httpbin, a long wait) waits for A
+   before it plans, then takes the lock and applies its change (rc 0); run D (site.yml as A declared it) waits for
+   A too, then finds nothing to do and writes nothing, the Lease included;
+4. verify.yml passes afterwards (C's declaration, the last applied).
 
-B and the check-mode run are one ServiceAccount, C another, A and K the admin: the audit log tells their writes apart
+B, D and the check-mode run are one ServiceAccount, C another, A and K the admin: the audit log tells their writes apart
 by user. All of them are bound only to rbac/clusterrole.yml's roles but A and K, so the Lease's rules there are used."""
 
 import datetime
@@ -19,7 +21,8 @@ import time
 
 import pytest
 
-from conftest import JSON_CALLBACK, MATRIX, REPO, PlaybookRun, assert_one_line_failure, is_run_lock, playbook_command, task_results
+from conftest import (JSON_CALLBACK, MATRIX, REPO, PlaybookRun, assert_one_line_failure, is_run_lock, load_yaml,
+                      playbook_command, task_results)
 
 # The Lease API (coordination.k8s.io/v1, Kubernetes >= 1.14) and the lock's tasks are the same for both flavours.
 pytestmark = pytest.mark.skipif(MATRIX != "current", reason="the run lock does not depend on the flavour")
@@ -31,6 +34,10 @@ WAITER = "teg-istio"  # rbac/binding-example.yml's ServiceAccount: run C
 REFUSED = "teg-istio-second"  # bound to the same roles: run B and the check-mode run
 KILLED_LEASE = 30
 ACQUIRE = "Take the run lock of this cluster, or wait for the run that holds it"
+AWAIT = "Wait for a run that holds this cluster's run lock"
+# Run C's declaration: the sample under a second hostname as well, so C has something to write after A.
+C_VARS = {"expose_app_apps": [{"name": "httpbin", "namespace": "httpbin", "service": "httpbin", "port": 8000,
+                               "hostnames": ["www.example.com", "api.example.com"], "path_prefix": "/httpbin"}]}
 
 
 def _holder(identity):
@@ -111,7 +118,7 @@ def scenario(cluster, tmp_path_factory):
 
     killed = Background(cluster, tmp, "killed", {"awx_job_id": 4242, "run_lock_lease_seconds": KILLED_LEASE})
     _until("run K's first write", lambda: [e for e in cluster.mutations_since(position, user=ADMIN)
-                                           if "dryRun=All" not in e["requestURI"]])
+                                           if "dryRun=All" not in e["requestURI"] and not is_run_lock(e)])
     killed.kill()
     killed_lease = _lease(cluster)
 
@@ -119,12 +126,13 @@ def scenario(cluster, tmp_path_factory):
     held = _until("run A to hold the lock", lambda: _held_by(cluster, holder.proc.pid))
     refused_run = Background(cluster, tmp, "refused", {"run_lock_wait_timeout": 0}, refused)
     check = Background(cluster, tmp, "check", {}, refused, check=True)
-    waiting = Background(cluster, tmp, "waiting", {"run_lock_wait_timeout": 1500}, waiter)
+    waiting = Background(cluster, tmp, "waiting", dict(C_VARS, run_lock_wait_timeout=1500), waiter)
+    idle = Background(cluster, tmp, "idle", {"run_lock_wait_timeout": 1500}, refused)
     runs = {"holder": holder.finish(), "refused": refused_run.finish(), "check": check.finish(),
-            "waiting": waiting.finish()}
+            "waiting": waiting.finish(), "idle": idle.finish()}
     time.sleep(0.2)  # the audit backend is blocking, this only lets the file system settle
     return dict(runs, killed_lease=killed_lease, held=held, holder_pid=holder.proc.pid,
-                events=cluster.mutations_since(position, run_lock=True))
+                events=cluster.mutations_since(position))
 
 
 def _writes(events, user, lease=False):
@@ -150,7 +158,7 @@ def test_a_run_that_may_not_wait_refuses_in_one_line_naming_the_holder(scenario)
     holder = f"pid {scenario['holder_pid']}"
     assert_one_line_failure(scenario["refused"], cause=("kube-system/teg-istio-run is held by", holder),
                             fix=("raise run_lock_wait_timeout", "kubectl delete lease -n kube-system teg-istio-run"))
-    # Neither B nor the check-mode run wrote anything, the Lease included.
+    # Neither B, D nor the check-mode run wrote anything, the Lease included.
     assert _writes(scenario["events"], _user(REFUSED)) == []
     assert _writes(scenario["events"], _user(REFUSED), lease=True) == []
 
@@ -162,14 +170,28 @@ def test_check_mode_takes_no_lock_and_says_so(scenario):
     assert said["msg"].startswith("check mode takes no run lock; kube-system/teg-istio-run is held by"), said
 
 
-def test_a_waiting_run_runs_after_the_holder_released_and_verify_passes(scenario, play):
+def test_a_waiting_run_plans_after_the_holder_released_then_takes_the_lock_and_verify_passes(scenario, play):
     run = scenario["waiting"]
     assert run.rc == 0, run.output[-4000:]
+    (awaited,) = task_results(run, AWAIT)
+    assert awaited["waited"] > 0 and _holder(awaited["previous_holder"]).endswith(f"pid {scenario['holder_pid']}"), \
+        awaited
     (acquired,) = task_results(run, ACQUIRE)
-    assert acquired["acquisition"] == "create" and acquired["waited"] > 0, acquired
-    assert _holder(acquired["previous_holder"]).endswith(f"pid {scenario['holder_pid']}"), acquired
-    verify = play("verify.yml")
+    assert acquired["acquisition"] == "create", acquired
+    verify = play("verify.yml", extra_vars=C_VARS)
     assert verify.rc == 0, verify.output[-4000:]
+
+
+def test_a_waiting_run_with_nothing_to_do_writes_nothing_not_even_the_lease(scenario):
+    run = scenario["idle"]
+    assert run.rc == 0, run.output[-4000:]
+    (awaited,) = task_results(run, AWAIT)
+    assert awaited["waited"] > 0, awaited
+    (skipped,) = task_results(run, ACQUIRE)
+    assert skipped.get("skipped"), skipped
+    # D's ServiceAccount is B's, which wrote nothing either (previous test): none of that user's writes is D's.
+    assert _writes(scenario["events"], _user(REFUSED)) == []
+    assert _writes(scenario["events"], _user(REFUSED), lease=True) == []
 
 
 def _at(event, stage):
@@ -197,13 +219,27 @@ def test_the_audit_log_shows_no_interleaved_writes(scenario):
     assert _at(released[-1], "stageTimestamp") <= _at(waiter_lease[0], "requestReceivedTimestamp")
 
 
-def test_a_failed_run_releases_the_lock(scenario, play, cluster):
-    """A run that fails after it took the lock (here its plan, on a namespace that does not exist) releases it in
-    playbooks/site.yml's always section: the Lease it created is deleted, by this run, and nothing else is written."""
+def test_a_run_refused_by_its_plan_writes_nothing_and_a_failed_run_releases_the_lock(scenario, play, cluster):
+    """A run its plan refuses (a namespace that does not exist) stops before the lock: nothing written, the Lease
+    included. A run that fails after it took the lock (a TEG Deployment that never becomes available, so teg_restart
+    fails after its timeout) releases it in playbooks/site.yml's always section: the Lease it created is deleted by
+    this run."""
     position = cluster.audit_position()
     run = play("site.yml", extra_vars={"teg_istio_prep_namespace": "no-such-ns"}, env=JSON_CALLBACK)
     assert_one_line_failure(run, cause=("no-such-ns",), fix=("teg_istio_prep_namespace",))
-    events = cluster.mutations_since(position, user=ADMIN, run_lock=True)
-    assert [(e["verb"], e["responseStatus"]["code"]) for e in events if "dryRun=All" not in e["requestURI"]] == [
-        ("create", 201), ("delete", 200)], events
-    assert _lease(cluster) is None
+    assert run.writes == [], run.describe_writes()
+    cluster.kubectl("create", "deployment", "stuck", "-n", "envoy-gateway-system", "--image=registry.invalid/never:1")
+    cluster.kubectl("patch", "deployment", "stuck", "-n", "envoy-gateway-system", "--type=merge", "-p", json.dumps(
+        {"spec": {"template": {"spec": {"nodeSelector": {"teg.istio/no-such-node": "true"}}}}}))
+    try:
+        position = cluster.audit_position()
+        deployments = load_yaml(REPO / "roles" / "teg_restart" / "defaults" / "main.yml")["teg_restart_deployments"]
+        run = play("site.yml", extra_vars=dict(C_VARS, teg_restart_deployments=deployments + ["stuck"],
+                                               teg_restart_wait_timeout=10), env=JSON_CALLBACK)
+        assert_one_line_failure(run, cause=("Deployment envoy-gateway-system/stuck",), fix=("describe deployment stuck",))
+        lease = [(e["verb"], e["responseStatus"]["code"]) for e in cluster.mutations_since(position, user=ADMIN)
+                 if is_run_lock(e) and "dryRun=All" not in e["requestURI"]]
+        assert lease[0] == ("create", 201) and lease[-1] == ("delete", 200), lease
+        assert _lease(cluster) is None
+    finally:
+        cluster.kubectl("delete", "deployment", "stuck", "-n", "envoy-gateway-system")
