@@ -13,7 +13,8 @@
 
 site.yml with the default variables changes nothing the owners set beyond what the procedure needs (the owners'
 release keeps its values and revision, the revisioned namespace gets no second label, the owners' STRICT policy is
-left as it is); a rerun writes nothing; teardown.yml gives the cluster back as it was before site.yml, every kind
+left as it is); a rerun writes nothing; teardown.yml, cut off by the API server's death half-way through giving the
+owners' settings back and then run again, gives the cluster back as it was before site.yml, every kind
 of tests/integration/snapshots.py compared field by field, restarts included (TEG's Deployments restarted, back
 without sidecars; none of the owners' restarted); a second teardown writes nothing. An app in the
 opted-out namespace is refused in one line before any write, and enrolled when the declaration names it; teardown
@@ -25,7 +26,8 @@ import json
 
 import pytest
 
-from conftest import JSON_CALLBACK, REPO, assert_one_line_failure, load_yaml, task_results
+import faults
+from conftest import JSON_CALLBACK, REPO, PlaybookRun, assert_one_line_failure, load_yaml, playbook_command, task_results
 from owners import helm, install_owners_istio
 from snapshots import differences_apart_from_restarts, restarted, sidecars, snapshot
 
@@ -211,12 +213,33 @@ def test_an_opted_out_namespace_is_refused_before_any_write_unless_the_declarati
     assert json.loads(meta["annotations"][PRIOR]) == {"/metadata/labels/istio-injection": ["disabled", "enabled"]}
 
 
-def test_teardown_gives_the_owners_back_exactly_what_they_had_and_a_second_writes_nothing(play, cluster, owners):
+def test_teardown_cut_off_mid_way_then_rerun_gives_the_owners_back_exactly_what_they_had(play, cluster, owners):
+    """--check says what teardown gives back; then teardown.yml with the API server killed at its first write after
+    the one that gave back the owners' appProtocol on Service envoy-gateway (faults.WriteGate): the run fails in one
+    line, some of the owners' settings given back and others still recorded on their objects; a rerun gives back the
+    rest, field by field, and a second teardown writes nothing."""
     declared = dict(SITE, expose_app_apps=[HTTPBIN, SHOP, LEGACY], expose_app_enrol_opted_out=["legacy"])
+    check = play("teardown.yml", extra_vars=declared, check=True, env=JSON_CALLBACK)
+    assert check.rc == 0 and check.writes == [], check.describe_writes() + [check.stdout[-4000:]]
+    [summary] = task_results(check, "Say which of the owners' settings this teardown gives back")
+    assert 'Namespace legacy: given back label istio-injection "disabled"' in summary["msg"], summary["msg"]
+
+    given_back = "UPDATE services %s/envoy-gateway" % TEG_NS
+    cmd = playbook_command("teardown.yml", declared)
+    rc, stdout, stderr, cut_at, admitted = faults.cut_off(
+        cluster, cmd, dict(cluster.env, **JSON_CALLBACK), REPO, lambda request, admitted: given_back in admitted)
+    assert_one_line_failure(PlaybookRun(rc, stdout, stderr, []), cause=["cannot reach the Kubernetes API server"],
+                            fix=["that the API server is running"])
+    assert _app_protocols(cluster, "envoy-gateway")[18000] == "grpc", (cut_at, admitted)
+    recorded = {name: PRIOR in (meta.get("annotations") or {}) for name, meta in (
+        ("Service envoy-gateway", _get(cluster, "service", "envoy-gateway")["metadata"]),
+        ("Service envoy-ratelimit", _get(cluster, "service", "envoy-ratelimit")["metadata"]),
+        ("EnvoyProxy", _get(cluster, "envoyproxy", _envoyproxy(cluster))["metadata"]),
+        ("Namespace " + TEG_NS, _namespace(cluster, TEG_NS)))}
+    assert not recorded["Service envoy-gateway"] and any(recorded.values()), (recorded, cut_at, admitted)
+
     run = play("teardown.yml", extra_vars=declared, env=JSON_CALLBACK)
     assert run.rc == 0, run.stdout[-4000:]
-    [summary] = task_results(run, "Say which of the owners' settings this teardown gives back")
-    assert 'Namespace legacy: given back label istio-injection "disabled"' in summary["msg"], summary["msg"]
     # The owners' values on the exact fields the collection changed, field by field, and no record left.
     assert _app_protocols(cluster, "envoy-gateway")[18000] == "grpc"
     assert _app_protocols(cluster, "envoy-ratelimit")[8081] is None
