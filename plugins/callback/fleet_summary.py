@@ -63,7 +63,9 @@ class CallbackModule(CallbackBase):
 
     def __init__(self, *args, **kwargs):
         super(CallbackModule, self).__init__(*args, **kwargs)
-        # host name -> why it stopped: the first failure counts (a failed host runs no further task).
+        # host name -> why it stopped: its last failure. A failed host runs no further task but its block's rescue
+        # and always sections, and the roles' rescues fail again with the one line that says what the failure
+        # they caught (kubernetes.core's "Failed to patch object: <error>") means: that line is the host's.
         self._stopped = {}
         # host name -> the last teg.istio.mesh_verify result's checks and summary.
         self._verified = {}
@@ -78,8 +80,9 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._note_verify(result)
-        if not ignore_errors:
-            self._stopped.setdefault(result._host.get_name(), ("refused", _one_line(result._result.get("msg"))))
+        host = result._host.get_name()
+        if not ignore_errors and self._stopped.get(host, ("",))[0] != "unreachable":
+            self._stopped[host] = ("refused", _one_line(result._result.get("msg")))
 
     def v2_runner_on_unreachable(self, result):
         self._stopped.setdefault(result._host.get_name(), ("unreachable", _one_line(result._result.get("msg"))))

@@ -9,6 +9,8 @@ variable fails). Each cluster's own audit log is the witness:
 - with one cluster's API server stopped (and another reset to the TEG fixture), the other two converge,
   the run exits non-zero and the summary names the stopped one with the one-line reason, which names the
   host variable to check (teg_istio_host), not K8S_AUTH_*;
+- with one cluster's API server killed mid-run (after its first write), the others finish and the killed one fails
+  alone, named in the summary; a rerun converges it;
 - teardown.yml on the group takes each cluster out of the mesh.
 
 One host (west) reaches its cluster through teg_istio_context in a kubeconfig whose current context is
@@ -41,6 +43,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import faults
 from conftest import MATRIX, REPO, SITE_VARS, Cluster, PlaybookRun
 
 # One fleet of both flavours is enough (the docstring): the current lane's.
@@ -138,8 +141,8 @@ def merged_kubeconfig(fleet, current):
     return doc
 
 
-def run_site(fleet, inventory, tmp_path, playbook="site.yml", extra_vars=None):
-    """site.yml on the group; {cluster name: its PlaybookRun (the output is the run's, the events its own)}."""
+def site_command(fleet, inventory, tmp_path, playbook="site.yml", extra_vars=None):
+    """(command line, environment) of `playbook` on the group."""
     nowhere = str(tmp_path / "no-such-kubeconfig")
     env = dict(next(iter(fleet.values())).env, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                KUBECONFIG=nowhere, K8S_AUTH_KUBECONFIG=nowhere)
@@ -148,6 +151,12 @@ def run_site(fleet, inventory, tmp_path, playbook="site.yml", extra_vars=None):
         env.pop(variable, None)
     cmd = [str(ANSIBLE_PLAYBOOK), str(REPO / "playbooks" / playbook), "-i", str(inventory),
            "-e", json.dumps(dict(extra_vars or {}, teg_istio_clusters=GROUP))]
+    return cmd, env
+
+
+def run_site(fleet, inventory, tmp_path, playbook="site.yml", extra_vars=None):
+    """site.yml on the group; {cluster name: its PlaybookRun (the output is the run's, the events its own)}."""
+    cmd, env = site_command(fleet, inventory, tmp_path, playbook, extra_vars)
     positions = {name: cluster.audit_position() for name, cluster in fleet.items()}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     time.sleep(0.2)  # the audit backend is blocking, this only lets the file system settle
@@ -276,6 +285,42 @@ def test_a_stopped_cluster_fails_alone_and_is_named(fleet, inventory, tmp_path):
             and "K8S_AUTH" not in outcome["north"]), outcome["north"]
     ns = json.loads(fleet["east"].kubectl("get", "namespace", "envoy-gateway-system", "-o", "json").stdout)
     assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+
+
+def test_a_cluster_whose_api_server_dies_mid_run_fails_alone_and_a_rerun_converges_it(fleet, inventory, tmp_path):
+    """east and west reset to the TEG fixture, then site.yml on the group with west's API server killed right after
+    west's first write (faults.WriteGate on west): east converges (changed) and north stays converged while west
+    fails alone, named in the summary with the one-line reason; a rerun converges west (changed) and writes nothing
+    on the other two."""
+    for name in ("east", "west"):
+        fleet[name].localcp("reset")
+    cmd, env = site_command(fleet, inventory, tmp_path)
+    positions = {name: cluster.audit_position() for name, cluster in fleet.items() if name != "west"}
+    rc, stdout, stderr, cut_at, admitted = faults.cut_off(
+        fleet["west"], cmd, env, REPO, lambda request, admitted: any(not a.endswith("/teg-istio-run") for a in admitted))
+    outcome = summary(stdout)
+    runs = {name: PlaybookRun(rc, stdout, stderr, fleet[name].mutations_since(position))
+            for name, position in positions.items()}
+    assert rc != 0, stdout[-4000:]
+    assert outcome["east"] == "changed" and runs["east"].writes, stdout[-4000:]
+    assert outcome["north"] == "converged" and runs["north"].writes == [], runs["north"].describe_writes()
+    assert outcome["west"].startswith("refused: "), (outcome, stderr[-2000:])
+    assert "cannot reach the Kubernetes API server" in outcome["west"] and "\n" not in outcome["west"], outcome["west"]
+    assert verify_passes(fleet["east"]) and not verify_passes(fleet["west"]), (cut_at, admitted)
+
+    proc, runs = run_site(fleet, inventory, tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert summary(proc.stdout) == {"east": "converged", "west": "changed", "north": "converged"}, proc.stdout[-2000:]
+    assert runs["west"].writes and runs["east"].writes == [] and runs["north"].writes == [], \
+        {name: run.describe_writes() for name, run in runs.items()}
+
+
+def verify_passes(cluster):
+    """verify.yml against one cluster of the fleet with the site variables: whether it passed."""
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), str(REPO / "playbooks" / "verify.yml"), "-e", f"@{SITE_VARS}"],
+                          cwd=REPO, env=dict(cluster.env, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")),
+                          capture_output=True, text=True, check=False)
+    return proc.returncode == 0
 
 
 def test_teardown_runs_on_every_cluster_a_canary_batch_first(fleet, inventory, tmp_path):

@@ -44,6 +44,21 @@ def test_a_fleet_run_prints_one_line_per_cluster():
                      "us: changed"]
 
 
+def test_the_line_of_a_rescue_that_failed_again_is_the_cluster_s_not_the_failure_it_caught():
+    callback = CallbackModule()
+    callback._display = _Display()
+    stats = AggregateStats()
+    for host in ("eu", "us"):
+        stats.increment("ok", host)
+    stats.increment("failures", "eu")
+    eu = SimpleNamespace(get_name=lambda: "eu")
+    callback.v2_runner_on_failed(SimpleNamespace(_host=eu, _result={"msg": "Failed to patch object: Connection aborted"}))
+    callback.v2_runner_on_failed(SimpleNamespace(_host=eu, _result={"msg": "cannot reach the Kubernetes API server"}))
+    callback.v2_playbook_on_stats(stats)
+    assert callback._display.lines == ["== CLUSTERS", "eu: refused: cannot reach the Kubernetes API server",
+                                       "us: converged"]
+
+
 @pytest.mark.parametrize("failed", [None, {"localhost": "boom"}], ids=["converged", "refused"])
 def test_a_run_of_one_host_prints_no_block(failed):
     assert _summary({"localhost": False}, failed=failed) == []
