@@ -6,7 +6,8 @@ base chart with A's real CRDs). site.yml runs at A, then at B. The audit log wit
 wrote: helm upgrades the release istio-base before istiod (the order Istio's Helm upgrade guide
 gives), and teg_restart restarts each TEG Deployment once, because the trigger holds istiod's version
 (the injector's identity); check mode reports all of it and writes nothing; a rerun at B writes
-nothing. A move of more than one minor version is refused in one line before any write.
+nothing. A move of more than one minor version is refused in one line before any write. Last, an upgrade to the
+minor version after B (C) cut off by the API server's death between istio-base and istiod is finished by a rerun.
 
 The tests run in file order and share one cluster, reset at the start and at the end of the module."""
 
@@ -16,7 +17,8 @@ import sys
 
 import pytest
 
-from conftest import JSON_CALLBACK, REPO, assert_one_line_failure, task_results
+import faults
+from conftest import JSON_CALLBACK, REPO, PlaybookRun, assert_one_line_failure, playbook_command, task_results
 
 ISTIO_NS = "istio-system"
 TEG_NS = "envoy-gateway-system"
@@ -33,7 +35,7 @@ def _next_minor(version):
 @pytest.fixture(scope="module")
 def versions(cluster):
     a = cluster.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
-    return {"A": a, "B": _next_minor(a)}
+    return {"A": a, "B": _next_minor(a), "C": _next_minor(_next_minor(a))}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def charts(cluster, versions):
     """Both versions' archives in one local chart directory, in the cluster's state directory."""
     out = cluster.state_dir / "upgrade-charts"
     subprocess.run([sys.executable, str(REPO / "tests" / "charts" / "prepare.py"), str(out), "--matrix", cluster.matrix,
-                    "--also-version", versions["B"]], check=True, env=cluster.env, capture_output=True, text=True)
+                    "--also-version", versions["B"], "--also-version", versions["C"]], check=True, env=cluster.env,
+                   capture_output=True, text=True)
     return str(out / "archives")
 
 
@@ -143,3 +146,35 @@ def test_a_move_of_more_than_one_minor_version_is_refused_before_any_write(site,
                     "istio_install_version %s would %s it in place by more than one minor version" % (target, verb)],
         fix=["set istio_install_version to a %s release and run, then %s" % (step, target)])
     assert run.writes == [] and run.dry_runs == [], run.describe_writes()
+
+
+def test_an_upgrade_cut_off_between_base_and_istiod_is_finished_by_a_rerun(cluster, site, charts, versions):
+    """B to C with the API server killed at helm's first write for istiod (its new release record; faults.WriteGate),
+    after istio-base was upgraded: the run fails in one line, istio-base is at C, istiod still at B and no TEG
+    Deployment restarted; a rerun upgrades istiod alone (one more revision, base untouched), restarts each TEG
+    Deployment once, and one more rerun writes nothing."""
+    before = {"triggers": _triggers(cluster), "releases": _releases(cluster)}
+    istiod_record = "CREATE secrets %s/%sistiod.v%d" % (ISTIO_NS, RELEASE_SECRET, before["releases"]["istiod"][1] + 1)
+    cmd = playbook_command("site.yml", {"istio_install_chart_path": charts, "istio_install_version": versions["C"]})
+    rc, stdout, stderr, cut_at, admitted = faults.cut_off(
+        cluster, cmd, dict(cluster.env, **JSON_CALLBACK), REPO,
+        lambda request, admitted: faults.describe(request) == istiod_record)
+    assert cut_at == istiod_record, (cut_at, admitted)
+    assert_one_line_failure(PlaybookRun(rc, stdout, stderr, []), cause=["cannot reach the Kubernetes API server"],
+                            fix=["that the API server is running"])
+    partial = _releases(cluster)
+    assert partial == {"istio-base": ("base-" + versions["C"], before["releases"]["istio-base"][1] + 1),
+                       "istiod": before["releases"]["istiod"]}, partial
+    assert _triggers(cluster) == before["triggers"]
+
+    run = site(versions["C"])
+    assert run.rc == 0, run.output[-4000:]
+    assert _releases(cluster) == {"istio-base": partial["istio-base"],
+                                  "istiod": ("istiod-" + versions["C"], before["releases"]["istiod"][1] + 1)}
+    patched = [e["objectRef"]["name"] for e in run.writes if e["objectRef"]["resource"] == "deployments"
+               and e["objectRef"].get("namespace") == TEG_NS]
+    assert sorted(patched) == sorted(CONTROL_PLANE), patched
+    after = _triggers(cluster)
+    assert all(after[n] and after[n] != before["triggers"][n] for n in CONTROL_PLANE), (before, after)
+    again = site(versions["C"])
+    assert again.rc == 0 and again.writes == [], again.describe_writes()
