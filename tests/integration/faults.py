@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "localcp"))
 import localcp  # noqa: E402  (the cluster's CA signs the webhook's serving certificate)
 
 WEBHOOK = "teg-istio-test-fault-gate"
+# The identity whose writes the gate sees: the kubeconfig's admin, unless a test runs the playbook as another user.
 PLAYBOOK_USER = "admin"
 
 
@@ -41,8 +42,8 @@ class WriteGate:
     """Kill the API server at the playbook's first write that `cut(request, admitted)` matches (module docstring);
     `admitted`: the descriptions of the writes let through before it, in order."""
 
-    def __init__(self, cluster, cut):
-        self.cluster, self.cut = cluster, cut
+    def __init__(self, cluster, cut, user=PLAYBOOK_USER):
+        self.cluster, self.cut, self.user = cluster, cut, user
         self.admitted, self.cut_at = [], None
         self._cut_done = threading.Event()
         self._lock = threading.Lock()
@@ -51,7 +52,7 @@ class WriteGate:
         request = review["request"]
         allowed = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                    "response": {"uid": request["uid"], "allowed": True}}
-        if request.get("dryRun") or request["userInfo"]["username"] != PLAYBOOK_USER:
+        if request.get("dryRun") or request["userInfo"]["username"] != self.user:
             return allowed
         with self._lock:
             if self.cut_at is None and not self.cut(request, self.admitted):
@@ -111,7 +112,7 @@ class WriteGate:
                 "rules": [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["*"], "apiVersions": ["*"],
                            "resources": ["*"], "scope": "*"}],
                 "matchConditions": [{"name": "the-playbook-only",
-                                     "expression": "request.userInfo.username == '%s'" % PLAYBOOK_USER}],
+                                     "expression": "request.userInfo.username == '%s'" % self.user}],
                 # Fail: a write the gate could not see must not slip through.
                 "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
                 "timeoutSeconds": 30,
@@ -127,11 +128,11 @@ class WriteGate:
         return False
 
 
-def cut_off(cluster, cmd, env, cwd, cut, timeout=600):
+def cut_off(cluster, cmd, env, cwd, cut, timeout=600, user=PLAYBOOK_USER):
     """Run `cmd` (a playbook) with the API server killed at the write `cut` matches (WriteGate), wait for the
     playbook to end, start the API server again. Returns (returncode, stdout, stderr, the write cut off, the
     writes admitted before it); fails when the playbook ends without meeting the cut."""
-    with WriteGate(cluster, cut) as gate, tempfile.TemporaryFile("w+") as out, \
+    with WriteGate(cluster, cut, user) as gate, tempfile.TemporaryFile("w+") as out, \
             tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
         try:

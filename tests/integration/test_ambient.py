@@ -1,7 +1,7 @@
 """Istio's ambient mode from the same playbook (teg_istio_mesh_mode: ambient), on the local control plane with the
 stand-in charts, the API server's audit log as the witness (issue #17):
 
-- site.yml in ambient converges: TEG's and httpbin's namespaces labelled istio.io/dataplane-mode=ambient and not
+- site.yml in ambient, cut off by the API server's death after its first write and run again, converges: TEG's and httpbin's namespaces labelled istio.io/dataplane-mode=ambient and not
   for injection, the EnvoyProxy routing to Services with none of the sidecar annotations but the bypass of
   ztunnel's inbound capture (ambient.istio.io/bypass-inbound-capture), no mesh
   VirtualService, istio-cni and ztunnel installed after istiod, STRICT in place, and no TEG Deployment
@@ -24,8 +24,9 @@ from collections import Counter
 
 import pytest
 
+import faults
 import rbac_audit
-from conftest import JSON_CALLBACK, MATRIX, assert_one_line_failure
+from conftest import JSON_CALLBACK, MATRIX, REPO, PlaybookRun, assert_one_line_failure, playbook_command
 from snapshots import differences, differences_apart_from_restarts, restarted, sidecars, snapshot
 
 pytestmark = pytest.mark.skipif(MATRIX != "current", reason="ambient needs Istio >= 1.24: the current flavour only")
@@ -134,7 +135,20 @@ def test_check_mode_in_ambient_writes_nothing(play, fresh, cluster):
     assert differences(snapshot(cluster), fresh) == []
 
 
-def test_site_in_ambient_enrols_teg_and_the_apps_without_restarting_them(play, cluster):
+def test_site_in_ambient_cut_off_after_its_first_write_then_rerun_enrols_without_restarts(play, cluster, identities):
+    """site.yml in ambient with the API server killed at the write after its first one (faults.WriteGate, for the
+    ServiceAccount that runs it) fails in one line; a rerun converges: TEG and the apps enrolled, no TEG Deployment
+    restarted by either run (ambient enrols running pods)."""
+    position = cluster.audit_position()
+    env = dict(cluster.env, **identities["env"][rbac_audit.FULL], **JSON_CALLBACK)
+    rc, stdout, stderr, cut_at, admitted = faults.cut_off(
+        cluster, playbook_command("site.yml", AMBIENT), env, REPO,
+        lambda request, admitted: any(not a.endswith("/teg-istio-run") for a in admitted),
+        user=rbac_audit.user(rbac_audit.FULL))
+    assert_one_line_failure(PlaybookRun(rc, stdout, stderr, []), cause=["cannot reach the Kubernetes API server"],
+                            fix=["that the API server is running"])
+    cut = PlaybookRun(rc, stdout, stderr, cluster.mutations_since(position))
+    assert cut.configuration_writes and restarts(cut) == {}, (cut_at, admitted)
     run = play("site.yml", extra_vars=AMBIENT)
     assert run.rc == 0, run.output[-4000:]
     assert_ambient(cluster)
