@@ -95,12 +95,14 @@ def helm_major(short_version):
 
 def helm_wait_args(major, wait, timeout):
     """The wait and timeout flags of `helm upgrade --install` and `helm uninstall`. Helm 4 made --wait a strategy
-    (watcher, hookOnly, legacy; hookOnly, no waiting for the release's objects, when the flag is absent): watcher,
-    the kstatus readiness Helm 4 means by a bare --wait, is named so that the choice does not hang on a default.
-    Helm 3's --wait is a boolean."""
+    (watcher, hookOnly, legacy; hookOnly, no waiting for the release's objects, when the flag is absent). Helm 4 gets
+    legacy, Helm 3's polling readiness checks: watcher, what a bare --wait means there, needs list and watch rights
+    on every kind the charts deploy (helm.sh/helm/v4 pkg/kube/client.go, StatusWatcherStrategy), which the least
+    privileged identity of rbac/ does not hold and Helm 3 never needed; legacy needs what Helm 3 needed. Named, so
+    that the choice does not hang on a default. Helm 3's --wait is a boolean."""
     if not wait:
         return ["--timeout", "%ds" % timeout]
-    return ["--wait=watcher" if major >= 4 else "--wait", "--timeout", "%ds" % timeout]
+    return ["--wait=legacy" if major >= 4 else "--wait", "--timeout", "%ds" % timeout]
 
 
 def helm_force_args(major, apply_method):

@@ -88,7 +88,8 @@ options:
   wait:
     description:
       - Wait up to O(wait_timeout), so helm returns once the release's Deployments are ready (or gone). Helm 3 gets
-        C(--wait); Helm 4, whose C(--wait) is a strategy, C(--wait=watcher).
+        C(--wait); Helm 4, whose C(--wait) is a strategy, C(--wait=legacy) (Helm 3's readiness checks, which need no
+        C(watch) rights; the watcher strategy would).
     type: bool
     default: true
   wait_timeout:

@@ -1,8 +1,9 @@
 """Istio's ambient mode from the same playbook (teg_istio_mesh_mode: ambient), on the local control plane with the
 stand-in charts, the API server's audit log as the witness (issue #17):
 
-- site.yml in ambient, cut off by the API server's death after its first write and run again, converges: TEG's and httpbin's namespaces labelled istio.io/dataplane-mode=ambient and not
-  for injection, the EnvoyProxy routing to Services with none of the sidecar annotations but the bypass of
+- site.yml in ambient, cut off by the API server's death after its first write and run again, converges: TEG's
+  and httpbin's namespaces labelled istio.io/dataplane-mode=ambient and not for injection, the EnvoyProxy routing to
+  Services with none of the sidecar annotations but the bypass of
   ztunnel's inbound capture (ambient.istio.io/bypass-inbound-capture), no mesh
   VirtualService, istio-cni and ztunnel installed after istiod, STRICT in place, and no TEG Deployment
   restarted (ambient enrols running pods);

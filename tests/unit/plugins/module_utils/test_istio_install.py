@@ -358,9 +358,9 @@ def test_helm_major_from_helm_version(short, major):
     assert _helm.helm_major(short) == major
 
 
-def test_helm_4_waits_with_the_watcher_strategy_named_helm_3_with_its_boolean():
+def test_helm_4_waits_with_the_legacy_strategy_named_helm_3_with_its_boolean():
     # Helm 4's --wait is a strategy (helm.sh/helm/v4 pkg/cmd/flags.go AddWaitFlag); Helm 3's a boolean.
-    assert _helm.helm_wait_args(4, True, 300) == ["--wait=watcher", "--timeout", "300s"]
+    assert _helm.helm_wait_args(4, True, 300) == ["--wait=legacy", "--timeout", "300s"]
     assert _helm.helm_wait_args(3, True, 60) == ["--wait", "--timeout", "60s"]
     assert _helm.helm_wait_args(4, False, 60) == ["--timeout", "60s"]
 
