@@ -436,7 +436,9 @@ def cmd_up(args):
                  timeout=300)
         count = install_crds(state, crds / flavour["envoy_gateway"])
         kubectl(state, "apply", "--server-side", "-f", str(fixture_path(matrix)))
-        kubectl(state, "wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
+        # 300 s, as for the ServiceAccount above: the fleet's three clusters starting at once beside the other lane
+        # of make test missed 120 s here (2026-12-05).
+        kubectl(state, "wait", "--for=condition=Available", "--timeout=300s", "-n", "envoy-gateway-system",
                 "deployment", "--all")
         stage_test_charts(matrix)
     except (LocalcpError, subprocess.CalledProcessError) as exc:
@@ -574,7 +576,7 @@ def cmd_reset(args):
     kubectl(state, "delete", "namespace", *doomed, "--wait=true", "--timeout=180s", "--ignore-not-found")
     kubectl(state, "delete", "gatewayclass", "--all", "--wait=true")
     kubectl(state, "apply", "--server-side", "-f", str(fixture_path(state["matrix"])))
-    kubectl(state, "wait", "--for=condition=Available", "--timeout=120s", "-n", "envoy-gateway-system",
+    kubectl(state, "wait", "--for=condition=Available", "--timeout=300s", "-n", "envoy-gateway-system",
             "deployment", "--all")
 
 
