@@ -136,32 +136,45 @@ class _Lease(object):
         return True
 
 
-def _acquire(lease, params, identity):
-    """Hold the Lease for `identity`: create it, take it over once its lease expired, or renew it; waits up to
-    wait_timeout for another run's lease, then fails in one line naming the holder."""
-    started = time.monotonic()
-    previous_holder = None
+def _read_until_free(lease, params, identity, started):
+    """Read the Lease until `identity` (None: a run that only waits) need not wait for another run's lease: a dict
+    of the Lease as read (`current`, None when absent), its `spec`, whether its holder's process is `gone`, the
+    `action` run_lock.decide chose, when it was read (`now`), and the holder waited for last (`waited_for`, None
+    when none). Fails in one line naming the holder once wait_timeout seconds have passed since `started`."""
+    waited_for = None
     while True:
         current = lease.read()
         now = _now()
         spec = (current or {}).get("spec") or {}
         gone = bool(spec) and _holder_gone(spec.get("holderIdentity"))
         action = run_lock.decide(current, identity, now, gone)
-        if action == "wait":
-            waited = time.monotonic() - started
-            if waited >= params["wait_timeout"]:
-                raise TegIstioError(run_lock.refusal(lease.ref, spec, waited, _WAIT_VARIABLE, _LEASE_VARIABLE),
-                                    result=dict(holder=run_lock.holder_name(spec.get("holderIdentity"))))
-            previous_holder = spec.get("holderIdentity")
-            time.sleep(max(1, min(params["wait_sleep"], params["wait_timeout"] - waited)))
-            continue
-        written = lease.write(current, run_lock.lease_spec(identity, params["lease_seconds"], now, spec or None))
+        if action != "wait":
+            return dict(current=current, spec=spec, gone=gone, action=action, now=now, waited_for=waited_for)
+        waited = time.monotonic() - started
+        if waited >= params["wait_timeout"]:
+            raise TegIstioError(run_lock.refusal(lease.ref, spec, waited, _WAIT_VARIABLE, _LEASE_VARIABLE),
+                                result=dict(holder=run_lock.holder_name(spec.get("holderIdentity"))))
+        waited_for = spec.get("holderIdentity")
+        time.sleep(max(1, min(params["wait_sleep"], params["wait_timeout"] - waited)))
+
+
+def _acquire(lease, params, identity):
+    """Hold the Lease for `identity`: create it, take it over once its lease expired, or renew it; waits up to
+    wait_timeout for another run's lease, then fails in one line naming the holder."""
+    started = time.monotonic()
+    previous_holder = None
+    while True:
+        free = _read_until_free(lease, params, identity, started)
+        previous_holder = free["waited_for"] or previous_holder
+        spec = free["spec"]
+        written = lease.write(free["current"], run_lock.lease_spec(identity, params["lease_seconds"], free["now"],
+                                                                   spec or None))
         if written is None:  # another run wrote the Lease between the read and the write: decide again
             continue
         waited = int(time.monotonic() - started)
-        if action == "take":
+        if free["action"] == "take":
             previous_holder = spec.get("holderIdentity")
-        return dict(action=action, waited=waited, lease=written, gone=gone,
+        return dict(action=free["action"], waited=waited, lease=written, gone=free["gone"],
                     previous_holder=run_lock.holder_name(previous_holder) if previous_holder else None)
 
 
@@ -171,26 +184,15 @@ def _await(lease, params):
     does. The Lease's resourceVersion as last read (None: no Lease) tells a later read whether any run took or
     released the lock in between."""
     started = time.monotonic()
-    previous_holder = None
-    while True:
-        current = lease.read()
-        spec = (current or {}).get("spec") or {}
-        gone = bool(spec) and _holder_gone(spec.get("holderIdentity"))
-        waited = time.monotonic() - started
-        if run_lock.decide(current, None, _now(), gone) != "wait":
-            observed = (current or {}).get("metadata", {}).get("resourceVersion")
-            state = "%s is free" % lease.ref if current is None or not spec.get("holderIdentity") else \
-                "%s is free: %s" % (lease.ref, "its holder no longer runs" if gone else "its lease expired")
-            waited_for = " after waiting %ds for %s" % (waited, run_lock.holder_name(previous_holder)) \
-                if previous_holder else ""
-            return dict(changed=False, observed=observed, waited=int(waited),
-                        previous_holder=run_lock.holder_name(previous_holder) if previous_holder else None,
-                        msg=state + waited_for)
-        if waited >= params["wait_timeout"]:
-            raise TegIstioError(run_lock.refusal(lease.ref, spec, waited, _WAIT_VARIABLE, _LEASE_VARIABLE),
-                                result=dict(holder=run_lock.holder_name(spec.get("holderIdentity"))))
-        previous_holder = spec.get("holderIdentity")
-        time.sleep(max(1, min(params["wait_sleep"], params["wait_timeout"] - waited)))
+    free = _read_until_free(lease, params, None, started)
+    waited = int(time.monotonic() - started)
+    current, spec, waited_for = free["current"], free["spec"], free["waited_for"]
+    state = "%s is free" % lease.ref if current is None or not spec.get("holderIdentity") else \
+        "%s is free: %s" % (lease.ref, "its holder no longer runs" if free["gone"] else "its lease expired")
+    previous_holder = run_lock.holder_name(waited_for) if waited_for else None
+    return dict(changed=False, observed=(current or {}).get("metadata", {}).get("resourceVersion"), waited=waited,
+                previous_holder=previous_holder,
+                msg=state + (" after waiting %ds for %s" % (waited, previous_holder) if previous_holder else ""))
 
 
 def _acquire_message(lease, outcome):
