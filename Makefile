@@ -67,8 +67,18 @@ integration: venv  ## integration tests against a fresh local control plane, one
 lint: venv  ## static checks: yamllint, ansible-lint (production), changelog, argument specs, docs (ansible-doc, antsibull-docs), ansible-test sanity
 	tests/lint/lint.sh
 
-test: venv lint units  ## everything CI runs: lint, unit tests, then in parallel per flavour integration tests and molecule, and the traffic simulation
-	$(MAKE) --no-print-directory -j3 --output-sync=target ci-current ci-legacy simulate
+test: venv lint units  ## everything CI runs: lint, unit tests, then in parallel per flavour integration tests and molecule, the ansible-core matrix and the traffic simulation
+	rm -f $(MATRIX_RESULTS)
+	$(MAKE) --no-print-directory -j3 --output-sync=target ci-current ci-legacy-then-matrix simulate
+	$(BIN)/python tests/matrix/matrix.py report --results $(MATRIX_RESULTS) --junit $(CURDIR)/tests/output/junit-current.xml
+
+# The ansible-core matrix in make test: the current lane runs the matrix's selection on .venv's ansible-core among
+# its tests (its JUnit XML says how it went), so the matrix runs only the other combinations, on a cluster of its
+# own once the legacy lane (the shorter one) is done, and `report` prints every line and the count at the end.
+MATRIX_RESULTS := tests/output/matrix/results.json
+.PHONY: ci-legacy-then-matrix
+ci-legacy-then-matrix: ci-legacy
+	$(BIN)/python tests/matrix/matrix.py run --skip-own --results $(MATRIX_RESULTS)
 
 # One lane per flavour: the integration tests, then the molecule localcp scenario, each on its own cluster.
 # The lane of CRDS_MIRROR_LANE runs with no CRD folder: its clusters get every upstream CRD through the pinned
@@ -86,7 +96,8 @@ lane-%: venv
 # One cluster per flavour, each in its own state directory: the two run side by side.
 integration-%: venv
 	mkdir -p tests/output
-	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --basetemp=$(CURDIR)/tests/output/pytest-$* tests/integration
+	MATRIX=$* $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --basetemp=$(CURDIR)/tests/output/pytest-$* \
+	  --junitxml=$(CURDIR)/tests/output/junit-$*.xml tests/integration
 
 # The real Envoy Gateway controller and istiod (docs/real-controllers.md): not part of `make test`, since a
 # cold build of both takes long; `make demo CONTROLLERS=real` runs them too (localcp.py reads CONTROLLERS).
@@ -113,7 +124,8 @@ simulate: venv  ## traffic proof: every hop of the request through the generated
 simulate-build: venv  ## only build the traffic suite into the build cache (a CI step before simulate)
 	$(BIN)/python tests/simulate/run.py build
 
-# Not part of `make test`: it builds a Python 3.13 (tools/python.sh) and a virtualenv per ansible-core version.
+# Alone, every combination on one cluster (make test runs it as ci-legacy-then-matrix above). The first run builds a
+# Python 3.13 (tools/python.sh) and a virtualenv per ansible-core version, cached.
 .PHONY: matrix
 matrix: venv  ## site.yml end to end and the in-process parity per ansible-core 2.19/2.20/2.21 (+2.22rc1, report only) on one cluster
 	mkdir -p tests/output

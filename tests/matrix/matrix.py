@@ -1,7 +1,7 @@
 """`make matrix`: the compact end-to-end run and the in-process parity test, once per ansible-core version, against
 ONE local control plane (docs/support-matrix.md).
 
-    matrix.py [--only NAME ...]
+    matrix.py [run|report] [--only NAME ...] [--skip-own] [--results FILE] [--junit JUNIT_XML]
 
 Per combination, a virtualenv (cached by version under $TEG_ISTIO_CACHE/matrix/) with the `ansible` bundle that
 ships that ansible-core (the bundle is this project's only source of kubernetes.core: Galaxy is unreachable), then
@@ -10,6 +10,10 @@ site.yml --check (zero writes, from the API server's audit log), site.yml, a rer
 drift it names), one bad input refused before any write, teardown.yml, and every module's in-process/module-process
 parity. Prints one line per combination and the count; a report-only combination (a release candidate) is printed
 but not counted.
+
+`make test` runs the same selection on the project's own interpreter inside its current lane (among the lane's
+other tests): there `run --skip-own` runs the other combinations after the legacy lane, and `report --junit` reads
+the lane's outcome of the selection from its JUnit XML instead of running it a second time.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,14 +100,19 @@ def virtualenv(name, python, installs):
     return venv
 
 
-def versions(venv, cluster_env):
+def interpreter_versions(python):
+    """ansible-core, kubernetes.core and Python of an interpreter's environment."""
     probe = ("import json, sys, ansible.release, ansible_collections.kubernetes.core as kc, pathlib;"
              "m = json.loads((pathlib.Path(kc.__path__[0]) / 'MANIFEST.json').read_text());"
              "print(json.dumps({'ansible-core': ansible.release.__version__, "
              "'kubernetes.core': m['collection_info']['version'], "
              "'python': '%d.%d.%d' % sys.version_info[:3]}))")
-    found = json.loads(subprocess.run([str(venv / "bin" / "python"), "-c", probe], check=True, capture_output=True,
-                                      text=True).stdout)
+    return json.loads(subprocess.run([str(python), "-c", probe], check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+def versions(venv, cluster_env):
+    found = interpreter_versions(venv / "bin" / "python")
     helm = subprocess.run(["helm", "version", "--template", "{{.Version}}"], env=cluster_env, check=True,
                           capture_output=True, text=True).stdout.strip()
     server = json.loads(subprocess.run(["kubectl", "version", "-o", "json"], env=cluster_env, check=True,
@@ -111,10 +121,23 @@ def versions(venv, cluster_env):
     return found
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(COMBINATIONS), help="run only these combinations")
-    args = parser.parse_args(argv)
+def _line(found, outcome, counts, source=""):
+    label = "" if counts else " (report only)"
+    return (f"matrix: ansible-core={found['ansible-core']} kubernetes.core={found['kubernetes.core']} "
+            f"python={found['python']} helm={found['helm']} kubernetes={found['kubernetes']} "
+            f"istio={found['istio']}: {outcome}{label}{source}")
+
+
+def _record(results, name, found, passed):
+    """Keep one combination's outcome in RESULTS (a JSON object by combination name), for `report`."""
+    recorded = json.loads(results.read_text()) if results.exists() else {}
+    recorded[name] = {"versions": found, "passed": passed}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(recorded, indent=1))
+
+
+def run(args):
+    """Each selected combination's pytest session on one cluster; prints its line and records it."""
     state_dir = OUTPUT / "localcp"
     env = dict(os.environ, LOCALCP_DIR=str(state_dir))
     localcp_cmd = [sys.executable, str(REPO / "tests" / "localcp" / "localcp.py")]
@@ -125,10 +148,9 @@ def main(argv=None):
                                text=True).stdout.splitlines():
         key, value = line.removeprefix("export ").split("=", 1)
         cluster_env[key] = value.replace("$PATH", os.environ["PATH"])
-    lines, passed, counted = [], 0, 0
     try:
         for name, (python, installs, counts) in COMBINATIONS.items():
-            if args.only and name not in args.only:
+            if (args.only and name not in args.only) or name == args.skip:
                 continue
             start = time.monotonic()
             venv = virtualenv(name, python, installs)
@@ -140,22 +162,104 @@ def main(argv=None):
                                    f"--basetemp={OUTPUT / ('pytest-' + name)}", *SELECTION], cwd=REPO, env=test_env,
                                   check=False)
             found = versions(venv, cluster_env)
-            outcome = "passed" if proc.returncode == 0 else "failed"
-            label = "" if counts else " (report only)"
-            line = (f"matrix: ansible-core={found['ansible-core']} kubernetes.core={found['kubernetes.core']} "
-                    f"python={found['python']} helm={found['helm']} kubernetes={found['kubernetes']} "
-                    f"istio={found['istio']}: {outcome}{label}")
             log(f"{name}: virtualenv {prepared - start:.0f} s, tests {time.monotonic() - prepared:.0f} s")
-            lines.append(line)
-            print(line, flush=True)
-            if counts:
-                counted += 1
-                passed += proc.returncode == 0
+            print(_line(found, "passed" if proc.returncode == 0 else "failed", counts), flush=True)
+            _record(args.results, name, found, proc.returncode == 0)
     finally:
         subprocess.run(localcp_cmd + ["down"], env=env, check=False)
+    return 0
+
+
+def selection_outcome(junit_xml):
+    """Whether every test of SELECTION ran and passed in a pytest session's JUnit XML (a lane of `make test`,
+    which runs them among the others): each must be present (all of a parametrised test's cases), none failed,
+    errored or skipped. Returns (passed, reason)."""
+    cases = {}
+    for case in ET.parse(junit_xml).getroot().iter("testcase"):
+        path = case.get("classname", "").replace(".", "/") + ".py"
+        cases.setdefault((path, case.get("name", "").split("[")[0]), []).append(case)
+    for test in SELECTION:
+        path, name = test.split("::")
+        name, _, param = name.partition("[")
+        ran = [c for c in cases.get((path, name), []) if not param or c.get("name") == f"{name}[{param}"]
+        if not ran:
+            return False, f"{test} did not run"
+        for case in ran:
+            bad = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            if bad:
+                return False, f"{case.get('name')}: {bad[0]}"
+    return True, "every test of the selection passed"
+
+
+def own_combination(found):
+    """The combination of the ansible-core an environment has (2.19.14 -> "2.19")."""
+    for name in COMBINATIONS:
+        if found["ansible-core"] == name or found["ansible-core"].startswith(name + "."):
+            return name
+    raise SystemExit(f"matrix: ansible-core {found['ansible-core']} is none of the combinations {sorted(COMBINATIONS)}")
+
+
+def lane_versions():
+    """The versions a lane of `make test` (current flavour) ran with: this interpreter's (the project's .venv,
+    which runs the lanes), and the flavour's pinned helm and Kubernetes (test_localcp.py asserts the server
+    reports its pin)."""
+    found = interpreter_versions(sys.executable)
+    pins = localcp.versions()
+    found.update(helm=pins["HELM_VERSION"], kubernetes=pins["KUBERNETES_VERSION"],
+                 istio=localcp.MATRIX[FLAVOUR]["istio"].removeprefix("istio-"))
+    return found
+
+
+def report(args):
+    """Every recorded combination's line, in COMBINATIONS' order, then `matrix: P/T passed`."""
+    recorded = json.loads(args.results.read_text()) if args.results.exists() else {}
+    for path in args.junit or []:
+        found = lane_versions()
+        name = own_combination(found)
+        passed, reason = selection_outcome(path)
+        log(f"{name}: from {path}: {reason}")
+        recorded[name] = {"versions": found, "passed": passed, "source": f" (in {Path(path).name})"}
+    lines, passed, counted = [], 0, 0
+    for name, (_, _, counts) in COMBINATIONS.items():
+        if name not in recorded:
+            continue
+        entry = recorded[name]
+        lines.append(_line(entry["versions"], "passed" if entry["passed"] else "failed", counts,
+                           entry.get("source", "")))
+        if counts:
+            counted += 1
+            passed += entry["passed"]
+    missing = [name for name, (_, _, counts) in COMBINATIONS.items() if counts and name not in recorded]
+    for name in missing:
+        lines.append(f"matrix: ansible-core={name}: not run")
     print("\n".join(lines))
-    print(f"matrix: {passed}/{counted} passed")
-    return 0 if passed == counted else 1
+    print(f"matrix: {passed}/{counted + len(missing)} passed")
+    return 0 if passed == counted and not missing else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=["run", "report"],
+                        help="run: the selected combinations, recorded in --results; report: the recorded lines and "
+                             "the count (exit 1 unless all counted passed); default: both")
+    parser.add_argument("--only", nargs="*", choices=sorted(COMBINATIONS), help="run only these combinations")
+    parser.add_argument("--results", type=Path, default=OUTPUT / "results.json",
+                        help="where run records each combination and report reads them")
+    parser.add_argument("--junit", action="append", metavar="JUNIT_XML",
+                        help="report: the outcome of this interpreter's combination from the JUnit XML of a pytest "
+                             "session that ran the selection with it, current flavour (a lane of make test)")
+    parser.add_argument("--skip-own", action="store_true",
+                        help="run: not the combination of this interpreter's ansible-core (a lane of make test runs "
+                             "the selection with it: report --junit reads that lane's outcome)")
+    args = parser.parse_args(argv)
+    args.skip = own_combination(interpreter_versions(sys.executable)) if args.skip_own else None
+    if args.command in (None, "run"):
+        if args.command is None and args.results.exists():
+            args.results.unlink()
+        run(args)
+    if args.command in (None, "report"):
+        return report(args)
+    return 0
 
 
 if __name__ == "__main__":
