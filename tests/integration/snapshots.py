@@ -7,7 +7,8 @@ Gateway, HTTPRoute, VirtualService, PeerAuthentication) and what Istio's charts 
 (tests/charts) and the real ones (the kinds of Istio's base and istiod charts): CRDs, cluster and namespace
 RBAC, admission webhooks and policies, ConfigMaps, Secrets (Helm's release records),
 HorizontalPodAutoscalers, PodDisruptionBudgets, NetworkPolicies. Not compared: Pods, ReplicaSets, Events,
-Leases and EndpointSlices, which the cluster's controllers write (pod IPs, timestamps).
+Leases and EndpointSlices, which the cluster's controllers write (pod IPs, timestamps), nor each namespace's
+ServiceAccount `default` and ConfigMap `kube-root-ca.crt`, which they make late after an API server restart.
 
 A kind the API server does not serve in a state is recorded as such (so "Istio's CRDs are gone" is part of
 the comparison); any other failure to list fails the snapshot.
@@ -43,6 +44,9 @@ KINDS = {"Namespace", "Service", "ServiceAccount", "Deployment", "DaemonSet", "C
          "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "GatewayClass", "Gateway", "HTTPRoute",
          "VirtualService", "PeerAuthentication", "EnvoyProxy"}
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+# What the controller manager puts in every namespace (the service account controller, the root CA publisher): made
+# when it gets to it, which after an API server restart can be after the snapshot; the namespace itself is compared.
+CONTROLLER_MADE = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
 VOLATILE_META = {"uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "deletionTimestamp"}
 TRIGGER = "teg.istio/restart-trigger"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -78,6 +82,8 @@ def snapshot(cluster):
     assert proc.returncode == 0, f"kubectl get {','.join(listed)} failed: {proc.stderr}"
     for item in json.loads(proc.stdout)["items"]:
         if item["metadata"].get("namespace") in SYSTEM_NAMESPACES:
+            continue
+        if (item["kind"], item["metadata"]["name"]) in CONTROLLER_MADE:
             continue
         key = (item["kind"], item["metadata"].get("namespace", ""), item["metadata"]["name"])
         assert key not in objects, f"{key} listed twice"

@@ -571,13 +571,34 @@ def cmd_reset(args):
     crds = kubectl(state, "get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
     istio = [c for c in crds if c.endswith(".istio.io")]
     if istio:
-        kubectl(state, "delete", "crd", *istio, "--wait=true", "--ignore-not-found")
+        delete_crds(state, istio)
     doomed = [n for n in names if n not in BASE_NAMESPACES] + ["envoy-gateway-system"]
     kubectl(state, "delete", "namespace", *doomed, "--wait=true", "--timeout=180s", "--ignore-not-found")
     kubectl(state, "delete", "gatewayclass", "--all", "--wait=true")
     kubectl(state, "apply", "--server-side", "-f", str(fixture_path(state["matrix"])))
     kubectl(state, "wait", "--for=condition=Available", "--timeout=300s", "-n", "envoy-gateway-system",
             "deployment", "--all")
+
+
+def delete_crds(state, names, timeout=180):
+    """Delete CRDs and wait until they are gone. A CRD deleted moments after it was made (a test's site.yml that
+    stopped early, then reset) can stay Terminating for minutes: its finalizer could not list the instances while
+    their storage was still initializing ("could not list instances: storage is (re)initializing") and retries with
+    a growing backoff (Kubernetes' crd_finalizer.go; operator-framework/operator-controller#1437). Any update of a
+    CRD queues it again at once, so the wait touches an annotation on those left every few seconds."""
+    kubectl(state, "delete", "crd", *names, "--wait=false", "--ignore-not-found")
+    attempt = 0
+
+    def gone():
+        nonlocal attempt
+        left = sorted(set(names) & set(kubectl(state, "get", "crd", "-o",
+                                               "jsonpath={.items[*].metadata.name}").stdout.split()))
+        attempt += 1
+        if left and attempt % 5 == 0:
+            kubectl(state, "annotate", "crd", *left, f"teg-istio.localcp/requeue={attempt}", "--overwrite",
+                    check=False)
+        return not left
+    wait_for(f"CRDs {', '.join(names)} to be deleted", gone, timeout=timeout, interval=1)
 
 
 def cmd_crds_dir(args):

@@ -133,6 +133,11 @@ class TestUnmeshed:
     def test_finished_pods_are_left_out(self, phase, listed):
         assert sm.unmeshed_pods([pod("a", "p", phase=phase)]) == (["a/p"] if listed else [])
 
+    def test_pods_being_deleted_are_left_out(self):
+        leaving = pod("a", "old")
+        leaving["metadata"]["deletionTimestamp"] = "2026-12-05T10:29:20Z"
+        assert sm.unmeshed_pods([leaving, pod("a", "new")]) == ["a/new"]
+
     def test_empty(self):
         assert sm.unmeshed_pods([]) == [] and sm.unmeshed_pods(None) == []
 
