@@ -15,7 +15,8 @@ that an in-place upgrade from one version to another can be tested.
 Every chart gets `version` and `appVersion` <v>, so the role's version pin is exercised, and the base
 chart gets that Istio version's real CRDs (crd-all.gen.yaml, byte for byte) in crds/, read from the
 CRD folder the launcher resolves (localcp.crds_dir(): TEG_ISTIO_CRDS_DIR, else the files pinned in
-tests/localcp/crds.lock, fetched when missing). Nothing of that is committed: OUT_DIR lives in the cluster's state directory.
+tests/localcp/crds.lock, fetched when missing). Nothing of that is committed: OUT_DIR lives in the cluster's
+state directory.
 """
 
 import argparse

@@ -25,7 +25,9 @@ def crds():
 
 
 def _downloaded():
-    return [(folder, name) for folder, name, _sha256, source in fetch_crds.entries() if not fetch_crds.go_source(source)]
+    """(folder, file) of the lock's rows downloaded from a URL rather than taken out of a Go module."""
+    return [(folder, name) for folder, name, _sha256, source in fetch_crds.entries()
+            if not fetch_crds.go_source(source)]
 
 
 @pytest.fixture
@@ -74,9 +76,11 @@ def test_a_module_that_does_not_match_go_sum_is_refused(mirror, tmp_path, monkey
     go_sum = copy / "gomod" / "crds" / "go.sum"
     lines = go_sum.read_text().splitlines()
     module, version, _hash = lines[0].split()
-    go_sum.write_text("\n".join([f"{module} {version} h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="] + lines[1:]) + "\n")
+    wrong = f"{module} {version} h1:{'A' * 43}="
+    go_sum.write_text("\n".join([wrong] + lines[1:]) + "\n")
     monkeypatch.setattr(fetch_crds, "HERE", copy)
-    with pytest.raises(SystemExit, match=rf"tests/localcp/gomod/crds failed: verifying {module}@{version}: checksum mismatch"):
+    refused = rf"tests/localcp/gomod/crds failed: verifying {module}@{version}: checksum mismatch"
+    with pytest.raises(SystemExit, match=refused):
         fetch_crds.fetch(tmp_path / "out", url)
 
 
