@@ -50,7 +50,8 @@ def _keep(dest, data, sha256, origin):
     if digest != sha256:
         raise SystemExit(f"fetch_crds: {origin} has SHA-256 {digest}, expected {sha256} (crds.lock); not kept")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".part")
+    # Per process: both lanes of `make test` may fill the same folder at once on a fresh machine.
+    tmp = dest.with_suffix(f".{os.getpid()}.part")
     tmp.write_bytes(data)
     tmp.replace(dest)
 
