@@ -66,7 +66,7 @@ def crd_file(version, crds_root=None):
     path = Path(crds_root) / f"istio-{version}" / "crd-all.gen.yaml"
     if not path.is_file():
         raise PrepareError(f"{path} does not exist: the CRD folder (TEG_ISTIO_CRDS_DIR, else tests/localcp/crds.lock) "
-                          f"must hold istio-{version}/crd-all.gen.yaml")
+                           f"must hold istio-{version}/crd-all.gen.yaml")
     return path
 
 
