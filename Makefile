@@ -81,15 +81,7 @@ ci-legacy-then-matrix: ci-legacy
 	$(BIN)/python tests/matrix/matrix.py run --skip-own --results $(MATRIX_RESULTS)
 
 # One lane per flavour: the integration tests, then the molecule localcp scenario, each on its own cluster.
-# The lane of CRDS_MIRROR_LANE runs with no CRD folder: its clusters get every upstream CRD through the pinned
-# download (fetch_crds, verified against crds.lock) from a mirror on 127.0.0.1 (tests/localcp/crds_mirror.py),
-# as on a machine without the folder. The other lane reads the folder the launcher finds.
-CRDS_MIRROR_LANE ?= legacy
 ci-%: venv
-	$(if $(filter $*,$(CRDS_MIRROR_LANE)),$(BIN)/python tests/localcp/crds_mirror.py $(CURDIR)/tests/output/crds-download-$* --) \
-	  $(MAKE) --no-print-directory lane-$*
-
-lane-%: venv
 	$(MAKE) --no-print-directory integration-$*
 	$(MAKE) --no-print-directory molecule-localcp-$*
 

@@ -14,8 +14,9 @@ that an in-place upgrade from one version to another can be tested.
 
 Every chart gets `version` and `appVersion` <v>, so the role's version pin is exercised, and the base
 chart gets that Istio version's real CRDs (crd-all.gen.yaml, byte for byte) in crds/, read from the
-CRD folder the launcher resolves (localcp.crds_dir(), which downloads the pinned files when there is
-none). Nothing of that is committed: OUT_DIR lives in the cluster's state directory.
+CRD folder the launcher resolves (localcp.crds_dir(): TEG_ISTIO_CRDS_DIR, else the files pinned in
+tests/localcp/crds.lock, fetched when missing). Nothing of that is committed: OUT_DIR lives in the cluster's
+state directory.
 """
 
 import argparse
@@ -64,7 +65,8 @@ def crd_file(version, crds_root=None):
         crds_root = localcp.crds_dir()
     path = Path(crds_root) / f"istio-{version}" / "crd-all.gen.yaml"
     if not path.is_file():
-        raise PrepareError(f"{path} does not exist: TEG_ISTIO_CRDS_DIR must hold istio-{version}/crd-all.gen.yaml")
+        raise PrepareError(f"{path} does not exist: the CRD folder (TEG_ISTIO_CRDS_DIR, else tests/localcp/crds.lock) "
+                           f"must hold istio-{version}/crd-all.gen.yaml")
     return path
 
 

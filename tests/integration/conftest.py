@@ -61,8 +61,8 @@ class Cluster:
 
     @property
     def crds(self):
-        """The upstream CRD folder the launcher resolved for this cluster (TEG_ISTIO_CRDS_DIR, the folder
-        beside the checkout, or its pinned download: tests/localcp/localcp.py crds_dir()). Tests read
+        """The upstream CRD folder the launcher resolved for this cluster (TEG_ISTIO_CRDS_DIR, or the folder made
+        from crds.lock, mostly out of Go modules: tests/localcp/localcp.py crds_dir()). Tests read
         the upstream CRDs from here only; tests/lint/lint.sh refuses any other way."""
         return Path(json.loads((self.state_dir / "state.json").read_text())["crds"])
 

@@ -37,12 +37,13 @@ case $command in
     set -- --local --python 3.11 --color no "$@" ;;
   units)
     # The unit tests that read the upstream CRDs get them from the launcher (localcp.crds_dir()). In the
-    # copy, ansible-test passes on HOME but not TEG_ISTIO_CRDS_DIR, so the launcher there falls back to its
-    # pinned download in ~/.cache/teg-istio/crds: fill that from the folder the launcher resolves here,
-    # each file verified against crds.lock (fetch_crds reads a file:// mirror like any other).
+    # copy, ansible-test passes on HOME but not TEG_ISTIO_CRDS_DIR (nor the other TEG_ISTIO_ variables), so the
+    # launcher there uses its default folder ~/.cache/teg-istio/crds-gomod (localcp.crds_download_dir()): fill
+    # that here, the files the Go modules do not give from the folder the launcher resolves here, each file
+    # verified against crds.lock (fetch_crds reads a file:// mirror like any other).
     crds=$("$venv/bin/python" "$repo/tests/localcp/localcp.py" crds-dir)
     TEG_ISTIO_CRDS_BASE_URL="file://$crds" "$venv/bin/python" "$repo/tests/localcp/fetch_crds.py" \
-      "$HOME/.cache/teg-istio/crds"
+      "$HOME/.cache/teg-istio/crds-gomod"
     set -- --local --python 3.11 --color no "$@" ;;
   docs) ;;
   *)

@@ -15,7 +15,7 @@ step "antsibull-changelog lint"
 "$bin/antsibull-changelog" lint
 step "tests get the upstream CRD folder from the launcher only (tests/localcp/localcp.py crds_dir)"
 # Any other path to the folder beside the checkout would pass here and skip or fail on a clone without it.
-if git ls-files -co --exclude-standard -- tests molecule .github Makefile ':!tests/localcp/localcp.py' ':!tests/lint/lint.sh' \
+if git ls-files -co --exclude-standard -- tests molecule .github Makefile ':!tests/lint/lint.sh' \
     | xargs -r grep -nE '\.\./shared|shared/crds|["'"'"']shared["'"'"']' /dev/null; then
   echo "lint: the lines above reach the CRD folder beside the checkout; use cluster.crds (integration tests) or" \
     "localcp.crds_dir() instead" >&2

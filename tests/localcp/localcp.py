@@ -7,7 +7,7 @@
     localcp.py reset                          back to what `up` left (between test scenarios)
     localcp.py stop-apiserver [--kill] | start-apiserver   fault injection for the recovery tests (--kill:
                                               SIGKILL, no graceful end of the requests in flight)
-    localcp.py crds-dir                       print the upstream CRD folder (downloading the pinned files if needed)
+    localcp.py crds-dir                       print the upstream CRD folder (fetching the pinned files if needed)
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
 Node, so Pods run and Deployments become Available) are binaries that build.sh made from their Go
@@ -96,30 +96,32 @@ def bin_dirs(matrix):
 
 
 def crds_download_dir():
-    """Where the pinned upstream CRDs are downloaded when no CRD folder is given: TEG_ISTIO_CRDS_DOWNLOAD_DIR,
-    default <cache>/crds (TEG_ISTIO_CACHE, default ~/.cache/teg-istio)."""
+    """The CRD folder fetch_crds fills from crds.lock when TEG_ISTIO_CRDS_DIR is unset: TEG_ISTIO_CRDS_DOWNLOAD_DIR,
+    default <cache>/crds-gomod (TEG_ISTIO_CACHE, default ~/.cache/teg-istio, the cache build.sh uses)."""
     if os.environ.get("TEG_ISTIO_CRDS_DOWNLOAD_DIR"):
         return Path(os.environ["TEG_ISTIO_CRDS_DOWNLOAD_DIR"])
     cache = Path(os.environ.get("TEG_ISTIO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teg-istio"))
-    return cache / "crds"
+    return cache / "crds-gomod"
 
 
 def crds_dir():
     """The upstream CRD folder, the one place the tests get it from (tests/lint/lint.sh refuses any other):
-    TEG_ISTIO_CRDS_DIR, default the folder `shared/crds` beside the checkout; where that folder is absent,
-    the same pinned upstream files are downloaded (checksums in crds.lock) into crds_download_dir(), from
-    the upstream repositories or from TEG_ISTIO_CRDS_BASE_URL (a mirror laid out like the folder)."""
+    TEG_ISTIO_CRDS_DIR when set (a folder laid out as <folder>/<file>), else crds_download_dir(), which fetch_crds
+    brings to the pinned files of crds.lock: out of Go modules through the Go module proxy (verified against the
+    go.sum of the wrapper modules tests/localcp/gomod/crds*), the few the proxy does not serve downloaded (from
+    TEG_ISTIO_CRDS_BASE_URL where set), every file verified by SHA-256."""
     configured = os.environ.get("TEG_ISTIO_CRDS_DIR")
-    path = Path(configured) if configured else REPO.parent / "shared" / "crds"
-    if path.is_dir():
-        return path
+    if configured:
+        if not Path(configured).is_dir():
+            raise LocalcpError(f"TEG_ISTIO_CRDS_DIR={configured} is not a folder; point it at a CRD folder "
+                               "(<folder>/<file>, tests/localcp/crds.lock) or unset it to use the pinned CRDs")
+        return Path(configured)
     target = crds_download_dir()
-    log(f"{path} does not exist: downloading the pinned upstream CRDs into {target}")
     import fetch_crds
     try:
         fetch_crds.fetch(target, os.environ.get("TEG_ISTIO_CRDS_BASE_URL"))
     except SystemExit as exc:
-        raise LocalcpError(f"{exc} (CRD folder {path} is absent; TEG_ISTIO_CRDS_DIR names it)") from exc
+        raise LocalcpError(str(exc)) from exc
     return target
 
 

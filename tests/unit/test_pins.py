@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 PINS = REPO / "tests/lint/pins.py"
 FILES = ("tests/localcp/versions.env", "tests/localcp/gomod/kubernetes/go.mod",
          "tests/localcp/gomod/kubernetes-legacy/go.mod", "tests/localcp/gomod/etcd/go.mod", "tests/simulate/go.mod",
+         "tests/localcp/gomod/crds/go.mod",
          "roles/istio_install/defaults/main.yml",
          "roles/istio_install/meta/argument_specs.yml", "tests/localcp/localcp.py", "tests/localcp/crds.lock")
 
@@ -24,7 +25,7 @@ def _pins(repo):
 def test_the_repositorys_pins_agree():
     proc = _pins(REPO)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["pins:", "9", "agree"]
+    assert proc.stdout.split() == ["pins:", "11", "agree"]
 
 
 @pytest.fixture
@@ -53,6 +54,10 @@ def test_a_missing_go_module_fails_the_check_in_one_line(copy):
     ("tests/simulate/go.mod", "istio.io/istio v0.0.0-", "istio.io/istio v0.0.1-", "ISTIOD_MODULE_VERSION"),
     ("tests/simulate/go.mod", "github.com/envoyproxy/gateway v", "github.com/envoyproxy/gateway v9.",
      "ENVOY_GATEWAY_VERSION"),
+    ("tests/localcp/gomod/crds/go.mod", "github.com/envoyproxy/gateway v", "github.com/envoyproxy/gateway v9.",
+     "ENVOY_GATEWAY_VERSION vs tests/localcp/gomod/crds/go.mod"),
+    ("tests/localcp/gomod/crds/go.mod", "istio.io/api v", "istio.io/api v9.",
+     "MATRIX current istio vs tests/localcp/gomod/crds"),
     ("roles/istio_install/defaults/main.yml", 'istio_install_version: "', 'istio_install_version: "9.',
      "istio_install_version vs its argument_specs default"),
     ("tests/localcp/localcp.py", '"istio": "istio-1.', '"istio": "istio-9.', "MATRIX current istio"),

@@ -3,7 +3,11 @@
 #   kubernetes/, kubernetes-legacy/: require k8s.io/kubernetes at the lane's pin (KUBERNETES_VERSION,
 #                LEGACY_KUBERNETES_VERSION) and replace every staging module (k8s.io/<m> => k8s.io/<m> v0.X.Y),
 #                derived from upstream's own go.mod;
-#   etcd/:       require go.etcd.io/etcd/server/v3 at the pin.
+#   etcd/:       require go.etcd.io/etcd/server/v3 at the pin;
+#   crds/, crds-legacy/: the Go modules the upstream CRDs of each flavour come from (../crds.lock, fetch_crds.py);
+#                no code is built from them, so their go.mod is edited by hand (go mod edit -require=<module>@<v>)
+#                and this only renews go.sum for the versions it requires. Then put the SHA-256 of the new files
+#                in crds.lock (fetch_crds.py names each file whose digest differs).
 # Commit the resulting go.mod and go.sum files.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,14 +41,24 @@ regen_etcd() {
   go mod tidy
 }
 
+regen_crds() {  # regen_crds <wrapper dir name>
+  cd "$here/$1"
+  rm -f go.sum
+  # shellcheck disable=SC2046  # one word per module
+  go mod download $(go mod edit -json | python3 -c 'import json, sys; print(*(r["Path"] for r in json.load(sys.stdin)["Require"]))')
+}
+
 case "${1:-all}" in
   kubernetes) regen_kubernetes kubernetes "$KUBERNETES_VERSION" ;;
   kubernetes-legacy) regen_kubernetes kubernetes-legacy "$LEGACY_KUBERNETES_VERSION" ;;
   etcd) regen_etcd ;;
+  crds|crds-legacy) regen_crds "$1" ;;
   all)
     regen_kubernetes kubernetes "$KUBERNETES_VERSION"
     regen_kubernetes kubernetes-legacy "$LEGACY_KUBERNETES_VERSION"
     regen_etcd
+    regen_crds crds
+    regen_crds crds-legacy
     ;;
-  *) echo "regen.sh: unknown wrapper $1 (kubernetes, kubernetes-legacy, etcd, all)" >&2; exit 2 ;;
+  *) echo "regen.sh: unknown wrapper $1 (kubernetes, kubernetes-legacy, etcd, crds, crds-legacy, all)" >&2; exit 2 ;;
 esac
