@@ -180,8 +180,8 @@ def selection_outcome(junit_xml):
         cases.setdefault((path, case.get("name", "").split("[")[0]), []).append(case)
     for test in SELECTION:
         path, name = test.split("::")
-        name, _, param = name.partition("[")
-        ran = [c for c in cases.get((path, name), []) if not param or c.get("name") == f"{name}[{param}"]
+        name, bracket, param = name.partition("[")
+        ran = [c for c in cases.get((path, name), []) if not bracket or c.get("name") == f"{name}[{param}"]
         if not ran:
             return False, f"{test} did not run"
         for case in ran:
@@ -220,7 +220,8 @@ def report(args):
         log(f"{name}: from {path}: {reason}")
         recorded[name] = {"versions": found, "passed": passed, "source": f" (in {Path(path).name})"}
     lines, passed, counted = [], 0, 0
-    for name, (_, _, counts) in COMBINATIONS.items():
+    for name, combination in COMBINATIONS.items():
+        counts = combination[2]
         if name not in recorded:
             continue
         entry = recorded[name]
@@ -229,7 +230,7 @@ def report(args):
         if counts:
             counted += 1
             passed += entry["passed"]
-    missing = [name for name, (_, _, counts) in COMBINATIONS.items() if counts and name not in recorded]
+    missing = [name for name, combination in COMBINATIONS.items() if combination[2] and name not in recorded]
     for name in missing:
         lines.append(f"matrix: ansible-core={name}: not run")
     print("\n".join(lines))
