@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import datetime
 import posixpath
 import re
 
@@ -477,6 +478,45 @@ KUBERNETES_SUPPORT = {
     (1, 29): ((1, 31), (1, 35)),
     (1, 30): ((1, 32), (1, 36)),
 }
+
+
+# Istio supports a minor release until six weeks after the N+2 minor release (istio.io/latest/docs/releases/
+# supported-releases/#support-policy). The release dates of minors known here: 1.21.0 2024-03-13 and 1.22.0
+# 2024-05-13 (istio/istio.io data/compatibility/supportStatus.yml, which gives 1.19 and 1.20 their end of life from
+# them, 2024-04-24 and 2024-06-25), 1.30.0 2026-05-18 (istio.io/latest/news/releases/1.30.x), 1.31.0 2026-08-31
+# (github.com/istio/istio/releases). Support ends in release order, so a minor older than one whose end is known
+# has ended by then at the latest.
+ISTIO_MINOR_RELEASED = {
+    (1, 21): datetime.date(2024, 3, 13),
+    (1, 22): datetime.date(2024, 5, 13),
+    (1, 30): datetime.date(2026, 5, 18),
+    (1, 31): datetime.date(2026, 8, 31),
+}
+ISTIO_SUPPORT_AFTER_N_PLUS_2 = datetime.timedelta(weeks=6)
+
+
+def istio_end_of_life(version):
+    """(date, exact) by which Istio `version`'s minor left support, from ISTIO_MINOR_RELEASED: exact when its N+2
+    release date is known, else the end of the nearest newer minor whose is (an upper bound); None when neither."""
+    minor = minor_version(version)
+    if minor is None:
+        return None
+    for released in sorted(ISTIO_MINOR_RELEASED):
+        ended = (released[0], released[1] - 2)
+        if ended >= minor:
+            return ISTIO_MINOR_RELEASED[released] + ISTIO_SUPPORT_AFTER_N_PLUS_2, ended == minor
+    return None
+
+
+def support_window_warning(version, today, what, fix):
+    """The warning, else None, when Istio `version` (`what`: which Istio it is) is past its end of life on `today`."""
+    end = istio_end_of_life(version)
+    if end is None or today <= end[0]:
+        return None
+    when = end[0].isoformat() if end[1] else "by %s at the latest" % end[0].isoformat()
+    return ("%s Istio %s is past its end of life (%s: Istio supports a minor release until six weeks after the "
+            "second minor release after it, istio.io/latest/docs/releases/supported-releases): %s"
+            % (what, version, when, fix))
 
 
 def charts_for(mesh_mode):

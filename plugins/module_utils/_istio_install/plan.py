@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import os
 import shutil
 import time
@@ -46,6 +47,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     existing_report,
     helm_version_error,
     sidecar_kubernetes_warning,
+    support_window_warning,
     injector_name,
     input_errors,
     inventory,
@@ -240,6 +242,9 @@ def _use_existing(view, istiod, reason, warnings):
         return {"errors": errors, "warnings": warnings}
     used = dict((key, istiod[key]) for key in ("namespace", "name", "version", "revision", "injector", "tags",
                                                "injection_labels", "installer", "helm_release"))
+    past = support_window_warning(istiod["version"], datetime.date.today(), "The running istiod %s/%s:"
+                                  % (istiod["namespace"], istiod["name"]), "its owners should upgrade it")
+    warnings = warnings + ([past] if past else [])
     return {"errors": [], "warnings": warnings, "changes": False, "settled": True,
             "writes": {"namespace": False, "releases": [], "uninstall": [], "check_mode_note": None},
             "releases": [], "used": used, "report": existing_report(istiod, reason),
@@ -327,6 +332,9 @@ def plan(view, settings, predicted, check_mode):
     else:
         warning = sidecar_kubernetes_warning(settings["version"], facts.get("kubernetes_version"))
         warnings.extend([warning] if warning else [])
+    past = support_window_warning(settings["version"], datetime.date.today(), "istio_install_version:",
+                                  "set istio_install_version to a supported release")
+    warnings.extend([past] if past else [])
     current = {chart: release_current(releases.get(names[chart]), chart, settings["version"], values[chart])
                for chart in charts}
     # Sidecar mode: the ztunnel and CNI releases an ambient run of this role installed go, ztunnel first (the

@@ -3,6 +3,8 @@ names, which istiod and gateways run, local chart lookup, chart metadata checks,
 API failures turned into one line. The helm and API side is covered by
 tests/integration/test_istio_install.py."""
 
+import datetime
+
 import pytest
 
 from ansible_collections.teg.istio.plugins.module_utils import _helm
@@ -375,3 +377,35 @@ def test_helm_4_waits_with_the_legacy_strategy_named_helm_3_with_its_boolean():
 ])
 def test_a_forced_upgrade_uses_the_flag_of_the_helm_and_the_releases_apply_method(major, apply_method, flags):
     assert _helm.helm_force_args(major, apply_method) == flags
+
+
+@pytest.mark.parametrize("version, end, exact", [
+    # supportStatus.yml gives 1.19 2024-04-24: six weeks after 1.21.0 (2024-03-13).
+    ("1.19.10", datetime.date(2024, 4, 24), True),
+    ("1.29.6", datetime.date(2026, 10, 12), True),
+    ("1.28.0", datetime.date(2026, 6, 29), True),
+    # No N+2 release date known: the end of the nearest newer minor that has one, as an upper bound.
+    ("1.25.2", datetime.date(2026, 6, 29), False),
+    ("1.30.4", None, None),
+    ("1.32.0", None, None),
+    ("", None, None),
+])
+def test_the_end_of_life_of_an_istio_minor_follows_the_support_policy(version, end, exact):
+    assert f.istio_end_of_life(version) == (None if end is None else (end, exact))
+
+
+@pytest.mark.parametrize("today, warned", [
+    (datetime.date(2026, 10, 12), False),
+    (datetime.date(2026, 10, 13), True),
+])
+def test_an_istio_past_its_end_of_life_is_warned_about_from_the_day_after(today, warned):
+    warning = f.support_window_warning("1.29.6", today, "istio_install_version:", "set istio_install_version to a "
+                                       "supported release")
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith("istio_install_version: Istio 1.29.6 is past its end of life (2026-10-12")
+        assert warning.endswith("): set istio_install_version to a supported release") and "\n" not in warning
+
+
+def test_an_upper_bound_of_the_end_of_life_says_so():
+    assert "(by 2026-06-29 at the latest" in f.support_window_warning("1.25.2", datetime.date(2026, 12, 5), "x", "y")
