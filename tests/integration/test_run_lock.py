@@ -169,6 +169,7 @@ def test_check_mode_takes_no_lock_and_says_so(scenario):
     # Its rc is not asserted: it plans while A writes, which is what check mode is for, not what this test is about.
     (said,) = [r for r in task_results(run, "Say that check mode takes no run lock") if not r.get("skipped")]
     assert said["msg"].startswith("check mode takes no run lock; kube-system/teg-istio-run is held by"), said
+    assert f"pid {scenario['holder_pid']} since " in said["msg"], said  # run A, the holder, by name
 
 
 def test_a_waiting_run_plans_after_the_holder_released_then_takes_the_lock_and_verify_passes(scenario, play):
