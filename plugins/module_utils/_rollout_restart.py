@@ -24,6 +24,7 @@ from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     already_injected,
     paused_error,
     plan_restarts,
+    poll_pauses,
     rollout_state,
     select_deployments,
     template_annotations,
@@ -177,7 +178,8 @@ class _Restarter:
 
     def wait(self, generations):
         """Poll (one list per round) until every Deployment has rolled out `generation`; name -> revision."""
-        timeout, sleep = self.params["wait_timeout"], max(1, self.params["wait_sleep"])
+        timeout = self.params["wait_timeout"]
+        pauses = poll_pauses(max(1, self.params["wait_sleep"]))
         deadline = time.monotonic() + timeout
         pending, revisions = dict(generations), {}
         while True:
@@ -199,7 +201,7 @@ class _Restarter:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TegIstioError(_timeout_message(self.namespace, details, timeout))
-            time.sleep(min(sleep, remaining))
+            time.sleep(min(next(pauses), remaining))
 
 
 def run_with_client(module, client):

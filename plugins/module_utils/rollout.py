@@ -141,6 +141,21 @@ def plan_restarts(deployments, trigger, trigger_annotation, force, current=()):
     return restart, unchanged
 
 
+# The first pause of a wait for a rollout. A Deployment on a small cluster rolls out in about a second: a
+# first read after the longest pause (2 s by default) made every restart cost 2 s. From this the pauses
+# double up to the longest, so that a long wait reads no more often than before.
+FIRST_POLL_PAUSE = 0.25
+
+
+def poll_pauses(longest):
+    """The pauses (seconds) between two reads of a wait, without end: FIRST_POLL_PAUSE, doubling up to `longest`,
+    then `longest`."""
+    pause = min(FIRST_POLL_PAUSE, longest)
+    while True:
+        yield pause
+        pause = min(pause * 2, longest)
+
+
 def rollout_state(deployment, generation):
     """("done" | "waiting" | "failed", detail) for a Deployment that must have rolled out `generation`.
 

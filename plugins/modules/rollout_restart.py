@@ -92,7 +92,8 @@ options:
     default: 300
   wait_sleep:
     description:
-      - Seconds between two reads of the Deployments while waiting (one list request per read).
+      - The longest pause, in seconds, between two reads of the Deployments while waiting (one list request per
+        read). The first pause is a quarter of a second, each next one twice the one before, up to this.
     type: int
     default: 2
 extends_documentation_fragment:

@@ -65,6 +65,7 @@ from ansible_collections.teg.istio.plugins.module_utils._istio_install.decisions
     upgrade_existing_error,
 )
 from ansible_collections.teg.istio.plugins.module_utils.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from ansible_collections.teg.istio.plugins.module_utils.rollout import poll_pauses
 
 BASE_RELEASE = "istio-base"
 
@@ -463,11 +464,12 @@ def _ambient_daemonsets(view, settings):
 
 def verify(view, settings, predicted, check_mode):
     """After the install or upgrade: wait until istiod is Available and its sidecar injector registered, and in ambient
-    mode the CNI agent and ztunnel DaemonSets ready (polling, up to istio_install_wait_timeout), check that the Istio
+    mode the CNI agent and ztunnel DaemonSets ready (polling as rollout.poll_pauses says, up to istio_install_wait_timeout), check that the Istio
     APIs are served, and say what runs. (An Istio used as it is was verified by the plan, which reports it.)"""
     names = _names(settings)
     timeout = settings["wait_timeout"]
     deadline = time.monotonic() + timeout
+    pauses = poll_pauses(2)
     while True:
         deployment = view.get("apps/v1", "Deployment", names["istiod"], settings["namespace"])
         webhook = view.get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", names["injector"])
@@ -476,7 +478,7 @@ def verify(view, settings, predicted, check_mode):
         if (state == "available" and webhook is not None and all(s == "ready" for s in daemonsets.values())) \
                 or time.monotonic() >= deadline:
             break
-        time.sleep(2)
+        time.sleep(next(pauses))
     if state != "available":
         return {"errors": ["Deployment %s/%s is %s after %ss: look at `kubectl -n %s describe deployment %s` and its "
                            "pods' events, or raise istio_install_wait_timeout"

@@ -2,6 +2,7 @@
 module would restart or wait for something. The restarts themselves are covered by
 tests/integration/test_teg_restart.py."""
 
+import itertools
 import json
 
 import pytest
@@ -18,6 +19,7 @@ from ansible_collections.teg.istio.plugins.module_utils.rollout import (
     already_injected,
     ambient_injection,
     plan_restarts,
+    poll_pauses,
     wanted_injection,
 )
 
@@ -333,3 +335,11 @@ def test_ambient_still_requires_istiod():
                                           {}, False)
     assert decisions is None and errors[0].startswith("istiod not found in the cluster")
     assert "ztunnel learns the workloads from it" in errors[0]
+
+
+def test_a_wait_reads_again_after_a_quarter_second_then_doubles_the_pause_up_to_the_longest():
+    # rollout_restart's wait and istio_install's wait for istiod: a rollout done within a second is seen within a
+    # second, and a long wait reads no more often than every `longest` seconds.
+    assert list(itertools.islice(poll_pauses(2), 6)) == [0.25, 0.5, 1, 2, 2, 2]
+    assert list(itertools.islice(poll_pauses(5), 7)) == [0.25, 0.5, 1, 2, 4, 5, 5]
+    assert list(itertools.islice(poll_pauses(0.1), 2)) == [0.1, 0.1]
