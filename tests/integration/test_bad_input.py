@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import JSON_CALLBACK, assert_one_line_failure
+from conftest import JSON_CALLBACK, MATRIX, assert_one_line_failure
 
 TEG_NS = "envoy-gateway-system"
 BAD_NS = "bad-input"
@@ -179,3 +179,20 @@ def test_rbac_forbidden_is_one_line_naming_verb_and_resource(play, cluster):
                     ["grant that verb on that resource"])
     cluster.kubectl("delete", "serviceaccount", "nobody", "-n", "default")
     cluster.kubectl("delete", "clusterrolebinding,clusterrole", "bad-input-partial")
+
+
+@pytest.mark.skipif(MATRIX != "current", reason="Envoy Gateway v0.5 has no spec.shutdown: drain_duration is refused")
+def test_an_unreadable_proxy_config_on_the_envoyproxy_stops_site_yml_before_any_write(play, cluster):
+    """docs/bad-input.md row 31 through site.yml: TEG's EnvoyProxy carries a proxy.istio.io/config on its pods that
+    is not a YAML mapping, and the drain duration is to be set from it."""
+    resource, name = "envoyproxies.gateway.envoyproxy.io", "teg-envoy-proxy"
+    original = json.loads(cluster.kubectl("get", resource, name, "-n", TEG_NS, "-o", "json").stdout)["spec"]
+    unreadable = {"provider": {"type": "Kubernetes", "kubernetes": {"envoyDeployment": {"pod": {"annotations": {
+        "proxy.istio.io/config": "[1, 2]"}}}}}}
+    cluster.kubectl("patch", resource, name, "-n", TEG_NS, "--type=merge", "-p", json.dumps({"spec": unreadable}))
+    try:
+        _assert_refused(_site(play, {"teg_istio_prep_sidecar_drain": "drain_duration"}),
+                        [f"EnvoyProxy {TEG_NS}/{name}", "not a YAML mapping"], ["correct it"])
+    finally:
+        cluster.kubectl("patch", resource, name, "-n", TEG_NS, "--type=json",
+                        "-p", json.dumps([{"op": "replace", "path": "/spec", "value": original}]))
