@@ -464,8 +464,9 @@ def _ambient_daemonsets(view, settings):
 
 def verify(view, settings, predicted, check_mode):
     """After the install or upgrade: wait until istiod is Available and its sidecar injector registered, and in ambient
-    mode the CNI agent and ztunnel DaemonSets ready (polling as rollout.poll_pauses says, up to istio_install_wait_timeout), check that the Istio
-    APIs are served, and say what runs. (An Istio used as it is was verified by the plan, which reports it.)"""
+    mode the CNI agent and ztunnel DaemonSets ready (polling as rollout.poll_pauses says, up to
+    istio_install_wait_timeout), check that the Istio APIs are served, and say what runs. (An Istio used as it is
+    was verified by the plan, which reports it.)"""
     names = _names(settings)
     timeout = settings["wait_timeout"]
     deadline = time.monotonic() + timeout
