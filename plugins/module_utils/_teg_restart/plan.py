@@ -164,6 +164,7 @@ def decide(facts, read, settings, predicted, check_mode):
     if candidates and not settings["force"]:
         current = already_injected(candidates, pods, injection, TRIGGER_ANNOTATION)
     restart, _unchanged = plan_restarts(selected, value, TRIGGER_ANNOTATION, settings["force"], current)
+    restarts = [entry["name"] for entry in restart]
     # rollout_restart refuses them too, but only after it has patched the others.
     error = paused_error(selected, restart, settings["namespace"])
     if error:
@@ -175,8 +176,19 @@ def decide(facts, read, settings, predicted, check_mode):
         "injection": injection if _ambient(settings) or settings["data_plane"] else None,
         "restart": restart_pending(deployments, settings["deployments"], data_plane, value, settings["force"],
                                    settings["wait"], current=current),
-        "restarts": [entry["name"] for entry in restart],
+        "restarts": restarts,
+        "rolling_out": rolling_out(selected, restarts, settings["wait"]),
     }, [], warnings
+
+
+def rolling_out(selected, restarts, wait):
+    """Names of the `selected` Deployments not among `restarts` whose rollout is still under way, when the
+    role waits: rollout_restart waits for them too (a rerun after a run cut off right after its restart), so
+    by the next role their pods are those of the current template, as a restart's would be."""
+    if not wait:
+        return []
+    return [d["metadata"]["name"] for d in selected if d["metadata"]["name"] not in restarts
+            and rollout_state(d, d["metadata"].get("generation", 0))[0] != "done"]
 
 
 def plan(view, settings, predicted, check_mode):
@@ -186,4 +198,5 @@ def plan(view, settings, predicted, check_mode):
     if errors:
         return {"errors": errors, "warnings": warnings}
     return {"errors": [], "warnings": warnings, "writes": decisions, "changes": decisions["restart"],
-            "predicts": {"restarted": {settings["namespace"]: decisions["restarts"]}}}
+            # The pods of both come back from the current template before the roles after this one run.
+            "predicts": {"restarted": {settings["namespace"]: decisions["restarts"] + decisions["rolling_out"]}}}

@@ -10,6 +10,7 @@ import pytest
 from ansible_collections.teg.istio.plugins.module_utils._teg_restart.plan import (
     ambient_trigger,
     decide,
+    plan,
     reads,
     restart_pending,
     trigger,
@@ -180,6 +181,38 @@ def test_the_plan_leaves_an_injected_envoy_deployment_alone_and_restarts_a_stale
     assert decisions["restarts"] == [] and decisions["restart"] is False
     forced, _errors, _warnings = decide(facts, read, dict(settings, force=True), {}, False)
     assert forced["restarts"] == NAMES + ["envoy-apps"]
+
+
+def test_a_rollout_under_way_is_predicted_as_restarted_when_the_role_waits_for_it():
+    """A rerun after a run cut off right after it restarted envoy-gateway: the trigger is current, the rollout not
+    done, the old pod (no sidecar) still serving. The role waits for that rollout, so site.yml's plan tells
+    strict_mtls (predicts.restarted) that those pods come back from the current template; without the wait,
+    nothing is predicted and STRICT's safety check judges the pods as they are."""
+    labels = {"istio-injection": "enabled"}
+    istiod = {"revision": "default", "version": "1.29.6"}
+    value = trigger(labels, None, istiod)
+    facts = {"istio": {"istiod": istiod}, "gatewayclass": {"envoyproxy": None}}
+    deployments = [deployment("envoy-gateway", trigger=value, generation=3, observed=2), deployment("teg-redis", trigger=value)]
+    read = {"namespace": {"resources": [{"metadata": {"name": "envoy-gateway-system", "labels": labels}}]},
+            "deployments": {"resources": deployments}}
+    settings = {"namespace": "envoy-gateway-system", "deployments": NAMES, "data_plane": False, "force": False,
+                "wait": True, "require_istiod": True, "mesh_mode": "sidecar",
+                "gatewayclass": "teg", "data_plane_selector": ""}
+
+    class View:
+        def facts(self, **_kwargs):
+            return facts
+
+        def read(self, _facts, _reads):
+            return read
+
+    planned = plan(View(), settings, {}, True)
+    assert planned["errors"] == [] and planned["writes"]["restarts"] == []
+    assert planned["writes"]["restart"] is True
+    assert planned["predicts"] == {"restarted": {"envoy-gateway-system": ["envoy-gateway"]}}
+    unwaited = plan(View(), dict(settings, wait=False), {}, True)
+    assert unwaited["writes"]["restart"] is False
+    assert unwaited["predicts"] == {"restarted": {"envoy-gateway-system": []}}
 
 
 def test_the_sidecar_drain_annotation_changes_the_trigger_and_what_the_pods_must_carry():
