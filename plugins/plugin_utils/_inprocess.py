@@ -46,6 +46,15 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
 try:
+    # ansible-core 2.22 and later: validating the arguments registers the no_log values as secrets, and the
+    # controller masks them wherever a result is shown, as it does a module process's (which returns them as they
+    # are); remove_values is deprecated there (removal in 2.25). Earlier versions: masked here, as AnsibleModule did.
+    from ansible.module_utils import secrets as _core_secrets  # noqa: F401  pylint: disable=unused-import
+    SECRETS_MASKED_BY_CORE = True
+except ImportError:
+    SECRETS_MASKED_BY_CORE = False
+
+try:
     # Imported when the plugin is loaded, in the ansible-playbook process, on purpose: see above.
     import kubernetes  # noqa: F401  pylint: disable=unused-import
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as _k8s_client  # noqa: F401
@@ -82,6 +91,14 @@ def inprocess_enabled():
     plugin_type, plugin_name = _SETTINGS_OWNER
     C.config.initialize_plugin_configuration_definitions(plugin_type, plugin_name, _SETTINGS)
     return C.config.get_config_value("inprocess", plugin_type=plugin_type, plugin_name=plugin_name)
+
+
+def _masked(value, no_log_values):
+    """`value` as a module process of this ansible-core returns it: with the no_log values masked before 2.22,
+    as it is from 2.22 on (the controller masks it when shown; SECRETS_MASKED_BY_CORE)."""
+    if SECRETS_MASKED_BY_CORE:
+        return value
+    return remove_values(value, no_log_values)
 
 
 def _module_returns_invocation(task_vars):
@@ -216,15 +233,15 @@ class InProcessAction(ActionBase):
             module.connection_variables = connection_variables(params, task_vars or {})
             outcome = self._run_module(module)
         no_log_values = validation._no_log_values
-        outcome = remove_values(outcome, no_log_values)
+        outcome = _masked(outcome, no_log_values)
         if _module_returns_invocation(task_vars or {}):
-            outcome["invocation"] = {"module_args": remove_values(params, no_log_values)}
+            outcome["invocation"] = {"module_args": _masked(params, no_log_values)}
         else:
             outcome.pop("invocation", None)
         # As ModuleArgumentSpecValidator words them for a module process.
         warnings = ["Both option %s and its alias %s are set." % (w["option"], w["alias"]) for w in validation._warnings]
         warnings.extend(d["msg"] for d in validation._deprecations)
-        warnings.extend(remove_values(module.warnings, no_log_values))
+        warnings.extend(_masked(module.warnings, no_log_values))
         if warnings:
             outcome["warnings"] = warnings
         outcome.setdefault("changed", False)

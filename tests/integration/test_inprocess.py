@@ -109,11 +109,25 @@ def test_the_tasks_environment_carries_the_connection_settings(fresh, interprete
     assert "\n" not in result["msg"]
 
 
+def module_process_invocation(cluster, interpreter, case, **kwargs):
+    """The arguments the module process of this ansible-core returns for `case` (TEG_ISTIO_INPROCESS=false), no_log
+    values as it masks them: before 2.22 AnsibleModule replaces them with VALUE_SPECIFIED_IN_NO_LOG_PARAMETER; from
+    2.22 on the controller masks every registered secret wherever it is shown ($REDACTED$), and a value that is no
+    secret (a kubeconfig path) is shown."""
+    env = dict(kwargs.pop("env", None) or {}, TEG_ISTIO_INPROCESS="false")
+    _run, result, processes = run_case(cluster, interpreter, case, env=env, **kwargs)
+    assert processes, "the off switch ran no module process"
+    return result["invocation"]["module_args"]
+
+
 def test_module_defaults_of_the_action_group_reach_the_in_process_module(fresh, interpreter):
-    run, result, processes = run_case(fresh, interpreter, "module_defaults", unset=("KUBECONFIG", "K8S_AUTH_KUBECONFIG"),
-                                      extra={"task_kubeconfig": str(fresh.kubeconfig)}, env={"HOME": "/nonexistent"})
+    arguments = {"unset": ("KUBECONFIG", "K8S_AUTH_KUBECONFIG"), "extra": {"task_kubeconfig": str(fresh.kubeconfig)},
+                 "env": {"HOME": "/nonexistent"}}
+    run, result, processes = run_case(fresh, interpreter, "module_defaults", **arguments)
     assert run.rc == 0 and processes == [], result
-    assert result["invocation"]["module_args"]["kubeconfig"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    invocation = result["invocation"]["module_args"]
+    assert invocation["kubeconfig"] in (str(fresh.kubeconfig), "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"), invocation
+    assert invocation == module_process_invocation(fresh, interpreter, "module_defaults", **arguments)
 
 
 def test_a_context_the_kubeconfig_lacks_is_one_line_naming_its_contexts(fresh, interpreter):
@@ -133,7 +147,9 @@ def test_no_log_options_are_masked_and_no_log_hides_the_result(fresh, interprete
     unset = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG")
     run, result, _processes = run_case(fresh, interpreter, "api_key", extra=extra, unset=unset)
     assert result["failed"] and "401 Unauthorized" in result["msg"], result["msg"]
-    assert result["invocation"]["module_args"]["api_key"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert result["invocation"]["module_args"]["api_key"] in ("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER", "$REDACTED$")
+    assert result["invocation"]["module_args"] == module_process_invocation(fresh, interpreter, "api_key", extra=extra,
+                                                                            unset=unset)
     assert SECRET not in run.output
     run, result, _processes = run_case(fresh, interpreter, "no_log", extra=extra, unset=unset)
     assert result["censored"].startswith("the output has been hidden"), result

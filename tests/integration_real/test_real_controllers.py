@@ -9,8 +9,16 @@ although Envoy Gateway created the Envoy Deployment after the first run's teg_re
 
 import json
 import shlex
+import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "localcp"))
+import controllers  # noqa: E402  pylint: disable=wrong-import-position
+import localcp  # noqa: E402  pylint: disable=wrong-import-position
 
 TEG_NAMESPACE = "envoy-gateway-system"
 # What teg_restart restarts in the TEG namespace (roles/teg_restart/defaults/main.yml). Envoy Gateway
@@ -103,6 +111,24 @@ def test_strict_mtls_needs_no_force_where_pods_are_injected(site, cluster):
     mode = cluster.kubectl("get", "peerauthentication", "default", "-n", "istio-system", "-o",
                            "jsonpath={.spec.mtls.mode}").stdout
     assert mode == "STRICT"
+
+
+def test_istiod_runs_as_the_deployed_minor_by_its_compatibility_profile(cluster):
+    """The real istiod is a build of a later Istio snapshot (versions.env); the chart of the deployed minor sets
+    `compatibilityVersion`, whose profile (the module's manifests/helm-profiles/compatibility-version-<minor>.yaml,
+    read here) sets pilot env flags that keep that minor's behaviour. istiod's own report of its environment
+    (ControlZ's env topic, JSON at /envj/: istio pkg/ctrlz/topics/env.go) carries every one of them."""
+    pins = localcp.versions()
+    minor = pins["ISTIOD_COMPATIBILITY_VERSION"]
+    module = controllers.istio_module_dir(pins["ISTIOD_MODULE_VERSION"])
+    profile_file = module / "manifests" / "helm-profiles" / f"compatibility-version-{minor}.yaml"
+    profile = yaml.safe_load(profile_file.read_text())
+    wanted = {name: str(value) for name, value in profile["pilot"]["env"].items()}
+    assert wanted, f"the compatibility profile {minor} sets no pilot env: nothing to check"
+    state = json.loads((cluster.state_dir / "controllers" / "state.json").read_text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{state['ports']['istiod']['ctrlz']}/envj/", timeout=10) as resp:
+        running = {var["name"]: var["value"] for var in json.loads(resp.read())}
+    assert {name: running.get(name) for name in wanted} == wanted
 
 
 def envoy_deployments(cluster):
