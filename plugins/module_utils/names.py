@@ -80,6 +80,15 @@ def sidecar_container(pod):
                  if c.get("name") == SIDECAR_CONTAINER), None)
 
 
+def pod_serving(pod):
+    """Whether `pod` takes traffic now or will once ready: neither finished (phase Succeeded or Failed) nor being
+    deleted. A rollout that just completed (teg_restart's) leaves its old pods terminating for their grace period,
+    out of their Services' ready endpoints, while their replacements carry the sidecar; an evicted pod stays as
+    Failed. The mesh checks judge the serving pods only."""
+    finished = ((pod or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
+    return not finished and not ((pod or {}).get("metadata") or {}).get("deletionTimestamp")
+
+
 # Istio's ambient mode (teg_istio_mesh_mode ambient): a namespace (or pod) with this label and value is
 # enrolled in the mesh through ztunnel, with no sidecar; the value "none" on a pod opts it out.
 # Upstream: istio/istio pkg/config/constants (DataplaneModeLabel, DataplaneModeAmbient).

@@ -10,7 +10,11 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.teg.istio.plugins.module_utils.names import image_version, sidecar_container
+from ansible_collections.teg.istio.plugins.module_utils.names import (
+    image_version,
+    pod_serving,
+    sidecar_container,
+)
 
 # The pod-template annotation that records the trigger of the last restart.
 TRIGGER_ANNOTATION = "teg.istio/restart-trigger"
@@ -68,9 +72,9 @@ def ambient_injection():
 
 
 def deployment_pods(deployment, pods):
-    """The pods of `pods` that `deployment` selects (matchLabels) and that are not being deleted."""
+    """The serving pods of `pods` (names.pod_serving) that `deployment` selects (matchLabels)."""
     wanted = (((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items()
-    return [p for p in pods or [] if not (p.get("metadata") or {}).get("deletionTimestamp")
+    return [p for p in pods or [] if pod_serving(p)
             and all(((p.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in wanted)]
 
 

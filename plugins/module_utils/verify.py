@@ -24,6 +24,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
     GATEWAY_NAMESPACE_LABEL,
     ambient_enrolled,
     describe,
+    pod_serving,
     referenced_envoyproxy,
     sidecar_container,
 )
@@ -261,7 +262,7 @@ def _ambient_findings(observed, expected):
                                 "(a pod with a sidecar is not captured by ztunnel): run the %s role in ambient mode, "
                                 "or remove the label" % (name, key, labels[key], fixer))
     for pod in observed.get("ambient_pods") or []:
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if not pod_serving(pod):
             continue
         namespace = _meta(pod).get("namespace")
         where = _where(dict(pod, kind="Pod"))
@@ -356,7 +357,7 @@ def verify_status_findings(observed, expected):
                 findings.append("%s is not %s by its Gateway" % (_where(route), kind))
     # In ambient the config level checks every pod's enrolment (_ambient_findings).
     missing = sorted(_where(p) for p in observed.get("mesh_pods") or []
-                     if sidecar_container(p) is None and not _ambient(expected))
+                     if pod_serving(p) and sidecar_container(p) is None and not _ambient(expected))
     if missing:
         findings.append("pods without an istio-proxy sidecar: %s; run the teg_restart role (and check the "
                         "namespace's injection label)" % ", ".join(missing))

@@ -201,7 +201,7 @@ def test_bad_input_is_one_line_before_any_write(mesh, fail, extra, expected, fix
 
 
 def test_refuses_when_istio_is_not_installed(mesh, fail):
-    mesh.kubectl("delete", "crd", "peerauthentications.security.istio.io", "--wait=true")
+    mesh.localcp("delete-crds", "peerauthentications.security.istio.io")
     try:
         result, msg = fail({"strict_mtls_force": True}, cause=["PeerAuthentication (security.istio.io) is not served"],
                            fix=["install Istio first"])

@@ -385,7 +385,7 @@ def test_no_envoyproxy_api_is_refused(fresh, play):
     with it every EnvoyProxy, then puts the cluster back as TEG's install left it."""
     cluster = fresh
     real = _crd(cluster, EP_CRD_FILE)
-    cluster.kubectl("delete", "crd", real["metadata"]["name"], "--wait=true")
+    cluster.localcp("delete-crds", real["metadata"]["name"])
     try:
         msg = assert_refused(run_role(play, env=JSON_CALLBACK), ["no API group serves envoyproxies"],
                              ["install TEG / Envoy Gateway with its CRDs"])

@@ -8,6 +8,8 @@
     localcp.py stop-apiserver [--kill] | start-apiserver   fault injection for the recovery tests (--kill:
                                               SIGKILL, no graceful end of the requests in flight)
     localcp.py crds-dir                       print the upstream CRD folder (fetching the pinned files if needed)
+    localcp.py delete-crds NAME...            delete CRDs and wait until they are gone (delete_crds: without
+                                              the minutes a CRD made moments before can take)
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kwok controller (one fake
 Node, so Pods run and Deployments become Available) are binaries that build.sh made from their Go
@@ -603,6 +605,13 @@ def delete_crds(state, names, timeout=180):
     wait_for(f"CRDs {', '.join(names)} to be deleted", gone, timeout=timeout, interval=1)
 
 
+def cmd_delete_crds(args):
+    state = load_state()
+    if not state:
+        raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    delete_crds(state, args.names)
+
+
 def cmd_crds_dir(args):
     print(crds_dir())
 
@@ -634,6 +643,7 @@ def main(argv=None):
     for name in ("down", "env", "status", "reset", "start-apiserver", "crds-dir"):
         sub.add_parser(name)
     sub.add_parser("stop-apiserver").add_argument("--kill", action="store_true")
+    sub.add_parser("delete-crds").add_argument("names", nargs="+")
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:

@@ -20,6 +20,7 @@ from ansible_collections.teg.istio.plugins.module_utils.names import (
     TegIstioError,
     ambient_enrolled,
     describe,
+    pod_serving,
     sidecar_container,
 )
 
@@ -112,13 +113,11 @@ def unmeshed_pods(pods, namespace_labels=None):
     """'namespace/name' of each running pod not in the mesh. Sidecar mode (`namespace_labels` None): without an
     istio-proxy container, sidecar or native sidecar (an init container of that name). Ambient
     (`namespace_labels` {namespace: labels}): neither enrolled by istio.io/dataplane-mode (its own label, else
-    its namespace's) nor with a sidecar. Finished pods take no traffic and are left out, and so are pods being
-    deleted: a rollout that just completed (teg_restart's) leaves its old pods terminating for their grace period,
-    out of their Services' ready endpoints, while their replacements carry the sidecar."""
+    its namespace's) nor with a sidecar. Only serving pods are judged (names.pod_serving: finished pods and pods
+    being deleted take no traffic)."""
     out = []
     for pod in pods or []:
-        status = pod.get("status") or {}
-        if status.get("phase") in ("Succeeded", "Failed") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        if not pod_serving(pod):
             continue
         enrolled = sidecar_container(pod) is not None
         if namespace_labels is not None and not enrolled:

@@ -161,6 +161,16 @@ def test_an_ambient_setup_has_no_findings():
                                               dict(EXPECTED, mesh_mode="sidecar")) if "sidecar" in f]
 
 
+def test_a_pod_being_deleted_is_not_judged():
+    """The old pod of a rollout that just completed (teg_restart into ambient) still runs its sidecar while it
+    terminates; its replacement is what serves."""
+    observed = _observed()
+    old = _pod("httpbin", "old", containers=("app", "istio-proxy"))
+    old["metadata"]["deletionTimestamp"] = "2026-12-05T14:00:00Z"
+    observed["ambient_pods"].append(old)
+    assert verify_config_findings(observed, EXPECTED) == []
+
+
 def _pod_annotations(observed):
     return observed["envoyproxy"]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["annotations"]
 

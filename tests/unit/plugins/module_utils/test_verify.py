@@ -183,6 +183,11 @@ def test_status_reports_conditions_and_unmeshed_pods():
             {"kind": "Pod", "metadata": {"name": "a", "namespace": NS}, "spec": {"containers": [{"name": "envoy"}]}},
             {"kind": "Pod", "metadata": {"name": "b", "namespace": NS},
              "spec": {"containers": [{"name": "envoy"}], "initContainers": [{"name": "istio-proxy"}]}},
+            # Not serving: the old pod of a rollout that just completed, terminating; a finished (evicted) one.
+            {"kind": "Pod", "metadata": {"name": "old", "namespace": NS, "deletionTimestamp": "2026-12-05T14:00:00Z"},
+             "spec": {"containers": [{"name": "envoy"}]}},
+            {"kind": "Pod", "metadata": {"name": "evicted", "namespace": NS}, "status": {"phase": "Failed"},
+             "spec": {"containers": [{"name": "envoy"}]}},
         ],
     }
     findings = verify_status_findings(observed, EXPECTED)
