@@ -36,6 +36,13 @@ def interpreter(tmp_path):
     return wrapper, log
 
 
+@pytest.fixture
+def no_kubeconfig_home(tmp_path):
+    """A HOME without ~/.kube/config (kubernetes.core's last resort), inside the test's folder: ansible-playbook
+    makes its ~/.ansible there, never outside the test's own files."""
+    return tmp_path / "home"
+
+
 def run_case(cluster, interpreter, case, check=False, diff=False, extra=None, env=None, unset=()):
     """Run one case of the playbook with the json callback; (PlaybookRun, the case's task result, module
     processes started)."""
@@ -95,17 +102,19 @@ def test_delegated_the_module_runs_as_a_module_process_with_the_same_result(fres
     assert run.writes == [] and [e["objectRef"]["resource"] for e in run.dry_runs] == ["services"]
 
 
-def test_the_tasks_environment_carries_the_connection_settings(fresh, interpreter):
+def test_the_tasks_environment_carries_the_connection_settings(fresh, interpreter, no_kubeconfig_home):
     unset = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG")
+    home = {"HOME": str(no_kubeconfig_home)}
     run, result, processes = run_case(fresh, interpreter, "environment", unset=unset,
-                                      extra={"task_kubeconfig": str(fresh.kubeconfig)}, env={"HOME": "/nonexistent"})
+                                      extra={"task_kubeconfig": str(fresh.kubeconfig)}, env=home)
     assert run.rc == 0 and processes == [], result
     assert result["cluster"]["kubernetes_version"].startswith("v1.")
+    missing = no_kubeconfig_home / "missing-kubeconfig"
     run, result, _processes = run_case(fresh, interpreter, "environment", unset=unset,
-                                       extra={"task_kubeconfig": "/nonexistent/kubeconfig"}, env={"HOME": "/nonexistent"})
+                                       extra={"task_kubeconfig": str(missing)}, env=home)
     assert result["failed"] and result["msg"].startswith(
-        "no Kubernetes connection settings: kubeconfig /nonexistent/kubeconfig (from K8S_AUTH_KUBECONFIG) does not "
-        "exist"), result["msg"]
+        f"no Kubernetes connection settings: kubeconfig {missing} (from K8S_AUTH_KUBECONFIG) does not exist"), \
+        result["msg"]
     assert "\n" not in result["msg"]
 
 
@@ -120,9 +129,9 @@ def module_process_invocation(cluster, interpreter, case, **kwargs):
     return result["invocation"]["module_args"]
 
 
-def test_module_defaults_of_the_action_group_reach_the_in_process_module(fresh, interpreter):
+def test_module_defaults_of_the_action_group_reach_the_in_process_module(fresh, interpreter, no_kubeconfig_home):
     arguments = {"unset": ("KUBECONFIG", "K8S_AUTH_KUBECONFIG"), "extra": {"task_kubeconfig": str(fresh.kubeconfig)},
-                 "env": {"HOME": "/nonexistent"}}
+                 "env": {"HOME": str(no_kubeconfig_home)}}
     run, result, processes = run_case(fresh, interpreter, "module_defaults", **arguments)
     assert run.rc == 0 and processes == [], result
     invocation = result["invocation"]["module_args"]

@@ -117,8 +117,13 @@ def versions(venv, cluster_env):
                           capture_output=True, text=True).stdout.strip()
     server = json.loads(subprocess.run(["kubectl", "version", "-o", "json"], env=cluster_env, check=True,
                                        capture_output=True, text=True).stdout)["serverVersion"]["gitVersion"]
-    found.update(helm=helm, kubernetes=server, istio=localcp.MATRIX[FLAVOUR]["istio"].removeprefix("istio-"))
+    found.update(helm=helm, kubernetes=server, istio=_flavour_istio())
     return found
+
+
+def _flavour_istio():
+    """The Istio version of the matrix's flavour (its CRDs, the stand-in charts)."""
+    return localcp.MATRIX[FLAVOUR]["istio"].removeprefix("istio-")
 
 
 def _line(found, outcome, counts, source=""):
@@ -205,8 +210,7 @@ def lane_versions():
     reports its pin)."""
     found = interpreter_versions(sys.executable)
     pins = localcp.versions()
-    found.update(helm=pins["HELM_VERSION"], kubernetes=pins["KUBERNETES_VERSION"],
-                 istio=localcp.MATRIX[FLAVOUR]["istio"].removeprefix("istio-"))
+    found.update(helm=pins["HELM_VERSION"], kubernetes=pins["KUBERNETES_VERSION"], istio=_flavour_istio())
     return found
 
 
