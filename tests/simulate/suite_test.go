@@ -171,7 +171,7 @@ func checkRoutingSpecifics(t *testing.T, w *World, wk *Walk) {
 // behave as the deployed one): run.py takes it from the chart and sets it for this process, because istiod's
 // features read the environment once, at start. Each variable must be set here and be one the pinned istiod
 // registers (pkg/env). Where the deployed minor is the module's own, with none: no flag of the previous minor's
-// profile (those that would turn this minor's behaviour changes off) is set, and each is one istiod registers.
+// profile (those that would turn this minor's behaviour changes off) is set, and istiod registers at least one.
 func TestCompatibilityProfile(t *testing.T) {
 	st := loadState(t, Modes[0])
 	registered := map[string]bool{}
@@ -187,14 +187,23 @@ func TestCompatibilityProfile(t *testing.T) {
 			t.Fatalf("the state has no pilot env of the profile before the module's own minor %s: nothing to check",
 				st.IstioChart.ModuleMinor)
 		}
+		read := 0
 		for name := range st.IstioChart.PreviousProfileEnv {
 			if got, set := os.LookupEnv(name); set {
 				t.Errorf("Istio %s runs as its own minor, yet the in-process istiod has %s=%q of the previous minor's profile",
 					st.IstioChart.ModuleMinor, name, got)
 			}
-			if !registered[name] {
-				t.Errorf("the previous minor's profile sets %s, which the pinned istiod does not read", name)
+			if registered[name] {
+				read++
+			} else {
+				// The profiles are shared with the gateway chart; 1.30's PILOT_SPAWN_UPSTREAM_SPAN_FOR_GATEWAY is
+				// registered by no package of the 1.31 snapshot.
+				t.Logf("the previous minor's profile sets %s, which the pinned istiod does not register", name)
 			}
+		}
+		if read == 0 {
+			t.Errorf("the pinned istiod registers none of the previous minor's profile flags %v: nothing is checked",
+				st.IstioChart.PreviousProfileEnv)
 		}
 		return
 	}
