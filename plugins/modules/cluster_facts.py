@@ -175,7 +175,7 @@ cluster:
             version:
               description: The tag of its first container's image, without a leading C(v); C(null) when the image has no tag.
               type: str
-              sample: 1.29.6
+              sample: 1.31.4
             revision:
               description: Its C(istio.io/rev) label; C(default) when the label is absent.
               type: str
@@ -218,8 +218,8 @@ helm_releases:
       namespace: istio-system
       revision: "1"
       status: deployed
-      chart: istiod-1.29.6
-      app_version: 1.29.6
+      chart: istiod-1.31.4
+      app_version: 1.31.4
       updated: "2026-11-26T23:37:01.5Z"
       values: {global: {istioNamespace: istio-system}}
       labels: {app.kubernetes.io/managed-by: teg.istio}

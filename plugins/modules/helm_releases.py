@@ -123,8 +123,8 @@ EXAMPLES = r"""
     namespace: istio-system
     create_namespace: true
     releases:
-      - {name: istio-base, chart: /srv/charts/base-1.29.6.tgz, values: {global: {istioNamespace: istio-system}}}
-      - {name: istiod, chart: /srv/charts/istiod-1.29.6.tgz, values: {global: {istioNamespace: istio-system}}}
+      - {name: istio-base, chart: /srv/charts/base-1.31.4.tgz, values: {global: {istioNamespace: istio-system}}}
+      - {name: istiod, chart: /srv/charts/istiod-1.31.4.tgz, values: {global: {istioNamespace: istio-system}}}
 
 - name: Uninstall them
   teg.istio.helm_releases:
@@ -140,7 +140,7 @@ releases:
       change, its revision, status and chart.
   returned: success
   type: dict
-  sample: {istiod: {action: installed, revision: "1", status: deployed, chart: istiod-1.29.6}}
+  sample: {istiod: {action: installed, revision: "1", status: deployed, chart: istiod-1.31.4}}
 namespace_created:
   description: Whether O(namespace) was created.
   returned: when O(create_namespace) and O(state=present)

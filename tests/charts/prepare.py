@@ -1,6 +1,6 @@
 """Stage the test stand-ins for Istio's `base`, `istiod`, `cni` and `ztunnel` charts for one Istio version.
 
-    prepare.py OUT_DIR [--matrix current|legacy | --istio-version 1.29.6] [--also-version 1.30.0 ...]
+    prepare.py OUT_DIR [--matrix current|legacy | --istio-version 1.31.4] [--also-version 1.30.0 ...]
 
 writes, from tests/charts/istio-base-test, istiod-test, cni-test and ztunnel-test:
 
@@ -46,7 +46,7 @@ class PrepareError(Exception):
 
 
 def istio_version_for(matrix):
-    """The Istio version of a local-cluster flavour ("current" -> "1.29.6")."""
+    """The Istio version of a local-cluster flavour ("current" -> "1.31.4")."""
     sys.path.insert(0, str(REPO / "tests" / "localcp"))
     import localcp  # noqa: E402 -- the single place that pins the flavours
 

@@ -217,7 +217,7 @@ def test_a_survey_answer_does_not_override_a_cluster_host_variable(tmp_path):
             assert {name: eu[name] for name in NAMESPACES} == dict.fromkeys(NAMESPACES, "teg-eu"), template
             assert eu["istio_install_version"] == "1.28.0", template
             assert {name: us[name] for name in NAMESPACES} == dict.fromkeys(NAMESPACES, "envoy-gateway-system"), template
-            assert us["istio_install_version"] == "1.29.6", template
+            assert us["istio_install_version"] == "1.31.4", template
 
 
 def test_the_single_cluster_survey_namespace_reaches_every_role(tmp_path):

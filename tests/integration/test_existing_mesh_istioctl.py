@@ -58,10 +58,12 @@ def owners(cluster):
 def test_site_uses_the_istioctl_istio_and_switches_the_owners_permissive_policy_with_a_record(play, cluster, owners):
     run = play("site.yml", extra_vars=SITE)
     assert run.rc == 0, run.output[-4000:]
-    # The owners' istiod is used as it is, and its Istio (both lanes' are) is past its end of life: the plan says so.
+    # The owners' istiod is used as it is. Its Istio is the lane's: past its end of life in the legacy lane (1.19), so
+    # the plan says so; supported in the current one (1.31), so it says nothing.
     version = cluster.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
-    assert (f"[WARNING]: The running istiod istio-system/istiod: Istio {version} is past its end of life (20"
-            in " ".join(run.output.split())), run.output[-4000:]
+    past_end_of_life = [line for line in " ".join(run.output.split()).split("[WARNING]: ")[1:] if line.startswith(
+        "The running istiod istio-system/istiod: Istio %s is past its end of life (" % version)]
+    assert bool(past_end_of_life) == {"legacy": True, "current": False}[cluster.matrix], run.output[-4000:]
     applied = snapshot(cluster)
     # No Helm release anywhere in istio-system, and nothing there written: the istiod, its injector, its config.
     assert json.loads(helm(cluster, "list", "-n", "istio-system", "-o", "json")) == []

@@ -17,8 +17,8 @@ puts it into the Go module cache, as tests/localcp/controllers.py does for the i
   teg-istio-install grants nothing on a resource that neither chart nor the role's own uninstall touches.
 - Every kind the charts create is one that the teardown comparison lists (tests/integration/snapshots.py).
 
-The module is a 1.31 development snapshot (docs/real-controllers.md says why no 1.29.6 build is served), so this
-checks the values against the chart the real istiod runs with, not against 1.29.6's. Current flavour only: no
+The module is a 1.31 snapshot (docs/real-controllers.md), the minor of the current flavour's Istio 1.31.4, so this
+checks the values against the chart the real istiod runs with, of the deployed minor. Current flavour only: no
 Istio 1.19 module is served to render the legacy flavour's charts."""
 
 import json

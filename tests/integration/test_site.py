@@ -76,10 +76,12 @@ def test_site_applies_every_step_with_the_served_api_versions(play, cluster, fre
     (the local control plane's stand-in injector, tests/localcp/injector.py)."""
     run = play("site.yml")
     assert run.rc == 0, run.output[-4000:]
-    # Both lanes pin an Istio past its end of life (1.29 ended 2026-10-12, 1.19 2024-04-24): the plan says so.
+    # The legacy lane pins an Istio past its end of life (1.19 ended 2024-04-24): the plan says so. The current
+    # lane's, the role's default 1.31, is supported (until six weeks after 1.33.0): nothing is said of it.
     version = cluster.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
-    assert (f"[WARNING]: istio_install_version: Istio {version} is past its end of life (20"
-            in " ".join(run.output.split())), run.output[-4000:]
+    past_end_of_life = [line for line in " ".join(run.output.split()).split("[WARNING]: ")[1:]
+                        if line.startswith("istio_install_version: Istio %s is past its end of life (" % version)]
+    assert bool(past_end_of_life) == {"legacy": True, "current": False}[MATRIX], run.output[-4000:]
     applied = snapshot(cluster)
     APPLIED.update(applied)
     # Restarted into the mesh: exactly TEG's Deployments, each once; their pods and the sample's have sidecars.

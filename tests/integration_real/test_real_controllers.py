@@ -113,22 +113,42 @@ def test_strict_mtls_needs_no_force_where_pods_are_injected(site, cluster):
     assert mode == "STRICT"
 
 
+def _minor(version):
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
 def test_istiod_runs_as_the_deployed_minor_by_its_compatibility_profile(cluster):
-    """The real istiod is a build of a later Istio snapshot (versions.env); the chart of the deployed minor sets
-    `compatibilityVersion`, whose profile (the module's manifests/helm-profiles/compatibility-version-<minor>.yaml,
-    read here) sets pilot env flags that keep that minor's behaviour. istiod's own report of its environment
-    (ControlZ's env topic, JSON at /envj/: istio pkg/ctrlz/topics/env.go) carries every one of them."""
+    """The real istiod is a build of an Istio snapshot (versions.env) and must behave as the deployed minor, the
+    current flavour's Istio's. Where the snapshot is of a later minor, the chart sets `compatibilityVersion`, whose
+    profile (the module's manifests/helm-profiles/compatibility-version-<minor>.yaml, read here) sets pilot env flags
+    that keep the deployed minor's behaviour, and istiod's own report of its environment (ControlZ's env topic, JSON
+    at /envj/: istio pkg/ctrlz/topics/env.go) carries every one of them. Where the snapshot is of the deployed minor
+    itself (its VERSION file), no profile applies: istiod runs with none of the flags of the newest profile, the
+    previous minor's, which would turn the deployed minor's own behaviour changes off."""
     pins = localcp.versions()
     minor = pins["ISTIOD_COMPATIBILITY_VERSION"]
+    deployed = localcp.MATRIX["current"]["istio"].removeprefix("istio-")
+    assert _minor(minor) == _minor(deployed), (minor, deployed)
     module = controllers.istio_module_dir(pins["ISTIOD_MODULE_VERSION"])
-    profile_file = module / "manifests" / "helm-profiles" / f"compatibility-version-{minor}.yaml"
-    profile = yaml.safe_load(profile_file.read_text())
-    wanted = {name: str(value) for name, value in profile["pilot"]["env"].items()}
-    assert wanted, f"the compatibility profile {minor} sets no pilot env: nothing to check"
+    profiles = module / "manifests" / "helm-profiles"
     state = json.loads((cluster.state_dir / "controllers" / "state.json").read_text())
     with urllib.request.urlopen(f"http://127.0.0.1:{state['ports']['istiod']['ctrlz']}/envj/", timeout=10) as resp:
         running = {var["name"]: var["value"] for var in json.loads(resp.read())}
-    assert {name: running.get(name) for name in wanted} == wanted
+    # The report is of the environment controllers.start_istiod gave istiod (ambient on, as the chart's profile).
+    assert running.get("PILOT_ENABLE_AMBIENT") == "true", sorted(running)
+    own = controllers.module_minor(module)
+    if minor == own:
+        newest = max(profiles.glob("compatibility-version-*.yaml"),
+                     key=lambda path: _minor(path.stem.removeprefix("compatibility-version-")))
+        assert _minor(newest.stem.removeprefix("compatibility-version-")) == (_minor(own)[0], _minor(own)[1] - 1)
+        flags = sorted(yaml.safe_load(newest.read_text())["pilot"]["env"])
+        assert flags, f"the compatibility profile {newest.name} sets no pilot env: nothing to check"
+        assert {name: running.get(name) for name in flags} == dict.fromkeys(flags)
+    else:
+        profile = yaml.safe_load((profiles / f"compatibility-version-{minor}.yaml").read_text())
+        wanted = {name: str(value) for name, value in profile["pilot"]["env"].items()}
+        assert wanted, f"the compatibility profile {minor} sets no pilot env: nothing to check"
+        assert {name: running.get(name) for name in wanted} == wanted
 
 
 def envoy_deployments(cluster):

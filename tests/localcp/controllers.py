@@ -159,11 +159,48 @@ def make_istiod_pki(pki):
         (cacerts / target).write_bytes((pki / source).read_bytes())
 
 
+def module_minor(module_dir):
+    """The Istio minor the module is a snapshot of ("1.31"): its VERSION file, the version Istio's build stamps
+    (Makefile.core.mk: VERSION := $(cat VERSION)-dev). Not the newest compatibility profile's minor plus one: a
+    profile for N is added as N+1's behaviour changes land (compatibility-version-1.30.yaml lists "1.31 behavioral
+    changes"), so the profiles follow the minor rather than say it, and a minor is no decimal to add 0.01 to."""
+    return (module_dir / "VERSION").read_text().strip()
+
+
+def compatibility_version(module_dir, versions):
+    """The chart's compatibilityVersion for the deployed minor (ISTIOD_COMPATIBILITY_VERSION), None where that is
+    the module's own minor: its defaults are that minor's, and the chart has no profile for it (its
+    zzz_profile.yaml fails on an unknown compatibilityVersion)."""
+    minor = versions["ISTIOD_COMPATIBILITY_VERSION"]
+    return None if minor == module_minor(module_dir) else minor
+
+
+def _profile_path(module_dir, minor):
+    return module_dir / "manifests" / "helm-profiles" / f"compatibility-version-{minor}.yaml"
+
+
+def profile_env(module_dir, minor):
+    """The pilot env flags ({name: value}) of the module's compatibility profile of `minor`, None when it has none."""
+    path = _profile_path(module_dir, minor)
+    if not path.exists():
+        return None
+    profile = yaml.safe_load(path.read_text()) or {}
+    return {key: str(value) for key, value in ((profile.get("pilot") or {}).get("env") or {}).items()}
+
+
+def previous_profile_env(module_dir):
+    """The flags of the profile of the minor before the module's own: those that turn the module's own minor's
+    behaviour changes off, so none of them is set where the deployed minor is the module's ({} when it has none)."""
+    major, minor = module_minor(module_dir).split(".")
+    return profile_env(module_dir, f"{major}.{int(minor) - 1}") or {}
+
+
 def render_istiod_chart(cluster, module_dir, versions, template):
     chart = module_dir / "manifests" / "charts" / "istio-control" / "istio-discovery"
     istio_version = localcp.MATRIX[cluster["matrix"]]["istio"].removeprefix("istio-")
+    compatibility = compatibility_version(module_dir, versions)
     proc = run([Path(cluster["bins"]["helm"]) / "helm", "template", "istiod", chart, "-n", ISTIO_NAMESPACE,
-                "--set", f"compatibilityVersion={versions['ISTIOD_COMPATIBILITY_VERSION']}",
+                *(["--set", f"compatibilityVersion={compatibility}"] if compatibility else []),
                 "--set", f"global.tag={istio_version}", "--set", f"revision={REVISION}",
                 "--show-only", f"templates/{template}"])
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -172,15 +209,18 @@ def render_istiod_chart(cluster, module_dir, versions, template):
 def compatibility_env(cluster, module_dir, versions):
     """The pilot env flags of the deployed Istio minor's compatibility profile (the chart's compatibilityVersion:
     manifests/helm-profiles/compatibility-version-<minor>.yaml of the module, `pilot.env`), checked to be what the
-    chart renders into istiod's `discovery` container. The module is a snapshot of a later minor (versions.env):
-    these flags make the real istiod and the traffic suite's in-process one behave as the deployed minor."""
-    minor = versions["ISTIOD_COMPATIBILITY_VERSION"]
-    profile_path = module_dir / "manifests" / "helm-profiles" / f"compatibility-version-{minor}.yaml"
-    if not profile_path.exists():
-        raise localcp.LocalcpError(f"the istio module has no compatibility profile {minor} ({profile_path}): set "
-                                   "ISTIOD_COMPATIBILITY_VERSION in tests/localcp/versions.env to a minor it has")
-    profile = yaml.safe_load(profile_path.read_text()) or {}
-    wanted = {key: str(value) for key, value in ((profile.get("pilot") or {}).get("env") or {}).items()}
+    chart renders into istiod's `discovery` container. Where the module is a snapshot of a later minor, these flags
+    make the real istiod and the traffic suite's in-process one behave as the deployed minor; where the deployed
+    minor is the module's own, there are none (compatibility_version)."""
+    minor = compatibility_version(module_dir, versions)
+    if minor is None:
+        return {}
+    wanted = profile_env(module_dir, minor)
+    if wanted is None:
+        raise localcp.LocalcpError(f"the istio module has no compatibility profile {minor} "
+                                   f"({_profile_path(module_dir, minor)}): set ISTIOD_COMPATIBILITY_VERSION in "
+                                   "tests/localcp/versions.env to a minor it has, or to its own, "
+                                   f"{module_minor(module_dir)}")
     (deployment,) = [d for d in render_istiod_chart(cluster, module_dir, versions, "deployment.yaml")
                      if d.get("kind") == "Deployment"]
     (discovery,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "discovery"]

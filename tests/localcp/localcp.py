@@ -45,7 +45,7 @@ KUBECONFIG = STATE_DIR / "kubeconfig"
 
 # The flavours: which upstream CRD folders (of the folder crds_dir() resolves) a cluster gets.
 MATRIX = {
-    "current": {"envoy_gateway": "envoy-gateway-v1.9.0", "istio": "istio-1.29.6"},
+    "current": {"envoy_gateway": "envoy-gateway-v1.9.0", "istio": "istio-1.31.4"},
     "legacy": {"envoy_gateway": "envoy-gateway-v0.5.0", "istio": "istio-1.19.10"},
 }
 # The pins of versions.env that differ between the lanes (the legacy lane's carry the prefix LEGACY_).

@@ -279,7 +279,9 @@ def istio_chart(cluster_state, version_pins):
             "mesh": mesh["data"]["mesh"], "webhook": webhook,
             "module_version": version_pins["ISTIOD_MODULE_VERSION"],
             "compatibility_version": version_pins["ISTIOD_COMPATIBILITY_VERSION"],
-            "compatibility_env": controllers.compatibility_env(cluster_state, module_dir, version_pins)}
+            "compatibility_env": controllers.compatibility_env(cluster_state, module_dir, version_pins),
+            "module_minor": controllers.module_minor(module_dir),
+            "previous_profile_env": controllers.previous_profile_env(module_dir)}
 
 
 def live_endpoints(cluster):

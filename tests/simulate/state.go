@@ -46,8 +46,13 @@ type IstioChart struct {
 	Webhook              map[string]any `json:"webhook"`
 	ModuleVersion        string         `json:"module_version"`
 	CompatibilityVersion string         `json:"compatibility_version"`
-	// CompatibilityEnv is the pilot env of that compatibility profile, which run.py gives the suite's process.
+	// CompatibilityEnv is the pilot env of that compatibility profile, which run.py gives the suite's process;
+	// empty where the deployed minor is the module's own (ModuleMinor, its VERSION file).
 	CompatibilityEnv map[string]string `json:"compatibility_env"`
+	ModuleMinor      string            `json:"module_minor"`
+	// PreviousProfileEnv is the pilot env of the profile of the minor before the module's own: the flags that would
+	// turn the module's own minor's behaviour changes off.
+	PreviousProfileEnv map[string]string `json:"previous_profile_env"`
 }
 
 // Live says where the real controllers of a CONTROLLERS=real cluster serve xDS.

@@ -466,7 +466,9 @@ AMBIENT_MINIMUM = (1, 24)
 # The oldest Kubernetes minor version each Istio minor release supports (Istio's "Supported Releases" page,
 # istio.io/latest/docs/releases/supported-releases/#support-status-of-istio-releases, rendered from
 # istio/istio.io data/compatibility/supportStatus.yml, `k8sVersions`: rows 1.26 to 1.30 checked against that
-# file, 1.24 and 1.25 not checked here); a release newer than the table takes its newest row. Older Kubernetes
+# file, 1.24 and 1.25 not checked here; row 1.31 as that file has it since istio/istio.io#17638 of 2026-09-30,
+# which added 1.37 to it, read from a quotation of it: no copy of the file at a version that has 1.31 could be read
+# here); a release newer than the table takes its newest row. Older Kubernetes
 # is refused in ambient mode (ztunnel and the CNI agent rely on the node and pod APIs of the supported
 # versions); newer than the tested range is only warned about.
 KUBERNETES_SUPPORT = {
@@ -477,6 +479,7 @@ KUBERNETES_SUPPORT = {
     (1, 28): ((1, 30), (1, 34)),
     (1, 29): ((1, 31), (1, 35)),
     (1, 30): ((1, 32), (1, 36)),
+    (1, 31): ((1, 32), (1, 37)),
 }
 
 

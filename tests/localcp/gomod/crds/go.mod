@@ -4,5 +4,5 @@ go 1.26.0
 
 require (
 	github.com/envoyproxy/gateway v1.9.0
-	istio.io/api v1.29.6
+	istio.io/api v1.31.4
 )

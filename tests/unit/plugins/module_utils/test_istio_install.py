@@ -387,6 +387,8 @@ def test_a_forced_upgrade_uses_the_flag_of_the_helm_and_the_releases_apply_metho
     # No N+2 release date known: the end of the nearest newer minor that has one, as an upper bound.
     ("1.25.2", datetime.date(2026, 6, 29), False),
     ("1.30.4", None, None),
+    # The role's default: no N+2 release date known, so not past its end of life (site.yml says nothing of it).
+    ("1.31.4", None, None),
     ("1.32.0", None, None),
     ("", None, None),
 ])

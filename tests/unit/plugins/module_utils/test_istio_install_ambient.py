@@ -54,8 +54,12 @@ def test_ambient_needs_istio_1_24(mode, version, refused):
     ("1.29.6", "v1.30.9", True, False),
     ("1.29.6", "v1.36.0", False, True),
     ("1.24.3", "v1.27.1+k3s1", True, False),
+    # Istio 1.31 (the role's default) on the current lane's Kubernetes: inside its range (1.32 to 1.37).
+    ("1.31.4", "v1.37.2", False, False),
+    ("1.31.4", "v1.31.0", True, False),
+    ("1.31.4", "v1.38.0", False, True),
     # Newer than the table: its newest row.
-    ("1.31.0", "v1.30.0", True, False),
+    ("1.32.0", "v1.31.0", True, False),
     # Unreadable: let through.
     ("1.29.6", "", False, False),
 ])
@@ -74,6 +78,8 @@ def test_kubernetes_version_istio_supports(istio, kubernetes, refused, warned):
     ("1.29.6", "v1.37.2", "Kubernetes v1.37.2 is newer than the versions Istio 1.29.6 was tested with (1.31 to 1.35"),
     ("1.29.6", "v1.30.9", "Kubernetes v1.30.9 is older than Istio 1.29.6 supports (1.31 to 1.35"),
     ("1.29.6", "", None),
+    # The current lane's local control plane under the role's default: inside Istio 1.31's range, nothing is said.
+    ("1.31.4", "v1.37.2", None),
 ])
 def test_sidecar_mode_warns_about_a_kubernetes_the_pinned_istio_does_not_support_and_refuses_none(
         istio, kubernetes, warned):

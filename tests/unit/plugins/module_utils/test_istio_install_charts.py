@@ -31,7 +31,7 @@ def test_set_chart_version_keeps_comments_and_other_keys():
 
 
 def test_istio_version_for_each_flavour():
-    assert prepare.istio_version_for("current") == "1.29.6"
+    assert prepare.istio_version_for("current") == "1.31.4"
     assert prepare.istio_version_for("legacy") == "1.19.10"
     with pytest.raises(prepare.PrepareError, match="unknown flavour 'other'"):
         prepare.istio_version_for("other")
