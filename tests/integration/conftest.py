@@ -149,6 +149,10 @@ class PlaybookRun:
     def describe_writes(self):
         return [f"{e['verb']} {e['requestURI']}" for e in self.writes]
 
+    def warnings(self):
+        """Ansible's [WARNING] messages of the run, each on one line (the default callback wraps long ones)."""
+        return " ".join(self.output.split()).split("[WARNING]: ")[1:]
+
     def recap(self):
         """The PLAY RECAP counters of localhost, e.g. {'ok': 12, 'changed': 0, 'failed': 0}."""
         if self.stdout.lstrip().startswith("{"):  # the json callback (JSON_CALLBACK)

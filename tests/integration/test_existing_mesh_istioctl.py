@@ -61,7 +61,7 @@ def test_site_uses_the_istioctl_istio_and_switches_the_owners_permissive_policy_
     # The owners' istiod is used as it is. Its Istio is the lane's: past its end of life in the legacy lane (1.19), so
     # the plan says so; supported in the current one (1.31), so it says nothing.
     version = cluster.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
-    past_end_of_life = [line for line in " ".join(run.output.split()).split("[WARNING]: ")[1:] if line.startswith(
+    past_end_of_life = [line for line in run.warnings() if line.startswith(
         "The running istiod istio-system/istiod: Istio %s is past its end of life (" % version)]
     assert bool(past_end_of_life) == {"legacy": True, "current": False}[cluster.matrix], run.output[-4000:]
     applied = snapshot(cluster)

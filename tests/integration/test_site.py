@@ -79,7 +79,7 @@ def test_site_applies_every_step_with_the_served_api_versions(play, cluster, fre
     # The legacy lane pins an Istio past its end of life (1.19 ended 2024-04-24): the plan says so. The current
     # lane's, the role's default 1.31, is supported (until six weeks after 1.33.0): nothing is said of it.
     version = cluster.env["TEG_ISTIO_TEST_ISTIO_VERSION"]
-    past_end_of_life = [line for line in " ".join(run.output.split()).split("[WARNING]: ")[1:]
+    past_end_of_life = [line for line in run.warnings()
                         if line.startswith("istio_install_version: Istio %s is past its end of life (" % version)]
     assert bool(past_end_of_life) == {"legacy": True, "current": False}[MATRIX], run.output[-4000:]
     applied = snapshot(cluster)

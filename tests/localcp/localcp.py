@@ -533,10 +533,16 @@ def cmd_down(args):
     log("down")
 
 
-def cmd_env(args):
+def running_state():
+    """The running cluster's state; a one-line error when none runs."""
     state = load_state()
     if not state:
         raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    return state
+
+
+def cmd_env(args):
+    state = running_state()
     link_clients(state)
     print(f"export KUBECONFIG={KUBECONFIG}")
     print(f"export PATH={STATE_DIR / 'bin'}:$PATH")
@@ -564,9 +570,7 @@ def cmd_reset(args):
     """Back to what cluster-up left: every namespace, Helm release, webhook, cluster role and Istio CRD
     added since removed, and the TEG fixture re-created from scratch (our labels, annotations and
     references on its objects gone)."""
-    state = load_state()
-    if not state:
-        raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    state = running_state()
     names = kubectl(state, "get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
     for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations", "clusterroles",
                  "clusterrolebindings"):
@@ -606,9 +610,7 @@ def delete_crds(state, names, timeout=180):
 
 
 def cmd_delete_crds(args):
-    state = load_state()
-    if not state:
-        raise LocalcpError("no local cluster is running; start one with `make cluster-up`")
+    state = running_state()
     delete_crds(state, args.names)
 
 

@@ -75,7 +75,7 @@ def restart_pending(deployments, names, data_plane, trigger_value, force=False, 
     restart, _unchanged = plan_restarts(selected, trigger_value, trigger_annotation, False, current)
     if restart:
         return True
-    return bool(wait) and any(rollout_state(d, d["metadata"].get("generation", 0))[0] != "done" for d in selected)
+    return bool(rolling_out(selected, (), wait))
 
 
 def reads(settings):
