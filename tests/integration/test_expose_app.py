@@ -198,7 +198,7 @@ def test_hundred_apps_in_one_run(flavour, cluster, run):
     many = {"expose_app_sample": True, "expose_app_apps": apps}
     first = run(many)
     assert first.rc == 0, first.output[-3000:]
-    # One kubernetes.core.k8s call for all objects: a single module invocation creates them.
+    # One teg.istio.k8s_objects call (kubernetes.core.k8s's runner) for all objects: a single task creates them.
     assert first.output.count("apply the Gateway, routes and VirtualServices that differ] ***") == 1
     routes = _items(cluster, "httproutes.gateway.networking.k8s.io")
     vss = _items(cluster, "virtualservices.networking.istio.io")

@@ -88,7 +88,7 @@ def test_check_mode_on_a_fresh_cluster_reports_changes_and_writes_nothing(fresh,
     cluster = fresh
     run = run_role(play, check=True, diff=True)
     assert run.rc == 0, run.output[-3000:]
-    # Namespace label with the EnvoyProxy annotation (one kubernetes.core.k8s call), appProtocol on the xDS and the
+    # Namespace label with the EnvoyProxy annotation (one teg.istio.k8s_objects call), appProtocol on the xDS and the
     # rate-limit ports; create mode also repoints the GatewayClass.
     assert run.recap()["changed"] == (3 if AUTO_MODE == "merge" else 4)
     assert run.writes == [], run.describe_writes()
@@ -425,7 +425,7 @@ def test_ambient_takes_back_sidecar_mode_reruns_without_writes_switches_back_and
 
     check = run_role(play, AMBIENT, check=True, diff=True)
     assert check.rc == 0, check.output[-3000:]
-    # The namespace label and the EnvoyProxy, in one kubernetes.core.k8s call, dry-run.
+    # The namespace label and the EnvoyProxy, in one teg.istio.k8s_objects call, dry-run.
     assert check.recap()["changed"] == 1
     assert check.writes == [], check.describe_writes()
     assert check.dry_runs
