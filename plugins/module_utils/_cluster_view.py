@@ -24,6 +24,7 @@ from ansible_collections.teg.istio.plugins.module_utils.cluster import (
     get_or_none,
 )
 from ansible_collections.teg.istio.plugins.module_utils.facts import gather, read_helm_releases, read_objects
+from ansible_collections.teg.istio.plugins.module_utils._k8s_objects import runner_params
 from ansible_collections.teg.istio.plugins.module_utils.names import describe
 
 
@@ -35,8 +36,9 @@ class _DryRunModule(object):
     _diff = True
 
     def __init__(self, merge_type):
-        self.params = {"state": "present", "merge_type": [merge_type], "hidden_fields": None, "wait": False,
-                       "apply": False, "force": False, "label_selectors": None, "append_hash": False}
+        # The apply's own parameters (k8s_objects), so that the dry run sends what the apply will.
+        self.params = dict(runner_params({"definition": []}), state="present", merge_type=[merge_type],
+                           hidden_fields=None, wait=False, label_selectors=None)
         self.warnings = []
 
     def warn(self, warning):

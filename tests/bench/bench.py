@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "localcp"))
+import localcp  # noqa: E402  (bin_dirs: where build.sh put the legacy lane's Helm 3)
 LOCALCP = [sys.executable, str(REPO / "tests" / "localcp" / "localcp.py")]
 PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 SITE_VARS = "@" + str(REPO / "tests" / "localcp" / "site-vars.yml")
@@ -85,11 +87,9 @@ def apps_playbook(tmp, count, run):
 
 
 def with_helm3(env):
-    """`env` with the legacy lane's Helm 3 first on PATH (tests/localcp/build.sh builds it for the legacy lane)."""
-    dirs = subprocess.run([str(REPO / "tests" / "localcp" / "build.sh"), "--print", "legacy"], check=True,
-                          capture_output=True, text=True).stdout.split()
-    helm3 = next(d for d in dirs if Path(d).name.startswith("helm-v3."))
-    return dict(env, PATH=os.pathsep.join([helm3, env["PATH"]]))
+    """`env` with the legacy lane's Helm 3 first on PATH (localcp.bin_dirs builds it when missing)."""
+    helm3 = next(d for d in localcp.bin_dirs("legacy") if d.name.startswith("helm-v3."))
+    return dict(env, PATH=os.pathsep.join([str(helm3), env["PATH"]]))
 
 
 def fleet_inventory(tmp, state_dirs):
