@@ -191,8 +191,8 @@ Ratios: b/a = {ratios['b/a']:.2f}, c/a = {ratios['c/a']:.2f}, d100/d1 = {ratios[
 {ratios['fleet3/1']:.2f} (three clusters in one run against one); those of 2026-12-04 were 1.51, 0.28, 1.91 and 1.48.
 Those b/a and c/a were measured against the manual procedure with Helm 3; against it in this run (a3): b/a3 =
 {ratios['b/a3']:.2f}, c/a3 = {ratios['c/a3']:.2f}. The CPU column is the ansible-playbook run's process tree (workers,
-module and helm processes; not the API servers): on 2 cores, e cannot take less than half of three times b's CPU,
-so fleet3/1 is low only while b spends time waiting. The peak RSS is the largest process of that tree, the maximum
+module and helm processes; not the API servers): on 2 cores, e cannot take less than half of its own CPU
+(plus the API servers'), so fleet3/1 is low only while b spends time waiting. The peak RSS is the largest process of that tree, the maximum
 over the runs.
 
 `bench: {bench_line(ratios)}`
