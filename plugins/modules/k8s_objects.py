@@ -24,9 +24,21 @@ options:
     description:
       - The objects, each a complete definition with C(apiVersion), C(kind) and C(metadata.name)
         (and C(metadata.namespace) for a namespaced kind).
+      - At least one of O(definition) and O(absent_definitions) is needed.
     type: list
     elements: dict
-    required: true
+    default: []
+  absent_definitions:
+    description:
+      - Objects to create, given like O(definition), that the caller has just read as absent (in a list of their
+        kind and namespace, for example). Each is created with one request, after the objects of O(definition),
+        without the read M(kubernetes.core.k8s) sends before each write.
+      - One that exists by the time it is created (the API server answers 409 AlreadyExists) is read and patched as
+        the objects of O(definition) are.
+      - Only with O(state=present). The results follow those of O(definition), in order.
+    type: list
+    elements: dict
+    default: []
   state:
     description:
       - V(present) creates an object that is missing and patches one that differs (O(merge_type)).

@@ -96,7 +96,8 @@ def inprocess_enabled():
 def _masked(value, no_log_values):
     """`value` as a module process of this ansible-core returns it: with the no_log values masked before 2.22,
     as it is from 2.22 on (the controller masks it when shown; SECRETS_MASKED_BY_CORE)."""
-    if SECRETS_MASKED_BY_CORE:
+    if SECRETS_MASKED_BY_CORE or not no_log_values:
+        # Nothing to mask: remove_values would only copy the value (a tenth of a second for a hundred objects).
         return value
     return remove_values(value, no_log_values)
 

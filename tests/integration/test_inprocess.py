@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import rbac_audit
 from conftest import REPO, PlaybookRun
 
 PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "inprocess.yml"
@@ -249,3 +250,42 @@ def test_every_module_gives_the_same_result_in_process_and_as_a_module_process(f
         assert inprocess.writes == [] and module.writes == [], inprocess.describe_writes() + module.describe_writes()
     else:
         assert results["service_app_protocol"]["changed"] and results["helm_releases"]["changed"]
+
+
+def _route(cluster, name, hostname):
+    version = "v1" if cluster.matrix == "current" else "v1beta1"
+    return {"apiVersion": f"gateway.networking.k8s.io/{version}", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"parentRefs": [{"name": "apps"}], "hostnames": [hostname]}}
+
+
+def test_objects_read_as_absent_are_created_without_a_read_and_one_that_exists_goes_the_usual_way(fresh, interpreter):
+    """k8s_objects' absent_definitions (expose_app's new routes and VirtualServices): one create each, no read first;
+    an object that exists by then (the API server answers 409) is read and patched as kubernetes.core.k8s would.
+    Run as the ServiceAccount of rbac/, whose reads the audit log records too."""
+    envs = rbac_audit.bind(fresh)
+    names = [f"absent-{n}" for n in range(6)]
+    try:
+        fresh.kubectl("apply", "-f", "-", stdin=json.dumps(_route(fresh, "absent-exists", "before.example.com")))
+        position = fresh.audit_position()
+        wanted = [_route(fresh, name, f"{name}.example.com") for name in names]
+        wanted += [_route(fresh, "absent-exists", "after.example.com")]
+        run, result, processes = run_case(fresh, interpreter, "absent_definitions", extra={"absent_definitions": wanted},
+                                          env=envs[rbac_audit.FULL])
+        assert run.rc == 0 and processes == [], result
+        requests = [(e["verb"], e["objectRef"].get("name"), e["responseStatus"]["code"])
+                    for e in rbac_audit.events_since(fresh, position, [rbac_audit.user(rbac_audit.FULL)])
+                    if e.get("objectRef", {}).get("resource") == "httproutes"]
+        # Sent several at once: in any order, each new one once, created.
+        assert sorted(r for r in requests if r[1] != "absent-exists") == [("create", name, 201) for name in names]
+        assert [r for r in requests if r[1] == "absent-exists"] == [
+            ("create", "absent-exists", 409), ("get", "absent-exists", 200), ("patch", "absent-exists", 200)]
+        results = result["result"]["results"]
+        assert [(r["method"], r["changed"], r["result"]["metadata"]["name"]) for r in results] == (
+            [("create", True, name) for name in names] + [("update", True, "absent-exists")])
+        assert "managedFields" not in results[0]["result"]["metadata"]
+        hostnames = json.loads(fresh.kubectl("get", "httproute", "absent-exists", "-n", NS, "-o", "json").stdout)
+        assert hostnames["spec"]["hostnames"] == ["after.example.com"]
+    finally:
+        fresh.kubectl("delete", "httproute", "-n", NS, "--ignore-not-found", "absent-exists", *names)
+        rbac_audit.unbind(fresh)

@@ -173,7 +173,7 @@ def plan(view, settings, predicted, check_mode):
         absent = known_absent(ready, found["listed"])
         ready = [d for d in ready if d not in absent]
     results = view.dry_run(ready) if ready else []
-    changed = changed_definitions(ready, results) + absent
+    changed = changed_definitions(ready, results)
     labels, unwanted = mode_labels(settings.get("mesh_mode"), settings["namespace_labels"])
     namespaces, errors = namespace_objects(rendered, found["namespaces"], labels,
                                            settings["sample"]["namespace"] if settings["sample"]["enabled"] else None,
@@ -187,10 +187,12 @@ def plan(view, settings, predicted, check_mode):
     else:
         notes = []
     writes = {
-        # One kubernetes.core.k8s call, in this order: the namespaces first, so that objects in a new
-        # one can be created. In check mode the new namespace is a dry run only, so what goes into it
-        # is reported instead.
-        "apply": namespaces + changed + ([] if check_mode else pending),
+        # One k8s_objects call, in this order: the namespaces first, so that objects in a new one can be
+        # created; then those that differ; then those known to be new (the lists read do not have them, or their
+        # namespace or kind is new), created without a read first. In check mode the new namespace is a dry
+        # run only, so what goes into it is reported instead.
+        "apply": namespaces + changed,
+        "create": absent + ([] if check_mode else pending),
         "prune": stale_objects(found["managed"], rendered) if settings["prune"] else [],
         "would_create": describe_all(pending) + notes if check_mode else [],
     }
