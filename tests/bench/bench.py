@@ -157,8 +157,8 @@ def main():
                 subprocess.run([*LOCALCP, "reset"], env=env, check=True, capture_output=True)
                 times["a"].append(timed(["bash", "tests/bench/manual.sh"], env, "manual.sh", "a", [state_dir]))
                 subprocess.run([*LOCALCP, "reset"], env=env, check=True, capture_output=True)
-                times["a3"].append(timed(["bash", "tests/bench/manual.sh"], env_helm3, "manual.sh with Helm 3", "a3",
-                                          [state_dir]))
+                times["a3"].append(timed(["bash", "tests/bench/manual.sh"], env_helm3, "manual.sh with Helm 3",
+                                         "a3", [state_dir]))
                 subprocess.run([*LOCALCP, "reset"], env=env, check=True, capture_output=True)
                 times["b"].append(timed(site, env, "site.yml (fresh)", "b", [state_dir]))
                 times["c"].append(timed(site, env, "site.yml (nothing to do)", "c", [state_dir]))
