@@ -30,8 +30,9 @@ except ImportError:  # the module reports the missing library (get_api_client) b
 ARGUMENT_SPEC = copy.deepcopy(AUTH_ARG_SPEC)
 ARGUMENT_SPEC.update(copy.deepcopy(WAIT_ARG_SPEC))
 ARGUMENT_SPEC.update(
-    definition=dict(type="list", elements="dict", default=[]),
-    absent_definitions=dict(type="list", elements="dict", default=[]),
+    # No defaults: required_one_of only counts options that are set.
+    definition=dict(type="list", elements="dict"),
+    absent_definitions=dict(type="list", elements="dict"),
     state=dict(type="str", choices=["present", "absent", "patched"], default="present"),
     merge_type=dict(type="list", elements="str", choices=["merge", "strategic-merge"]),
     hidden_fields=dict(type="list", elements="str"),
@@ -122,7 +123,7 @@ def run(module):
     absent definitions, those after it in the list may have been created (they are sent several at once)."""
     # In place: AnsibleK8SModule's params is a read-only view of its AnsibleModule's dict.
     module.params.update(runner_params(module.params))
-    absent = module.params["absent_definitions"]
+    absent = module.params["absent_definitions"] or []
     if not absent:
         run_module(module)
         return

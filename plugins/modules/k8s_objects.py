@@ -27,7 +27,6 @@ options:
       - At least one of O(definition) and O(absent_definitions) is needed.
     type: list
     elements: dict
-    default: []
   absent_definitions:
     description:
       - Objects to create, given like O(definition), that the caller has just read as absent (in a list of their
@@ -38,7 +37,6 @@ options:
       - Only with O(state=present). The results follow those of O(definition), in order.
     type: list
     elements: dict
-    default: []
   state:
     description:
       - V(present) creates an object that is missing and patches one that differs (O(merge_type)).
